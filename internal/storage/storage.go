@@ -1,0 +1,78 @@
+// Package storage defines the Backend interface through which kura stores
+// every object of a repository, and the errors its implementations return.
+//
+// A Backend is a flat namespace of named, immutable objects. Names are
+// slash-separated relative paths made of [a-z0-9._-] segments ("config",
+// "chunks/ab/ab12…", "locks/…"). The repository layer above decides the
+// names; backends never interpret them beyond the slashes.
+//
+// Guarantees every implementation must give (checked by storagetest.Run):
+//
+//   - Atomic put: a Put either makes the complete object visible under its
+//     name or leaves the name as it was. A reader never sees a partial
+//     object, even when the writing process is killed mid-way.
+//   - Read-after-write: once Put returns nil, Get, Stat and List on any
+//     handle to the same backend see the new object; once Delete returns
+//     nil, they no longer see it.
+//   - Put of an existing name replaces it atomically (content-addressed
+//     callers rely on replacing an object with identical bytes being
+//     harmless).
+//   - Ranged reads return exactly the requested bytes or an error; a range
+//     past the end is ErrRange.
+//   - A missing object is reported as an error wrapping ErrNotFound.
+//   - All methods are safe for concurrent use and honour ctx cancellation.
+//
+// These are the guarantees of a local POSIX filesystem (write to a temporary
+// file, fsync, rename, fsync the directory) and of S3-compatible stores
+// (single PUT, strong read-after-write consistency) alike.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them with %w and add context.
+var (
+	// ErrNotFound means the named object does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrRange means a ranged read asked for bytes past the object's end.
+	ErrRange = errors.New("range outside object")
+	// ErrInvalidName means the name is empty, absolute, contains "..", or
+	// characters outside the allowed set.
+	ErrInvalidName = errors.New("invalid object name")
+	// ErrNoSpace means the backend is out of space; nothing was written.
+	ErrNoSpace = errors.New("no space left in storage")
+)
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Backend stores immutable named objects. See the package documentation
+// for the guarantees an implementation must give.
+type Backend interface {
+	// Put stores data under name, atomically replacing any previous object.
+	Put(ctx context.Context, name string, data []byte) error
+	// Get returns the whole object.
+	Get(ctx context.Context, name string) ([]byte, error)
+	// GetRange returns length bytes starting at offset.
+	GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error)
+	// Stat returns the object's size and modification time.
+	Stat(ctx context.Context, name string) (ObjectInfo, error)
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. A non-nil error from fn stops the listing and is
+	// returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// Delete removes the object. Deleting a missing object returns an error
+	// wrapping ErrNotFound.
+	Delete(ctx context.Context, name string) error
+	// Location describes the backend for humans ("local:/srv/kura").
+	Location() string
+	// Close releases resources held by the backend.
+	Close() error
+}
