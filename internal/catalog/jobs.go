@@ -1,0 +1,164 @@
+package catalog
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
+// StartJob records a new job of the given kind in state Running and returns
+// it. Job IDs are 16 random hex digits.
+func (c *Catalog) StartJob(ctx context.Context, kind string) (Job, error) {
+	if !jobKinds[kind] {
+		return Job{}, fmt.Errorf("start job: %w: kind %q", ErrInvalid, kind)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return Job{}, fmt.Errorf("start job: %w", err)
+	}
+	j := Job{ID: hex.EncodeToString(b[:]), Kind: kind, State: StateRunning, Started: c.now().UTC(),
+		Summary: json.RawMessage("null")}
+	if _, err := c.w.ExecContext(ctx, `INSERT INTO jobs(id, kind, started, state) VALUES (?, ?, ?, ?)`,
+		j.ID, j.Kind, timeToDB(j.Started), j.State); err != nil {
+		return Job{}, fmt.Errorf("start job: %w", classify(err))
+	}
+	// Round-trip precision: what Jobs returns must equal what we return.
+	j.Started = timeFromDB(timeToDB(j.Started))
+	return j, nil
+}
+
+// FinishJob sets a job's final state (Completed, PartiallyFailed or Failed),
+// its finish time, and its summary, stored as the JSON encoding of summary.
+func (c *Catalog) FinishJob(ctx context.Context, id, state string, summary any) error {
+	if !finalStates[state] {
+		return fmt.Errorf("finish job %s: %w: state %q is not final", id, ErrInvalid, state)
+	}
+	b, err := json.Marshal(summary)
+	if err != nil {
+		return fmt.Errorf("finish job %s: encode summary: %w", id, err)
+	}
+	res, err := c.w.ExecContext(ctx, `UPDATE jobs SET state = ?, finished = ?, summary = ? WHERE id = ?`,
+		state, timeToDB(c.now()), string(b), id)
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", id, classify(err))
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("finish job %s: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("finish job %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// RecordJobVM records or updates the outcome of one VM in a job.
+func (c *Catalog) RecordJobVM(ctx context.Context, v JobVM) error {
+	if v.JobID == "" || (v.VMUUID == "" && v.VMName == "") {
+		return fmt.Errorf("record job vm: %w: needs a job id and a vm uuid or name", ErrInvalid)
+	}
+	_, err := c.w.ExecContext(ctx, `INSERT INTO job_vms(job_id, vm_key, vm_name, vm_uuid, state, attempts, error, point_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(job_id, vm_key) DO UPDATE SET vm_name = excluded.vm_name, state = excluded.state,
+	attempts = excluded.attempts, error = excluded.error, point_id = excluded.point_id`,
+		v.JobID, v.key(), v.VMName, v.VMUUID, v.State, v.Attempts, v.Error, v.PointID)
+	if err != nil {
+		if isForeignKey(err) {
+			return fmt.Errorf("record job vm in %s: %w: no such job", v.JobID, ErrNotFound)
+		}
+		return fmt.Errorf("record job vm in %s: %w", v.JobID, classify(err))
+	}
+	return nil
+}
+
+// Jobs returns the most recent jobs, newest first, each with its VMs.
+// limit <= 0 means all.
+func (c *Catalog) Jobs(ctx context.Context, limit int) ([]Job, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	var out []Job
+	err := c.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs
+ORDER BY started DESC, id DESC LIMIT ?`, limit)
+		if err != nil {
+			return err
+		}
+		return attachJobVMs(ctx, tx, out, `SELECT v.job_id, v.vm_name, v.vm_uuid, v.state, v.attempts, v.error, v.point_id
+FROM job_vms v JOIN (SELECT id FROM jobs ORDER BY started DESC, id DESC LIMIT ?) j ON j.id = v.job_id
+ORDER BY v.job_id, v.vm_name, v.vm_uuid`, limit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", classify(err))
+	}
+	return out, nil
+}
+
+// Job returns one job with its VMs, or ErrNotFound.
+func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
+	var out []Job
+	err := c.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		return attachJobVMs(ctx, tx, out, `SELECT job_id, vm_name, vm_uuid, state, attempts, error, point_id
+FROM job_vms WHERE job_id = ? ORDER BY vm_name, vm_uuid`, id)
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("job %s: %w", id, classify(err))
+	}
+	if len(out) == 0 {
+		return Job{}, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	return out[0], nil
+}
+
+func queryJobs(ctx context.Context, q querier, query string, args ...any) ([]Job, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		var j Job
+		var started, finished sql.NullInt64
+		var summary string
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &started, &finished, &summary); err != nil {
+			return nil, err
+		}
+		j.Started, j.Finished = timeFromDB(started), timeFromDB(finished)
+		j.Summary = json.RawMessage(summary)
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+func attachJobVMs(ctx context.Context, q querier, js []Job, query string, args ...any) error {
+	if len(js) == 0 {
+		return nil
+	}
+	byID := make(map[string]*Job, len(js))
+	for i := range js {
+		byID[js[i].ID] = &js[i]
+	}
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v JobVM
+		if err := rows.Scan(&v.JobID, &v.VMName, &v.VMUUID, &v.State, &v.Attempts, &v.Error, &v.PointID); err != nil {
+			return err
+		}
+		if j := byID[v.JobID]; j != nil {
+			j.VMs = append(j.VMs, v)
+		}
+	}
+	return rows.Err()
+}

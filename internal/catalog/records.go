@@ -1,0 +1,125 @@
+package catalog
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Point kinds.
+const (
+	KindFull        = "full"
+	KindIncremental = "incremental"
+)
+
+// Job kinds.
+const (
+	JobBackup  = "backup"
+	JobRestore = "restore"
+	JobVerify  = "verify"
+	JobPrune   = "prune"
+	JobGC      = "gc"
+)
+
+// Job states. New and Running are open; the others are final.
+const (
+	StateNew             = "New"
+	StateRunning         = "Running"
+	StateCompleted       = "Completed"
+	StatePartiallyFailed = "PartiallyFailed"
+	StateFailed          = "Failed"
+)
+
+var (
+	jobKinds    = map[string]bool{JobBackup: true, JobRestore: true, JobVerify: true, JobPrune: true, JobGC: true}
+	finalStates = map[string]bool{StateCompleted: true, StatePartiallyFailed: true, StateFailed: true}
+)
+
+// Repository is a repository the catalog indexes.
+type Repository struct {
+	ID       string // the repository's own identifier (from its config)
+	Location string // where it lives, e.g. a directory or URL
+}
+
+// VM is a virtual machine kura has seen on a hypervisor.
+type VM struct {
+	UUID       string
+	Name       string
+	Hypervisor string // connector kind, e.g. "libvirt"
+	URI        string // connection URI of the hypervisor
+	Host       string
+	FirstSeen  time.Time
+	LastSeen   time.Time
+	Missing    bool // no longer present in the live inventory
+}
+
+// Point is a recovery point: one backup of one VM in one repository.
+type Point struct {
+	ID          string
+	RepoID      string
+	VMUUID      string
+	VMName      string
+	Kind        string // KindFull or KindIncremental
+	Parent      string // ID of the point an incremental was based on
+	Consistency string // e.g. "application", "filesystem", "crash"
+	Checkpoint  string // hypervisor checkpoint left for the next incremental
+	Started     time.Time
+	Finished    time.Time
+	BytesRead   int64
+	BytesNew    int64
+	BytesStored int64
+	Tags        []string
+	Notes       []string
+	Disks       []PointDisk // in the order given when the point was added
+}
+
+// PointDisk is one disk of a recovery point.
+type PointDisk struct {
+	Target      string // device name in the VM, e.g. "vda"
+	Source      string // image path or volume on the hypervisor
+	Format      string // e.g. "qcow2", "raw"
+	IndexID     string // identifier of the disk's chunk index in the repository
+	Size        int64  // virtual size in bytes
+	BytesRead   int64
+	BytesNew    int64
+	BytesStored int64
+	Incremental bool // only changed blocks were read
+}
+
+// PointFilter selects points. Zero fields match everything.
+type PointFilter struct {
+	VM     string    // VM name or UUID
+	RepoID string    // repository ID
+	Since  time.Time // started at or after
+	Until  time.Time // started at or before
+}
+
+// Job is one run of a long operation.
+type Job struct {
+	ID       string
+	Kind     string // JobBackup, JobRestore, ...
+	State    string // StateNew, StateRunning, ...
+	Started  time.Time
+	Finished time.Time
+	Summary  json.RawMessage // JSON given to FinishJob; "null" until then
+	VMs      []JobVM
+}
+
+// JobVM is the outcome of one VM within a job. A record is identified by
+// its job and the VM's UUID, or its name when the UUID is unknown (a VM
+// selected by name that could not be found).
+type JobVM struct {
+	JobID    string
+	VMName   string
+	VMUUID   string
+	State    string
+	Attempts int
+	Error    string
+	PointID  string
+}
+
+func (j JobVM) key() string {
+	if j.VMUUID != "" {
+		return j.VMUUID
+	}
+	return "name:" + j.VMName
+}
