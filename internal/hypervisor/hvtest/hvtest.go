@@ -1,0 +1,345 @@
+// Package hvtest is the conformance suite every hypervisor.Connector (and
+// every fake of one) must pass.
+//
+// The suite creates a VM through Target.MakeVM, writes patterns into its
+// first protectable disk through the write function MakeVM returns, and
+// checks inventory, full and incremental sessions, checkpoint handling on
+// failure, the missing-base error, leftover cleanup, and the restore-target
+// methods (define, start, stop, undefine).
+package hvtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/kurabackup/kura/internal/hypervisor"
+)
+
+// WriteFunc writes data at off into the first protectable disk of the VM,
+// the way a guest would (the next backup session must see it). The suite
+// only writes runs of one repeated byte, 1 MiB long and 1 MiB aligned, so a
+// connector may implement it with a pattern writer such as qemu-io.
+type WriteFunc func(off int64, data []byte)
+
+// Target describes the connector under test.
+type Target struct {
+	Connector hypervisor.Connector
+	// MakeVM creates a fresh VM with at least one protectable disk of at
+	// least 8 MiB, in the power state the target wants to test.
+	MakeVM func(t *testing.T) (hypervisor.VM, WriteFunc)
+	// Consistency is the mode sessions are opened with (ModeCrash when empty).
+	Consistency hypervisor.ConsistencyMode
+	// ScratchDir returns a scratch directory (t.TempDir when nil).
+	ScratchDir func(t *testing.T) string
+	// Timeout bounds each sub-test (2 minutes when zero).
+	Timeout time.Duration
+	// NewConfig returns a configuration DefineVM accepts for a new VM of
+	// that name and UUID, which StartVM can boot. Required.
+	NewConfig func(t *testing.T, name, uuid string) []byte
+}
+
+const mib = 1 << 20
+
+// Run runs the conformance suite.
+func Run(t *testing.T, tg Target) {
+	if tg.Consistency == "" {
+		tg.Consistency = hypervisor.ModeCrash
+	}
+	if tg.ScratchDir == nil {
+		tg.ScratchDir = func(t *testing.T) string { return t.TempDir() }
+	}
+	if tg.Timeout == 0 {
+		tg.Timeout = 2 * time.Minute
+	}
+	t.Run("Inventory", func(t *testing.T) { testInventory(t, tg) })
+	t.Run("FullThenIncremental", func(t *testing.T) { testFullIncremental(t, tg) })
+	t.Run("MissingBase", func(t *testing.T) { testMissingBase(t, tg) })
+	t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, tg) })
+	t.Run("RestoreTarget", func(t *testing.T) { testRestoreTarget(t, tg) })
+}
+
+func (tg Target) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), tg.Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (tg Target) begin(t *testing.T, ctx context.Context, vm hypervisor.VM, base, next string) (hypervisor.BackupSession, error) {
+	s, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{
+		Consistency: tg.Consistency, BaseCheckpoint: base, NewCheckpoint: next,
+		ScratchDir: tg.ScratchDir(t),
+	})
+	if err == nil {
+		t.Cleanup(func() { _ = s.Close(context.Background(), false) })
+	}
+	return s, err
+}
+
+func firstProtectable(t *testing.T, vm hypervisor.VM) hypervisor.Disk {
+	for _, d := range vm.Disks {
+		if d.Protectable {
+			return d
+		}
+	}
+	t.Fatalf("vm %s has no protectable disk", vm.Name)
+	return hypervisor.Disk{}
+}
+
+func testInventory(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, _ := tg.MakeVM(t)
+	vms, err := tg.Connector.ListVMs(ctx)
+	if err != nil {
+		t.Fatalf("ListVMs: %v", err)
+	}
+	i := slices.IndexFunc(vms, func(v hypervisor.VM) bool { return v.Name == vm.Name })
+	if i < 0 {
+		t.Fatalf("ListVMs does not list %s", vm.Name)
+	}
+	if vms[i].UUID != vm.UUID || len(vms[i].Disks) != len(vm.Disks) {
+		t.Errorf("ListVMs entry %+v differs from MakeVM's %+v", vms[i], vm)
+	}
+	for _, key := range []string{vm.Name, vm.UUID} {
+		got, err := tg.Connector.LookupVM(ctx, key)
+		if err != nil || got.Name != vm.Name || got.UUID != vm.UUID {
+			t.Errorf("LookupVM(%q) = %s/%s, %v", key, got.Name, got.UUID, err)
+		}
+	}
+	d := firstProtectable(t, vm)
+	if d.Size < 8*mib {
+		t.Errorf("disk %s size %d, want >= 8 MiB", d.Target, d.Size)
+	}
+	for _, key := range []string{"kura-hvtest-no-such-vm", "00000000-0000-4000-8000-00000000dead"} {
+		if _, err := tg.Connector.LookupVM(ctx, key); !errors.Is(err, hypervisor.ErrVMNotFound) {
+			t.Errorf("LookupVM(%q) error = %v, want ErrVMNotFound", key, err)
+		}
+	}
+	if _, err := tg.Connector.Host(ctx); err != nil {
+		t.Errorf("Host: %v", err)
+	}
+}
+
+// CheckExtents verifies that ext is sorted, contiguous, non-empty and covers
+// [0, size), and returns the bytes per kind.
+func CheckExtents(ext []hypervisor.Extent, size int64) (map[hypervisor.ExtentKind]int64, error) {
+	sum := map[hypervisor.ExtentKind]int64{}
+	var pos int64
+	for i, e := range ext {
+		if e.Offset != pos || e.Length <= 0 {
+			return nil, fmt.Errorf("extent %d %+v: want offset %d and positive length", i, e, pos)
+		}
+		if e.Kind > hypervisor.ExtentUnchanged {
+			return nil, fmt.Errorf("extent %d: bad kind %d", i, e.Kind)
+		}
+		sum[e.Kind] += e.Length
+		pos += e.Length
+	}
+	if pos != size {
+		return nil, fmt.Errorf("extents end at %d, disk size %d", pos, size)
+	}
+	return sum, nil
+}
+
+// kindAt returns the kinds of the extents overlapping [off, off+n).
+func kindsIn(ext []hypervisor.Extent, off, n int64) []hypervisor.ExtentKind {
+	var out []hypervisor.ExtentKind
+	for _, e := range ext {
+		if e.Offset < off+n && off < e.Offset+e.Length && !slices.Contains(out, e.Kind) {
+			out = append(out, e.Kind)
+		}
+	}
+	return out
+}
+
+func sessionDisk(t *testing.T, s hypervisor.BackupSession, target string) hypervisor.SessionDisk {
+	for _, d := range s.Disks() {
+		if d.Target == target {
+			return d
+		}
+	}
+	t.Fatalf("session does not expose disk %s", target)
+	return hypervisor.SessionDisk{}
+}
+
+func pattern(b byte) []byte { return bytes.Repeat([]byte{b}, mib) }
+
+func readEqual(t *testing.T, d hypervisor.SessionDisk, off int64, want []byte) {
+	t.Helper()
+	got := make([]byte, len(want))
+	if _, err := d.Reader.ReadAt(got, off); err != nil {
+		t.Fatalf("ReadAt(%d): %v", off, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("disk %s at %d: read differs from what was written (first byte %#x, want %#x)", d.Target, off, got[0], want[0])
+	}
+}
+
+func testFullIncremental(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, write := tg.MakeVM(t)
+	disk := firstProtectable(t, vm)
+	write(2*mib, pattern(0xa1))
+
+	s1, err := tg.begin(t, ctx, vm, "", "kura-hvt-1")
+	if err != nil {
+		t.Fatalf("full BeginBackup: %v", err)
+	}
+	for _, vd := range vm.Disks {
+		if vd.Protectable && !slices.ContainsFunc(s1.Disks(), func(d hypervisor.SessionDisk) bool { return d.Target == vd.Target }) {
+			t.Errorf("full session lacks protectable disk %s", vd.Target)
+		}
+	}
+	for _, d := range s1.Disks() {
+		sum, err := CheckExtents(d.Extents, d.Size)
+		if err != nil {
+			t.Fatalf("disk %s: %v", d.Target, err)
+		}
+		if d.Incremental || sum[hypervisor.ExtentUnchanged] != 0 {
+			t.Errorf("full session disk %s: incremental=%v unchanged=%d", d.Target, d.Incremental, sum[hypervisor.ExtentUnchanged])
+		}
+	}
+	d1 := sessionDisk(t, s1, disk.Target)
+	if k := kindsIn(d1.Extents, 2*mib, mib); !slices.Equal(k, []hypervisor.ExtentKind{hypervisor.ExtentData}) {
+		t.Errorf("written range has kinds %v in full session, want only Data", k)
+	}
+	readEqual(t, d1, 2*mib, pattern(0xa1))
+	if cp := s1.Checkpoint(); cp != "" && cp != "kura-hvt-1" {
+		t.Errorf("Checkpoint() = %q, want kura-hvt-1", cp)
+	}
+	if _, f := s1.Config(); f == "" {
+		t.Errorf("Config() has no format")
+	}
+	if err := s1.Close(ctx, true); err != nil {
+		t.Fatalf("Close(true): %v", err)
+	}
+	if s1.Checkpoint() == "" {
+		return // no change tracking: nothing more to check
+	}
+
+	write(5*mib, pattern(0xb2))
+	s2, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-2")
+	if err != nil {
+		t.Fatalf("incremental BeginBackup: %v", err)
+	}
+	checkIncremental(t, sessionDisk(t, s2, disk.Target), 5*mib, pattern(0xb2))
+	if err := s2.Close(ctx, false); err != nil {
+		t.Fatalf("Close(false): %v", err)
+	}
+
+	// The failed session must leave kura-hvt-1 usable as a base, with the
+	// write still counted as changed.
+	s3, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-3")
+	if err != nil {
+		t.Fatalf("BeginBackup after Close(false): %v", err)
+	}
+	checkIncremental(t, sessionDisk(t, s3, disk.Target), 5*mib, pattern(0xb2))
+	if err := s3.Close(ctx, true); err != nil {
+		t.Fatalf("Close(true): %v", err)
+	}
+	// After success the older kura checkpoint is gone.
+	if _, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-4"); !errors.Is(err, hypervisor.ErrCheckpointMissing) {
+		t.Errorf("base kura-hvt-1 after a later success: error %v, want ErrCheckpointMissing", err)
+	}
+}
+
+func checkIncremental(t *testing.T, d hypervisor.SessionDisk, off int64, want []byte) {
+	t.Helper()
+	sum, err := CheckExtents(d.Extents, d.Size)
+	if err != nil {
+		t.Fatalf("disk %s: %v", d.Target, err)
+	}
+	if !d.Incremental {
+		t.Fatalf("disk %s: session with a base is not incremental", d.Target)
+	}
+	if k := kindsIn(d.Extents, off, int64(len(want))); !slices.Equal(k, []hypervisor.ExtentKind{hypervisor.ExtentData}) {
+		t.Errorf("written range has kinds %v, want only Data", k)
+	}
+	// The guest may touch a little more than we wrote; never much more.
+	if data := sum[hypervisor.ExtentData]; data > int64(len(want))+4*mib {
+		t.Errorf("incremental reports %d data bytes after a %d-byte write", data, len(want))
+	}
+	if sum[hypervisor.ExtentUnchanged] == 0 {
+		t.Errorf("incremental has no unchanged extents")
+	}
+	readEqual(t, d, off, want)
+}
+
+func testMissingBase(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, _ := tg.MakeVM(t)
+	_, err := tg.begin(t, ctx, vm, "kura-hvt-never-made", "kura-hvt-x")
+	if !errors.Is(err, hypervisor.ErrCheckpointMissing) {
+		t.Fatalf("BeginBackup with a missing base: error %v, want ErrCheckpointMissing", err)
+	}
+	// The failed attempt must not leave the new checkpoint behind.
+	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-x")
+	if err != nil {
+		t.Fatalf("full BeginBackup after the failure: %v", err)
+	}
+	if err := s.Close(ctx, true); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func testLeftovers(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, write := tg.MakeVM(t)
+	disk := firstProtectable(t, vm)
+	write(mib, pattern(0xc1))
+	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-l1")
+	if err != nil {
+		t.Fatalf("BeginBackup: %v", err)
+	}
+	if err := s.Close(ctx, true); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	keep := map[string]bool{"kura-hvt-l1": true}
+	if lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep); err != nil || len(lo) != 0 {
+		t.Fatalf("Leftovers after a clean session = %v, %v; want none", lo, err)
+	}
+	// An abandoned session (the process was killed before Close).
+	if _, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{
+		Consistency: tg.Consistency, BaseCheckpoint: "kura-hvt-l1", NewCheckpoint: "kura-hvt-l2",
+		ScratchDir: tg.ScratchDir(t),
+	}); err != nil {
+		t.Fatalf("BeginBackup: %v", err)
+	}
+	lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep)
+	if err != nil {
+		t.Fatalf("Leftovers: %v", err)
+	}
+	if len(lo) == 0 {
+		t.Fatalf("Leftovers reports nothing after an abandoned session")
+	}
+	for _, l := range lo {
+		if l.VM != vm.Name || l.Kind == "" || l.Name == "" {
+			t.Errorf("bad leftover %+v", l)
+		}
+		if l.Name == "kura-hvt-l1" {
+			t.Errorf("leftover %+v is in keep", l)
+		}
+	}
+	for _, l := range lo {
+		if err := tg.Connector.RemoveLeftover(ctx, l); err != nil {
+			t.Errorf("RemoveLeftover(%+v): %v", l, err)
+		}
+	}
+	if lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep); err != nil || len(lo) != 0 {
+		t.Fatalf("Leftovers after RemoveLeftover = %v, %v; want none", lo, err)
+	}
+	// The kept base still works.
+	write(3*mib, pattern(0xc3))
+	s2, err := tg.begin(t, ctx, vm, "kura-hvt-l1", "kura-hvt-l3")
+	if err != nil {
+		t.Fatalf("BeginBackup after cleanup: %v", err)
+	}
+	checkIncremental(t, sessionDisk(t, s2, disk.Target), 3*mib, pattern(0xc3))
+	if err := s2.Close(ctx, true); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
