@@ -76,3 +76,13 @@ type Backend interface {
 	// Close releases resources held by the backend.
 	Close() error
 }
+
+// Syncer is implemented by backends whose Put may return before the object
+// is durable (a local directory in batch mode). Sync makes every object put
+// so far durable. The repository calls it before and after writing the
+// manifest that commits a recovery point, so a point is never durable
+// before the chunks it refers to. One sync per point instead of one per
+// object is what Proxmox Backup Server calls the "filesystem" sync level.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}

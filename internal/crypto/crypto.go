@@ -1,0 +1,137 @@
+// Package crypto holds kura's cryptographic primitives: the repository
+// master key (an AES-256-GCM encryption key and an HMAC-SHA256 key used to
+// name chunks), passphrase wrapping of that key with argon2id (key files),
+// and authenticated sealing of object payloads.
+//
+// Nothing here knows about object names or repository layout; the repo
+// package decides what is sealed with which associated data.
+package crypto
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+)
+
+// Sizes of the primitives.
+const (
+	KeySize      = 32 // AES-256 key and HMAC key
+	MasterSize   = 2 * KeySize
+	NonceSize    = 12
+	TagSize      = 16
+	DigestSize   = sha256.Size
+	SealOverhead = NonceSize + TagSize
+)
+
+// Sentinel errors.
+var (
+	// ErrWrongPassword means the passphrase does not unwrap the key file.
+	ErrWrongPassword = errors.New("wrong passphrase")
+	// ErrAuth means a sealed payload failed authentication (tampered,
+	// corrupted, or stored under another name).
+	ErrAuth = errors.New("authentication failed")
+	// ErrBadKeyFile means a key file could not be decoded.
+	ErrBadKeyFile = errors.New("malformed key file")
+)
+
+// MasterKey is the repository secret: 32 bytes of AES-256-GCM key followed
+// by 32 bytes of HMAC-SHA256 key for chunk digests.
+type MasterKey struct {
+	Enc [KeySize]byte
+	MAC [KeySize]byte
+}
+
+// NewMasterKey returns a fresh random master key.
+func NewMasterKey() (*MasterKey, error) {
+	var b [MasterSize]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("generate master key: %w", err)
+	}
+	return MasterKeyFromBytes(b[:])
+}
+
+// MasterKeyFromBytes builds a master key from its 64-byte serialisation.
+func MasterKeyFromBytes(b []byte) (*MasterKey, error) {
+	if len(b) != MasterSize {
+		return nil, fmt.Errorf("master key is %d bytes, want %d", len(b), MasterSize)
+	}
+	mk := &MasterKey{}
+	copy(mk.Enc[:], b[:KeySize])
+	copy(mk.MAC[:], b[KeySize:])
+	return mk, nil
+}
+
+// Bytes returns the 64-byte serialisation (Enc ‖ MAC).
+func (mk *MasterKey) Bytes() []byte {
+	out := make([]byte, 0, MasterSize)
+	out = append(out, mk.Enc[:]...)
+	return append(out, mk.MAC[:]...)
+}
+
+// Keys is a ready-to-use master key: an AEAD and a pool of HMAC states.
+// It is safe for concurrent use.
+type Keys struct {
+	aead cipher.AEAD
+	macs sync.Pool
+}
+
+// NewKeys prepares mk for use.
+func NewKeys(mk *MasterKey) (*Keys, error) {
+	block, err := aes.NewCipher(mk.Enc[:])
+	if err != nil {
+		return nil, fmt.Errorf("aes: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("gcm: %w", err)
+	}
+	macKey := mk.MAC
+	k := &Keys{aead: aead}
+	k.macs.New = func() any { return hmac.New(sha256.New, macKey[:]) }
+	return k, nil
+}
+
+// Digest returns HMAC-SHA256(macKey, data).
+func (k *Keys) Digest(data []byte) (d [DigestSize]byte) {
+	h := k.macs.Get().(hash.Hash)
+	h.Reset()
+	h.Write(data)
+	h.Sum(d[:0])
+	k.macs.Put(h)
+	return d
+}
+
+// Seal appends nonce ‖ ciphertext ‖ tag of plaintext to dst, using a fresh
+// random nonce and the given associated data.
+func (k *Keys) Seal(dst, plaintext, aad []byte) ([]byte, error) {
+	n := len(dst)
+	dst = append(dst, make([]byte, NonceSize)...)
+	nonce := dst[n : n+NonceSize]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return k.aead.Seal(dst, nonce, plaintext, aad), nil
+}
+
+// Open authenticates and decrypts nonce ‖ ciphertext ‖ tag, appending the
+// plaintext to dst.
+func (k *Keys) Open(dst, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < SealOverhead {
+		return nil, fmt.Errorf("%w: sealed data too short", ErrAuth)
+	}
+	out, err := k.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], aad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return out, nil
+}
+
+// PlainDigest returns SHA-256(data), the chunk digest of unencrypted
+// repositories.
+func PlainDigest(data []byte) [DigestSize]byte { return sha256.Sum256(data) }

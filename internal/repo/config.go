@@ -1,0 +1,75 @@
+package repo
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Format versions. A kura reads repositories whose version is in
+// [MinReadVersion, MaxReadVersion] and writes into those in
+// [MinWriteVersion, MaxWriteVersion]. New repositories get CurrentVersion.
+const (
+	CurrentVersion  = 1
+	MinReadVersion  = 1
+	MaxReadVersion  = 1
+	MinWriteVersion = 1
+	MaxWriteVersion = 1
+)
+
+// Repository limits.
+const (
+	DefaultChunkSize = 4 << 20
+	MinChunkSize     = 64 << 10
+	MaxChunkSize     = 64 << 20
+	maxPlainLen      = 64 << 20
+	configName       = "config"
+	configMagic      = "kura-repository"
+)
+
+// Config is the plaintext repository configuration stored in "config".
+type Config struct {
+	Magic       string    `json:"magic"`
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	ChunkSize   int       `json:"chunk_size"`
+	Encryption  string    `json:"encryption"`
+	Compression string    `json:"compression"`
+	Created     time.Time `json:"created"`
+
+	// Encrypted is derived from Encryption.
+	Encrypted bool `json:"-"`
+}
+
+// encrypted reports whether the repository encrypts its objects.
+func (c Config) encrypted() bool { return c.Encryption == "aes-256-gcm" }
+
+func decodeConfig(data []byte) (Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, corrupt(configName, "%v", err)
+	}
+	if c.Magic != configMagic {
+		return c, fmt.Errorf("%w: object %q is not a kura repository config", ErrNotRepository, configName)
+	}
+	if c.Version > MaxReadVersion {
+		return c, fmt.Errorf("repository format version %d is newer than this kura supports (%d): %w",
+			c.Version, MaxReadVersion, ErrNewerFormat)
+	}
+	if c.Version < MinReadVersion {
+		return c, corrupt(configName, "format version %d is not valid", c.Version)
+	}
+	if c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize || c.ChunkSize%4096 != 0 {
+		return c, corrupt(configName, "chunk size %d out of bounds", c.ChunkSize)
+	}
+	if c.Encryption != "aes-256-gcm" && c.Encryption != "none" {
+		return c, corrupt(configName, "unknown encryption %q", c.Encryption)
+	}
+	if c.Compression != "zstd" {
+		return c, corrupt(configName, "unknown compression %q", c.Compression)
+	}
+	if len(c.ID) != 32 {
+		return c, corrupt(configName, "repository id %q is not 32 hex digits", c.ID)
+	}
+	return c, nil
+}

@@ -1,0 +1,23 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. They are wrapped with the object or location concerned.
+var (
+	ErrWrongPassword = errors.New("wrong passphrase: no key in the repository opens with it")
+	ErrNewerFormat   = errors.New("repository format is newer than this kura supports: upgrade kura")
+	ErrNotRepository = errors.New("no kura repository here: run kura repo init")
+	ErrAlreadyExists = errors.New("a kura repository already exists here")
+	ErrPointNotFound = errors.New("recovery point not found")
+	ErrAmbiguous     = errors.New("recovery point prefix is ambiguous")
+	ErrCorrupt       = errors.New("corrupted object: run kura repo verify --read-data")
+	ErrMissing       = errors.New("missing object: run kura repo verify")
+	ErrKeyInUse      = errors.New("cannot remove the key in use or the last key")
+)
+
+func corrupt(name string, format string, args ...any) error {
+	return fmt.Errorf("%s: %w: %s", name, ErrCorrupt, fmt.Sprintf(format, args...))
+}

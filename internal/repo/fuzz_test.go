@@ -1,0 +1,132 @@
+package repo
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/kurabackup/kura/internal/crypto"
+)
+
+func FuzzDecodeIndex(f *testing.F) {
+	x := &Index{ChunkSize: testCS, Size: 3*testCS + 5, Digests: make([]Digest, 4)}
+	x.Digests[1][0] = 1
+	f.Add(x.encode())
+	f.Add((&Index{ChunkSize: testCS}).encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := decodeIndex("indexes/x", b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(got.encode(), b) {
+			t.Fatal("decoded index does not re-encode to the same bytes")
+		}
+		if int64(len(got.Digests)) != chunkCount(got.Size, got.ChunkSize) {
+			t.Fatal("entry count mismatch accepted")
+		}
+	})
+}
+
+func FuzzDecodeManifest(f *testing.F) {
+	m := &Manifest{Version: 1, ID: "20261121T233000Z-0123abcd", VM: VMInfo{Name: "a"},
+		Disks: []DiskEntry{{Target: "vda", Size: 10, ChunkSize: testCS, Index: Digest{1}.String()}}}
+	b, _ := m.encode()
+	f.Add(b)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeManifest("points/x", b)
+		if err != nil {
+			return
+		}
+		if !validPointID(m.ID) {
+			t.Fatal("invalid id accepted")
+		}
+		for _, d := range m.Disks {
+			if !validID(d.Index) {
+				t.Fatal("invalid index id accepted")
+			}
+		}
+	})
+}
+
+func FuzzOpenEnvelope(f *testing.F) {
+	mk, _ := crypto.MasterKeyFromBytes(bytes.Repeat([]byte{7}, 64))
+	keys, _ := crypto.NewKeys(mk)
+	encC, _ := newCodec(keys)
+	plainC, _ := newCodec(nil)
+	for _, c := range []*codec{encC, plainC} {
+		for _, p := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte("abc"), 5000)} {
+			env, _, _ := c.seal(nil, nil, typeChunk, "chunks/x", p)
+			f.Add(env, c == encC)
+		}
+	}
+	f.Fuzz(func(t *testing.T, env []byte, enc bool) {
+		c := plainC
+		if enc {
+			c = encC
+		}
+		out, _, err := c.open(nil, nil, typeChunk, "chunks/x", env)
+		if err != nil {
+			return
+		}
+		h, _ := parseEnvHeader("x", env)
+		if len(out) != h.plainLen {
+			t.Fatal("length mismatch accepted")
+		}
+	})
+}
+
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add([]byte(`{"magic":"kura-repository","version":1,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeConfig(b)
+		if err != nil {
+			return
+		}
+		if c.Version > MaxReadVersion || c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize {
+			t.Fatalf("accepted bad config %+v", c)
+		}
+	})
+}
+
+func TestEnvelopeTamper(t *testing.T) {
+	mk, _ := crypto.NewMasterKey()
+	keys, _ := crypto.NewKeys(mk)
+	encC, _ := newCodec(keys)
+	plainC, _ := newCodec(nil)
+	data := bytes.Repeat([]byte("compressible text "), 10000)
+	for _, c := range []*codec{encC, plainC} {
+		env, _, err := c.seal(nil, nil, typeChunk, "chunks/aa/a", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env[6] != compZstd || len(env) > len(data)/10 {
+			t.Errorf("text not compressed: %d bytes", len(env))
+		}
+		if out, _, err := c.open(nil, nil, typeChunk, "chunks/aa/a", env); err != nil || !bytes.Equal(out, data) {
+			t.Fatalf("round trip: %v", err)
+		}
+		if _, _, err := c.open(nil, nil, typeChunk, "chunks/aa/b", env); err == nil {
+			t.Error("envelope accepted under another name")
+		}
+		if _, _, err := c.open(nil, nil, typeIndex, "chunks/aa/a", env); err == nil {
+			t.Error("envelope accepted as another type")
+		}
+		for _, i := range []int{5, 9, len(env) - 1, len(env) / 2} {
+			bad := bytes.Clone(env)
+			bad[i] ^= 0x10
+			if _, _, err := c.open(nil, nil, typeChunk, "chunks/aa/a", bad); err == nil {
+				t.Errorf("flipped byte %d accepted", i)
+			}
+		}
+	}
+	// An unencrypted envelope must not be accepted by an encrypted repo.
+	env, _, _ := plainC.seal(nil, nil, typeChunk, "chunks/aa/a", data)
+	if _, _, err := encC.open(nil, nil, typeChunk, "chunks/aa/a", env); err == nil {
+		t.Error("downgrade to unencrypted envelope accepted")
+	}
+	rnd := randomBytes(1, 1<<20)
+	env, _, _ = encC.seal(nil, nil, typeChunk, "c", rnd)
+	if env[6] != compNone {
+		t.Error("random data stored compressed")
+	}
+}

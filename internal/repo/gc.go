@@ -1,0 +1,212 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kurabackup/kura/internal/lock"
+	"github.com/kurabackup/kura/internal/storage"
+)
+
+// GCOptions configure GC.
+type GCOptions struct {
+	DryRun bool // report what would be deleted, delete nothing
+}
+
+// GCReport is the result of GC.
+type GCReport struct {
+	Points           int   // points whose references were kept
+	ReferencedChunks int   // chunks in use
+	UnusedChunks     int   // unreferenced chunks found
+	UnusedIndexes    int   // unreferenced indexes found
+	UnusedBytes      int64 // their stored size
+	DeletedChunks    int
+	DeletedIndexes   int
+	BytesFreed       int64
+	DryRun           bool
+	// Deferred is set when a running backup that started before this gc
+	// could still reference the unused objects: nothing was deleted.
+	Deferred    bool
+	DeferredBy  []string // "host pid N started T" of those backups
+	TempRemoved int      // leftover temporary files removed by the backend
+}
+
+// tempCleaner is implemented by backends that keep temporary files (local).
+type tempCleaner interface {
+	CleanTemp(ctx context.Context, olderThan time.Duration) (int, error)
+}
+
+// GC deletes chunks and indexes no recovery point references. It is safe
+// to run while backups write into the repository (see the GC protocol in
+// docs/design/repository-format.md).
+func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
+	lk, err := lock.Acquire(ctx, r.be, lock.GC, map[string]string{"purpose": "gc"})
+	if err != nil {
+		return nil, fmt.Errorf("take gc lock: %w", err)
+	}
+	defer func() { _ = lk.Release(context.WithoutCancel(ctx)) }()
+	rep := &GCReport{DryRun: opts.DryRun}
+	// Markers left by dead gc runs (we hold the only gc lock) are removed
+	// only after a complete sweep: their candidates may already be half
+	// deleted, and writers must keep distrusting them until then.
+	stale, err := r.listNames(ctx, "gc/")
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := r.be.(tempCleaner); ok && !opts.DryRun {
+		// Temporary files of killed writers: an hour is far longer than
+		// any single Put takes.
+		if n, err := tc.CleanTemp(ctx, time.Hour); err != nil {
+			r.log.Warn("gc: cleaning temporary files failed", "err", err)
+		} else {
+			rep.TempRemoved = n
+		}
+	}
+	// Mark.
+	g, err := r.loadGraph(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("gc mark (nothing deleted): %w", err)
+	}
+	marked := map[string]bool{}
+	for _, m := range g.points {
+		marked[m.ID] = true
+	}
+	rep.Points, rep.ReferencedChunks = len(g.points), len(g.chunks)
+	cand := map[string]int64{}
+	collect := func(prefix string, used func(name string) bool) error {
+		return r.be.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+			if !used(oi.Name) {
+				cand[oi.Name] = oi.Size
+			}
+			return nil
+		})
+	}
+	err = collect("chunks/", func(n string) bool {
+		d, err := parseDigest(n[strings.LastIndexByte(n, '/')+1:])
+		if err != nil {
+			return true // not ours: leave it alone
+		}
+		_, ok := g.chunks[d]
+		return ok
+	})
+	if err == nil {
+		err = collect("indexes/", func(n string) bool {
+			id := strings.TrimPrefix(n, "indexes/")
+			_, ok := g.indexes[id]
+			return ok || !validID(id)
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gc list: %w", err)
+	}
+	rep.count(cand)
+	if opts.DryRun || (len(cand) == 0 && len(stale) == 0) {
+		return rep, nil
+	}
+	// Announce the candidates, then look for backups that have not seen it.
+	mk := gcMarker{ID: strings.ToLower(NewPointID(time.Now())), Created: time.Now().UTC()}
+	for n := range cand {
+		mk.Candidates = append(mk.Candidates, n)
+	}
+	data, err := json.Marshal(mk)
+	if err != nil {
+		return nil, err
+	}
+	mname := markerName(mk.ID)
+	if err := r.be.Put(ctx, mname, data); err != nil {
+		return nil, fmt.Errorf("write gc marker: %w", err)
+	}
+	defer func() { _ = r.be.Delete(context.WithoutCancel(ctx), mname) }()
+	infos, err := lock.List(ctx, r.be)
+	if err != nil {
+		return nil, fmt.Errorf("list locks: %w", err)
+	}
+	for _, in := range infos {
+		if in.Kind == lock.Shared && !in.Stale && !sawMarker(in.Data, mk.ID) {
+			rep.DeferredBy = append(rep.DeferredBy, fmt.Sprintf("%s pid %d started %s", in.Host, in.PID, in.Created.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(rep.DeferredBy) > 0 {
+		rep.Deferred = true
+		r.log.Info("gc deferred: backup in progress", "backups", rep.DeferredBy)
+		return rep, nil
+	}
+	// Points committed between mark and marker by backups that are over.
+	if err := r.unmarkNewPoints(ctx, marked, cand); err != nil {
+		return nil, err
+	}
+	rep.count(cand)
+	// Sweep: chunks first, then indexes (an index is never left pointing at
+	// nothing while it is still listed).
+	for _, prefix := range []string{"chunks/", "indexes/"} {
+		for n, size := range cand {
+			if !strings.HasPrefix(n, prefix) {
+				continue
+			}
+			err := r.be.Delete(ctx, n)
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return rep, fmt.Errorf("gc sweep: %w", err)
+			}
+			if prefix == "chunks/" {
+				rep.DeletedChunks++
+			} else {
+				rep.DeletedIndexes++
+			}
+			rep.BytesFreed += size
+		}
+	}
+	for _, n := range stale {
+		if err := r.be.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return rep, fmt.Errorf("remove stale gc marker: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+func (rep *GCReport) count(cand map[string]int64) {
+	rep.UnusedChunks, rep.UnusedIndexes, rep.UnusedBytes = 0, 0, 0
+	for n, s := range cand {
+		if strings.HasPrefix(n, "chunks/") {
+			rep.UnusedChunks++
+		} else {
+			rep.UnusedIndexes++
+		}
+		rep.UnusedBytes += s
+	}
+}
+
+// unmarkNewPoints removes from cand everything referenced by points that
+// appeared after the mark phase.
+func (r *Repository) unmarkNewPoints(ctx context.Context, marked map[string]bool, cand map[string]int64) error {
+	ids, err := r.PointIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if marked[id] {
+			continue
+		}
+		m, err := r.loadManifest(ctx, id)
+		if errors.Is(err, ErrMissing) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("gc re-mark (nothing deleted): %w", err)
+		}
+		for _, d := range m.Disks {
+			delete(cand, indexName(d.Index))
+			x, err := r.LoadIndex(ctx, d.Index)
+			if err != nil {
+				return fmt.Errorf("gc re-mark (nothing deleted): %w", err)
+			}
+			for _, dg := range x.Digests {
+				delete(cand, chunkName(dg))
+			}
+		}
+	}
+	return nil
+}

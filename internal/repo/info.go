@@ -1,0 +1,104 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/kurabackup/kura/internal/storage"
+)
+
+// Info summarises a repository.
+type Info struct {
+	Location      string
+	Config        Config
+	Points        int
+	Chunks        int   // chunk objects stored
+	StoredBytes   int64 // size of every object in the repository
+	ChunkBytes    int64 // size of chunk objects
+	LogicalBytes  int64 // sum of disk sizes over all points
+	ReferencedRaw int64 // non-zero bytes of all disks of all points
+	UniqueRaw     int64 // raw size of the chunks stored
+	// DedupRatio is ReferencedRaw / UniqueRaw; CompressionRatio is
+	// UniqueRaw / ChunkBytes.
+	DedupRatio, CompressionRatio float64
+}
+
+// Info computes repository statistics. It reads every manifest and index
+// and the 12-byte header of every chunk.
+func (r *Repository) Info(ctx context.Context) (*Info, error) {
+	in := &Info{Location: r.be.Location(), Config: r.cfg}
+	var chunks []string
+	err := r.be.List(ctx, "", func(oi storage.ObjectInfo) error {
+		in.StoredBytes += oi.Size
+		if strings.HasPrefix(oi.Name, "chunks/") {
+			in.ChunkBytes += oi.Size
+			chunks = append(chunks, oi.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list repository: %w", err)
+	}
+	in.Chunks = len(chunks)
+	g, err := r.loadGraph(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	in.Points = len(g.points)
+	for _, m := range g.points {
+		for _, d := range m.Disks {
+			in.LogicalBytes += d.Size
+			if x := g.loaded[d.Index]; x != nil {
+				for i, dg := range x.Digests {
+					if !dg.IsZero() {
+						in.ReferencedRaw += int64(x.ChunkLen(i))
+					}
+				}
+			}
+		}
+	}
+	if in.UniqueRaw, err = r.rawSizes(ctx, chunks); err != nil {
+		return nil, err
+	}
+	if in.UniqueRaw > 0 {
+		in.DedupRatio = float64(in.ReferencedRaw) / float64(in.UniqueRaw)
+	}
+	if in.ChunkBytes > 0 {
+		in.CompressionRatio = float64(in.UniqueRaw) / float64(in.ChunkBytes)
+	}
+	return in, nil
+}
+
+// rawSizes sums the plain lengths recorded in chunk envelope headers.
+func (r *Repository) rawSizes(ctx context.Context, names []string) (int64, error) {
+	var mu sync.Mutex
+	var total int64
+	var firstErr error
+	jobs := make(chan string)
+	var wg sync.WaitGroup
+	for range r.workers() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range jobs {
+				h, err := r.be.GetRange(ctx, n, 0, envHeaderSize)
+				mu.Lock()
+				if err == nil && len(h) == envHeaderSize {
+					total += int64(binary.LittleEndian.Uint32(h[8:]))
+				} else if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("read header of %s: %w", n, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, n := range names {
+		jobs <- n
+	}
+	close(jobs)
+	wg.Wait()
+	return total, firstErr
+}

@@ -1,0 +1,191 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/kurabackup/kura/internal/storage"
+)
+
+const defaultCacheBytes = 64 << 20
+
+// DiskReader gives random access to a disk image of a recovery point. It
+// caches decoded chunks and prefetches ahead of sequential reads. ReadAt is
+// safe for concurrent use.
+type DiskReader struct {
+	r      *Repository
+	x      *Index
+	cache  *chunkCache
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	inflight map[Digest]*fetchCall
+	lastEnd  int64
+	ahead    int           // chunks to prefetch on sequential access
+	sem      chan struct{} // bounds concurrent prefetches
+}
+
+type fetchCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// OpenDisk opens the disk whose index is indexID.
+func (r *Repository) OpenDisk(ctx context.Context, indexID string) (*DiskReader, error) {
+	x, err := r.LoadIndex(ctx, indexID)
+	if err != nil {
+		return nil, err
+	}
+	return r.openIndex(x), nil
+}
+
+func (r *Repository) openIndex(x *Index) *DiskReader {
+	cb := r.opts.CacheBytes
+	if cb <= 0 {
+		cb = defaultCacheBytes
+	}
+	ahead := int(cb / int64(x.ChunkSize) / 2)
+	ahead = max(0, min(ahead, r.workers()))
+	ctx, cancel := context.WithCancel(context.Background())
+	return &DiskReader{r: r, x: x, cache: newChunkCache(cb), ctx: ctx, cancel: cancel,
+		inflight: make(map[Digest]*fetchCall), ahead: ahead, sem: make(chan struct{}, max(1, ahead)), lastEnd: -1}
+}
+
+// Size returns the disk size in bytes.
+func (d *DiskReader) Size() int64 { return d.x.Size }
+
+// Index returns the disk's index.
+func (d *DiskReader) Index() *Index { return d.x }
+
+// Close stops prefetching and drops the cache.
+func (d *DiskReader) Close() error {
+	d.cancel()
+	return nil
+}
+
+// fetchChunk fetches, authenticates and decodes chunk digest dg.
+func (r *Repository) fetchChunk(ctx context.Context, dg Digest, dst, scratch []byte) ([]byte, []byte, error) {
+	name := chunkName(dg)
+	env, err := r.be.Get(ctx, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, scratch, fmt.Errorf("%s: %w", name, ErrMissing)
+	}
+	if err != nil {
+		return nil, scratch, fmt.Errorf("read %s: %w", name, err)
+	}
+	return r.codec.open(dst, scratch, typeChunk, name, env)
+}
+
+// chunk returns the plaintext of chunk i (nil for an all-zero chunk).
+func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
+	dg := d.x.Digests[i]
+	if dg.IsZero() {
+		return nil, nil
+	}
+	if b, ok := d.cache.get(dg); ok {
+		return b, nil
+	}
+	d.mu.Lock()
+	c, ok := d.inflight[dg]
+	if !ok {
+		c = &fetchCall{done: make(chan struct{})}
+		d.inflight[dg] = c
+	}
+	d.mu.Unlock()
+	if ok {
+		select {
+		case <-c.done:
+			return c.data, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c.data, _, c.err = d.r.fetchChunk(ctx, dg, nil, nil)
+	if c.err == nil && len(c.data) != d.x.ChunkLen(i) {
+		c.err = corrupt(chunkName(dg), "chunk has %d bytes, index expects %d", len(c.data), d.x.ChunkLen(i))
+	}
+	if c.err == nil {
+		d.cache.add(dg, c.data)
+	}
+	d.mu.Lock()
+	delete(d.inflight, dg)
+	d.mu.Unlock()
+	close(c.done)
+	return c.data, c.err
+}
+
+// prefetch starts background fetches of chunks [from, from+ahead).
+func (d *DiskReader) prefetch(from int) {
+	for i := from; i < from+d.ahead && i < len(d.x.Digests); i++ {
+		dg := d.x.Digests[i]
+		if dg.IsZero() {
+			continue
+		}
+		if _, ok := d.cache.get(dg); ok {
+			continue
+		}
+		d.mu.Lock()
+		_, busy := d.inflight[dg]
+		d.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case d.sem <- struct{}{}:
+		default:
+			return // enough prefetches running
+		}
+		go func(i int) {
+			defer func() { <-d.sem }()
+			_, _ = d.chunk(d.ctx, i)
+		}(i)
+	}
+}
+
+// ReadAt implements io.ReaderAt.
+func (d *DiskReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if off >= d.x.Size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rem := d.x.Size - off; int64(want) > rem {
+		p = p[:rem]
+	}
+	cs := int64(d.x.ChunkSize)
+	d.mu.Lock()
+	sequential := off == d.lastEnd
+	d.lastEnd = off + int64(len(p))
+	d.mu.Unlock()
+	if sequential && d.ahead > 0 {
+		d.prefetch(int((off + int64(len(p)) + cs - 1) / cs))
+	}
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		i := int(pos / cs)
+		data, err := d.chunk(d.ctx, i)
+		if err != nil {
+			return n, err
+		}
+		in := int(pos - int64(i)*cs)
+		end := min(len(p)-n, d.x.ChunkLen(i)-in)
+		if data == nil {
+			clear(p[n : n+end])
+		} else {
+			copy(p[n:n+end], data[in:in+end])
+		}
+		n += end
+	}
+	if n < want {
+		return n, io.EOF
+	}
+	return n, nil
+}

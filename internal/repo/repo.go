@@ -1,0 +1,249 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/kurabackup/kura/internal/crypto"
+	"github.com/kurabackup/kura/internal/storage"
+)
+
+// KDFParams are the argon2id costs used to wrap the master key.
+type KDFParams = crypto.KDFParams
+
+// InitOptions configure a new repository.
+type InitOptions struct {
+	Password           string
+	ChunkSize          int // 0 = DefaultChunkSize
+	Encrypt            bool
+	KDF                KDFParams // zero = crypto.DefaultKDF()
+	Hostname, Username string    // recorded in the key file; empty = this host/user
+}
+
+// OpenOptions configure an opened repository.
+type OpenOptions struct {
+	Logger     *slog.Logger
+	CacheBytes int64 // chunk cache of each DiskReader; 0 = 64 MiB
+	// Workers is the parallelism of writers, verify and stream; 0 = 2×GOMAXPROCS.
+	Workers int
+}
+
+// Repository is an opened kura repository. It is safe for concurrent use.
+type Repository struct {
+	be     storage.Backend
+	cfg    Config
+	codec  *codec
+	mk     *crypto.MasterKey // nil when unencrypted
+	keyID  string            // key file that opened the repository
+	kdf    KDFParams
+	log    *slog.Logger
+	opts   OpenOptions
+	closed bool
+}
+
+// Config returns the repository configuration.
+func (r *Repository) Config() Config { return r.cfg }
+
+// Backend returns the storage backend.
+func (r *Repository) Backend() storage.Backend { return r.be }
+
+// Close releases the repository's resources (not the backend).
+func (r *Repository) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.codec.close()
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func defaultIdentity(host, usr string) (string, string) {
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if usr == "" {
+		if u, err := user.Current(); err == nil {
+			usr = u.Username
+		}
+	}
+	return host, usr
+}
+
+// Init creates a repository in an empty backend. The config object is
+// written last, so an interrupted init leaves no repository behind.
+func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repository, error) {
+	if _, err := be.Stat(ctx, configName); err == nil {
+		return nil, fmt.Errorf("%s: %w", be.Location(), ErrAlreadyExists)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
+	}
+	cs := opts.ChunkSize
+	if cs == 0 {
+		cs = DefaultChunkSize
+	}
+	if cs < MinChunkSize || cs > MaxChunkSize || cs%4096 != 0 {
+		return nil, fmt.Errorf("chunk size %d must be a multiple of 4096 between %d and %d", cs, MinChunkSize, MaxChunkSize)
+	}
+	cfg := Config{Magic: configMagic, Version: CurrentVersion, ID: randomHex(16), ChunkSize: cs,
+		Encryption: "none", Compression: "zstd", Created: time.Now().UTC().Truncate(time.Second)}
+	r := &Repository{be: be, log: slog.New(slog.DiscardHandler)}
+	if opts.Encrypt {
+		if opts.Password == "" {
+			return nil, errors.New("an encrypted repository needs a passphrase")
+		}
+		cfg.Encryption = "aes-256-gcm"
+		mk, err := crypto.NewMasterKey()
+		if err != nil {
+			return nil, err
+		}
+		r.mk, r.kdf = mk, opts.KDF
+		host, usr := defaultIdentity(opts.Hostname, opts.Username)
+		if r.keyID, err = r.putKey(ctx, opts.Password, host, usr); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Encrypted = opts.Encrypt
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Put(ctx, configName, data); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+	r.cfg = cfg
+	if err := r.syncBackend(ctx); err != nil {
+		return nil, err
+	}
+	return r, r.setup(OpenOptions{})
+}
+
+func (r *Repository) setup(opts OpenOptions) error {
+	var keys *crypto.Keys
+	if r.mk != nil {
+		var err error
+		if keys, err = crypto.NewKeys(r.mk); err != nil {
+			return err
+		}
+	}
+	c, err := newCodec(keys)
+	if err != nil {
+		return err
+	}
+	r.codec, r.opts = c, opts
+	if opts.Logger != nil {
+		r.log = opts.Logger
+	} else if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func readConfig(ctx context.Context, be storage.Backend) (Config, error) {
+	data, err := be.Get(ctx, configName)
+	if errors.Is(err, storage.ErrNotFound) {
+		return Config{}, fmt.Errorf("no kura repository at %s: %w", be.Location(), ErrNotRepository)
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read config of %s: %w", be.Location(), err)
+	}
+	cfg, err := decodeConfig(data)
+	cfg.Encrypted = cfg.encrypted()
+	return cfg, err
+}
+
+// Open opens the repository in be, unwrapping the master key with password
+// (ignored for an unencrypted repository).
+func Open(ctx context.Context, be storage.Backend, password string, opts OpenOptions) (*Repository, error) {
+	cfg, err := readConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, cfg: cfg, log: opts.Logger}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Encrypted {
+		if err := r.unlock(ctx, password); err != nil {
+			return nil, err
+		}
+	}
+	return r, r.setup(opts)
+}
+
+// unlock tries every key file with password.
+func (r *Repository) unlock(ctx context.Context, password string) error {
+	kfs, err := r.keyFiles(ctx)
+	if err != nil {
+		return err
+	}
+	if len(kfs) == 0 {
+		return fmt.Errorf("%s: %w: the repository has no key files", r.be.Location(), ErrMissing)
+	}
+	for _, k := range kfs {
+		mk, err := k.kf.Unwrap(password)
+		if err == nil {
+			r.mk, r.keyID, r.kdf = mk, k.id, k.kf.Params
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return ErrWrongPassword
+}
+
+type exportedKey struct {
+	Format       string `json:"format"`
+	RepositoryID string `json:"repository_id"`
+	MasterKey    []byte `json:"master_key"`
+}
+
+// ExportMasterKey returns the master key as JSON, for recovery with
+// OpenWithMasterKey when every passphrase is lost. Keep it secret.
+func (r *Repository) ExportMasterKey(ctx context.Context) ([]byte, error) {
+	if r.mk == nil {
+		return nil, errors.New("repository is not encrypted: there is no master key")
+	}
+	return json.MarshalIndent(exportedKey{Format: "kura-master-key-1", RepositoryID: r.cfg.ID, MasterKey: r.mk.Bytes()}, "", "  ")
+}
+
+// OpenWithMasterKey opens an encrypted repository with an exported master key.
+func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opts OpenOptions) (*Repository, error) {
+	var ek exportedKey
+	if err := json.Unmarshal(data, &ek); err != nil || ek.Format != "kura-master-key-1" {
+		return nil, errors.New("not a kura master key export")
+	}
+	cfg, err := readConfig(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	if ek.RepositoryID != cfg.ID {
+		return nil, fmt.Errorf("master key belongs to repository %s, not %s", ek.RepositoryID, cfg.ID)
+	}
+	mk, err := crypto.MasterKeyFromBytes(ek.MasterKey)
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, cfg: cfg, mk: mk}
+	return r, r.setup(opts)
+}
+
+func (r *Repository) workers() int {
+	if r.opts.Workers > 0 {
+		return r.opts.Workers
+	}
+	return 2 * maxProcs()
+}

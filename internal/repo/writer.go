@@ -1,0 +1,377 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kurabackup/kura/internal/lock"
+	"github.com/kurabackup/kura/internal/storage"
+)
+
+// ExtentKind says what a disk extent holds relative to the parent index.
+type ExtentKind uint8
+
+// Extent kinds (same meaning as hypervisor.ExtentKind).
+const (
+	ExtentData      ExtentKind = iota // read it
+	ExtentZero                        // reads as zeros; not read
+	ExtentUnchanged                   // same as in the parent index; not read
+)
+
+// Extent is a byte range of a disk.
+type Extent struct {
+	Offset, Length int64
+	Kind           ExtentKind
+}
+
+// DiskSource is a disk image to write.
+type DiskSource struct {
+	Reader  io.ReaderAt // must allow concurrent ReadAt
+	Size    int64
+	Extents []Extent // sorted, contiguous, covering [0,Size); nil = all ExtentData
+	Parent  *Index   // needed when an extent is ExtentUnchanged
+}
+
+// Writer writes disks and commits recovery points. It holds a shared
+// "backup" lock for its lifetime. Use one Writer per backup job.
+type Writer struct {
+	r    *Repository
+	lk   *lock.Lock
+	gc   *gcView
+	mu   sync.Mutex
+	seen map[Digest]struct{} // digests known to exist (or being uploaded by us)
+}
+
+// NewWriter takes a shared backup lock and returns a Writer.
+func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, error) {
+	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose})
+	if err != nil {
+		return nil, fmt.Errorf("take backup lock: %w", err)
+	}
+	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
+	// Read the gc markers after the lock is visible, then record what we saw.
+	if w.gc, err = r.loadGCView(ctx); err != nil {
+		_ = lk.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	if seen := w.gc.seenList(); seen != "" {
+		if err := lk.Update(ctx, map[string]string{"purpose": purpose, gcSeenKey: seen}); err != nil {
+			_ = lk.Release(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("record gc marker in lock: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// Close releases the lock. Data written without Commit stays as
+// unreferenced objects until gc removes them.
+func (w *Writer) Close() error {
+	if w.lk == nil {
+		return nil
+	}
+	err := w.lk.Release(context.Background())
+	w.lk = nil
+	return err
+}
+
+// known reports whether a chunk with digest d exists (or is being
+// uploaded by this Writer); otherwise it claims d for upload.
+func (w *Writer) known(ctx context.Context, d Digest) (bool, error) {
+	w.mu.Lock()
+	_, ok := w.seen[d]
+	if !ok {
+		w.seen[d] = struct{}{}
+	}
+	w.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	name := chunkName(d)
+	if w.gc.isCandidate(name) {
+		return false, w.gc.waitGone(ctx, w.r, name)
+	}
+	fi, err := w.r.be.Stat(ctx, name)
+	if err == nil {
+		// An empty file can only be the remains of a power loss in batch
+		// sync mode: store the chunk again.
+		return fi.Size > 0, nil
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	w.mu.Lock()
+	delete(w.seen, d)
+	w.mu.Unlock()
+	return false, fmt.Errorf("stat %s: %w", name, err)
+}
+
+func (w *Writer) markKnown(ds []Digest) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, d := range ds {
+		if !d.IsZero() && !w.gc.isCandidate(chunkName(d)) {
+			w.seen[d] = struct{}{}
+		}
+	}
+}
+
+// windowPlan classifies chunk windows from the extent list.
+type windowPlan struct {
+	extents []Extent
+	parent  *Index
+}
+
+// segments returns the extents intersecting [a,b), clipped.
+func (p *windowPlan) segments(a, b int64) []Extent {
+	i := sort.Search(len(p.extents), func(i int) bool { return p.extents[i].Offset+p.extents[i].Length > a })
+	var out []Extent
+	for ; i < len(p.extents) && p.extents[i].Offset < b; i++ {
+		e := p.extents[i]
+		s, t := max(e.Offset, a), min(e.Offset+e.Length, b)
+		out = append(out, Extent{Offset: s, Length: t - s, Kind: e.Kind})
+	}
+	return out
+}
+
+func normalizeExtents(src *DiskSource, cs int) ([]Extent, error) {
+	if src.Extents == nil {
+		return []Extent{{0, src.Size, ExtentData}}, nil
+	}
+	parentOK := src.Parent != nil && src.Parent.ChunkSize == cs && src.Parent.Size == src.Size
+	var pos int64
+	out := make([]Extent, 0, len(src.Extents))
+	for _, e := range src.Extents {
+		if e.Offset != pos || e.Length < 0 || e.Kind > ExtentUnchanged {
+			return nil, fmt.Errorf("extent list is not sorted and contiguous at offset %d", pos)
+		}
+		if e.Kind == ExtentUnchanged && !parentOK {
+			e.Kind = ExtentData // no usable parent: read it
+		}
+		if e.Length > 0 {
+			out = append(out, e)
+		}
+		pos += e.Length
+	}
+	if pos != src.Size {
+		return nil, fmt.Errorf("extents cover %d bytes, disk has %d", pos, src.Size)
+	}
+	return out, nil
+}
+
+// WriteDisk stores a disk image and its index; it returns the index id.
+// Windows entirely unchanged since src.Parent are taken from the parent
+// index without reading; zero windows are stored as nothing.
+func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(done, total int64)) (string, DiskStats, error) {
+	var st DiskStats
+	cs := w.r.cfg.ChunkSize
+	if src.Size < 0 || src.Reader == nil {
+		return "", st, errors.New("disk source needs a reader and a size")
+	}
+	if chunkCount(src.Size, cs)*32 > maxPlainLen-1024 {
+		return "", st, fmt.Errorf("disk of %d bytes is too large for chunk size %d", src.Size, cs)
+	}
+	exts, err := normalizeExtents(&src, cs)
+	if err != nil {
+		return "", st, err
+	}
+	if hasUnchanged(exts) {
+		if ok, err := w.parentUsable(ctx, src.Parent); err != nil {
+			return "", st, err
+		} else if !ok {
+			w.r.log.Warn("parent index no longer in the repository: reading the whole disk")
+			for i := range exts {
+				if exts[i].Kind == ExtentUnchanged {
+					exts[i].Kind = ExtentData
+				}
+			}
+		} else {
+			w.markKnown(src.Parent.Digests)
+		}
+	}
+	plan := &windowPlan{extents: exts, parent: src.Parent}
+	n := int(chunkCount(src.Size, cs))
+	x := &Index{ChunkSize: cs, Size: src.Size, Digests: make([]Digest, n)}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var done atomic.Int64
+	var progMu sync.Mutex
+	report := func(k int64) {
+		d := done.Add(k)
+		if progress != nil {
+			progMu.Lock()
+			progress(d, src.Size)
+			progMu.Unlock()
+		}
+	}
+	jobs := make(chan int, 2*w.r.workers())
+	var wg sync.WaitGroup
+	stats := make([]DiskStats, w.r.workers())
+	for k := range stats {
+		wg.Add(1)
+		go func(ws *DiskStats) {
+			defer wg.Done()
+			cw := newChunkWorker(w, cs)
+			for i := range jobs {
+				if ctx.Err() != nil {
+					continue
+				}
+				a := int64(i) * int64(cs)
+				b := min(a+int64(cs), src.Size)
+				if err := cw.do(ctx, src.Reader, plan.segments(a, b), a, b, &x.Digests[i], ws); err != nil {
+					cancel(err)
+					continue
+				}
+				report(b - a)
+			}
+		}(&stats[k])
+	}
+	var direct DiskStats
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		a := int64(i) * int64(cs)
+		b := min(a+int64(cs), src.Size)
+		segs := plan.segments(a, b)
+		if len(segs) == 1 && segs[0].Kind == ExtentZero {
+			direct.BytesZero += b - a
+			report(b - a)
+			continue
+		}
+		if len(segs) == 1 && segs[0].Kind == ExtentUnchanged {
+			d := src.Parent.Digests[i]
+			if d.IsZero() {
+				direct.BytesZero += b - a
+				report(b - a)
+				continue
+			}
+			if !w.gc.isCandidate(chunkName(d)) {
+				x.Digests[i] = d
+				direct.BytesReused += b - a
+				direct.ChunksReused++
+				report(b - a)
+				continue
+			}
+			// the parent's chunk may be swept by a running gc: read it again
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return "", st, err
+	}
+	st = direct
+	for _, s := range stats {
+		st.Add(s)
+	}
+	id, stored, err := w.putIndex(ctx, x)
+	st.BytesStored += stored
+	return id, st, err
+}
+
+func hasUnchanged(exts []Extent) bool {
+	for _, e := range exts {
+		if e.Kind == ExtentUnchanged {
+			return true
+		}
+	}
+	return false
+}
+
+// parentUsable reports whether the parent index is still stored. Checked
+// after the lock and markers are in place: gc deletes an index only after
+// its chunks, so a present index that is not a gc candidate has all its
+// chunks (candidates are re-read window by window).
+func (w *Writer) parentUsable(ctx context.Context, x *Index) (bool, error) {
+	name := indexName(w.r.codec.digest(x.encode()).String())
+	if w.gc.isCandidate(name) {
+		return true, nil
+	}
+	_, err := w.r.be.Stat(ctx, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check parent index: %w", err)
+	}
+	return true, nil
+}
+
+// putIndex stores an index unless an identical one exists.
+func (w *Writer) putIndex(ctx context.Context, x *Index) (string, int64, error) {
+	plain := x.encode()
+	id := w.r.codec.digest(plain).String()
+	name := indexName(id)
+	if w.gc.isCandidate(name) {
+		if err := w.gc.waitGone(ctx, w.r, name); err != nil {
+			return "", 0, err
+		}
+	} else if _, err := w.r.be.Stat(ctx, name); err == nil {
+		return id, 0, nil
+	}
+	n, err := w.r.putObject(ctx, typeIndex, name, plain)
+	return id, int64(n), err
+}
+
+// Commit writes the manifest, making the point visible. It fills m.ID
+// (when empty), m.Version and m.Finished (when zero).
+func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
+	if w.lk == nil {
+		return errors.New("writer is closed")
+	}
+	if err := w.lk.Err(); err != nil {
+		// Without a live lock a gc may have swept what this point needs.
+		return fmt.Errorf("backup lock lost, point not committed (run the backup again): %w", err)
+	}
+	m.Version = ManifestVersion
+	if m.Started.IsZero() {
+		m.Started = time.Now().UTC()
+	}
+	if m.Finished.IsZero() {
+		m.Finished = time.Now().UTC()
+	}
+	if m.ID == "" {
+		m.ID = NewPointID(m.Started)
+	}
+	if !validPointID(m.ID) {
+		return fmt.Errorf("point id %q is not valid", m.ID)
+	}
+	for _, d := range m.Disks {
+		if !validID(d.Index) {
+			return fmt.Errorf("disk %s has no valid index id", d.Target)
+		}
+	}
+	plain, err := m.encode()
+	if err != nil {
+		return err
+	}
+	// Chunks and indexes must be durable before the manifest that refers
+	// to them, and the manifest before the caller drops what the previous
+	// point depended on (a checkpoint).
+	if err := w.r.syncBackend(ctx); err != nil {
+		return err
+	}
+	if _, err = w.r.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
+		return err
+	}
+	return w.r.syncBackend(ctx)
+}
+
+// syncBackend makes every object put so far durable, for backends that
+// defer durability (storage.Syncer).
+func (r *Repository) syncBackend(ctx context.Context) error {
+	if s, ok := r.be.(storage.Syncer); ok {
+		if err := s.Sync(ctx); err != nil {
+			return fmt.Errorf("sync repository: %w", err)
+		}
+	}
+	return nil
+}
