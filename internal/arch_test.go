@@ -1,0 +1,104 @@
+package internal_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// layer ranks kura's packages; a package may import only packages of a lower
+// or equal rank (equal only within the same layer group listed in allowSame).
+// See docs/design/architecture.md.
+var layers = []struct {
+	prefix string
+	rank   int
+}{
+	{"internal/storage", 1},
+	{"internal/crypto", 2},
+	{"internal/lock", 2},
+	{"internal/retention", 2},
+	{"internal/repo", 2},
+	{"internal/catalog", 2},
+	{"internal/nbd", 3},
+	{"internal/hypervisor", 3},
+	{"internal/diskwrite", 3},
+	{"internal/fsread", 3},
+	{"internal/testenv", 3},
+	{"internal/progress", 4},
+	{"internal/engine", 4},
+	{"internal/benchmark", 4},
+	{"internal/cli", 5},
+	{"cmd/kura", 6},
+	{"internal/e2e", 6},
+}
+
+// forbidden lists imports that would couple siblings of one layer.
+var forbidden = map[string][]string{
+	"internal/repo":       {"internal/hypervisor", "internal/catalog", "internal/nbd"},
+	"internal/catalog":    {"internal/repo", "internal/hypervisor"},
+	"internal/hypervisor": {"internal/repo", "internal/catalog", "internal/fsread"},
+	"internal/fsread":     {"internal/repo", "internal/hypervisor"},
+	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
+	"internal/progress":   {"internal/engine", "internal/repo"},
+}
+
+const module = "github.com/kurabackup/kura/"
+
+func rankOf(pkg string) (string, int) {
+	best, rank := "", -1
+	for _, l := range layers {
+		if (pkg == l.prefix || strings.HasPrefix(pkg, l.prefix+"/")) && len(l.prefix) > len(best) {
+			best, rank = l.prefix, l.rank
+		}
+	}
+	return best, rank
+}
+
+func TestLayering(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "github.com/kurabackup/kura/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	checked := 0
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkg := strings.TrimPrefix(p.ImportPath, module)
+		layer, rank := rankOf(pkg)
+		if rank < 0 {
+			if pkg != "internal" {
+				t.Errorf("package %s has no layer: add it to arch_test.go and docs/design/architecture.md", pkg)
+			}
+			continue
+		}
+		checked++
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module)
+			_, drank := rankOf(dep)
+			if drank > rank {
+				t.Errorf("%s (layer %d) imports %s (layer %d): lower layers must not import higher ones", pkg, rank, dep, drank)
+			}
+			if dep == "internal/testenv" || strings.HasPrefix(dep, "internal/testenv/") {
+				t.Errorf("%s imports internal/testenv outside tests", pkg)
+			}
+			for _, f := range forbidden[layer] {
+				if dep == f || strings.HasPrefix(dep, f+"/") {
+					t.Errorf("%s must not import %s", pkg, dep)
+				}
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("only %d packages checked", checked)
+	}
+}

@@ -1,0 +1,275 @@
+// Package benchmark measures what bounds kura's speed on this machine: the
+// primitives (SHA-256, keyed SHA-256, zstd, AES-256-GCM) and end-to-end
+// repository ingest, duplicate ingest and read-back of a disk image, the way
+// `proxmox-backup-client benchmark` does for PBS.
+package benchmark
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/storage/local"
+)
+
+// Options selects what to measure.
+type Options struct {
+	// Image is a disk image file to ingest; empty = a synthetic image of
+	// ImageSize bytes (half random, half text).
+	Image     string
+	ImageSize int64
+	// Dir holds the temporary repository (default: the OS temp dir).
+	Dir       string
+	ChunkSize int
+	// Primitives only: skip the repository measurements.
+	Primitives bool
+	// Progress, when set, is told which step runs.
+	Progress func(step string)
+}
+
+// Throughput is one measurement.
+type Throughput struct {
+	Name    string  `json:"name"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	MBps    float64 `json:"mb_per_s"`
+}
+
+// Result of a benchmark run.
+type Result struct {
+	Primitives  []Throughput `json:"primitives"`
+	Repository  []Throughput `json:"repository,omitempty"`
+	StoredBytes int64        `json:"stored_bytes,omitempty"`
+	ImageBytes  int64        `json:"image_bytes,omitempty"`
+	PeakRSS     int64        `json:"peak_rss_bytes,omitempty"`
+}
+
+func measure(name string, bytesPer int64, minDur time.Duration, fn func()) Throughput {
+	var n int64
+	start := time.Now()
+	for time.Since(start) < minDur {
+		fn()
+		n++
+	}
+	s := time.Since(start).Seconds()
+	return Throughput{Name: name, Bytes: n * bytesPer, Seconds: s, MBps: float64(n*bytesPer) / s / 1e6}
+}
+
+// Run performs the measurements.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.ImageSize == 0 {
+		opts.ImageSize = 1 << 30
+	}
+	step := func(s string) {
+		if opts.Progress != nil {
+			opts.Progress(s)
+		}
+	}
+	res := &Result{}
+	step("primitives")
+	prim, err := primitives()
+	if err != nil {
+		return nil, err
+	}
+	res.Primitives = prim
+	if opts.Primitives {
+		return res, nil
+	}
+	if err := repository(ctx, opts, res, step); err != nil {
+		return nil, err
+	}
+	res.PeakRSS = peakRSS()
+	return res, nil
+}
+
+func primitives() ([]Throughput, error) {
+	const size = 4 << 20
+	random := make([]byte, size)
+	if _, err := rand.Read(random); err != nil {
+		return nil, err
+	}
+	text := make([]byte, size)
+	Image{Size: 2 * size, Seed: 1}.fill(text, size)
+	const d = 300 * time.Millisecond
+	out := []Throughput{
+		measure("sha256", size, d, func() { sha256.Sum256(random) }),
+		measure("sha256-keyed (hmac)", size, d, func() {
+			h := hmac.New(sha256.New, random[:32])
+			h.Write(random)
+			h.Sum(nil)
+		}),
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	var buf []byte
+	out = append(out, measure("zstd-compress text", size, d, func() { buf = enc.EncodeAll(text, buf[:0]) }))
+	comp := bytes.Clone(buf)
+	out = append(out, measure("zstd-decompress text", size, d, func() { buf, _ = dec.DecodeAll(comp, buf[:0]) }))
+	out = append(out, measure("zstd-compress random", size, d, func() { buf = enc.EncodeAll(random, buf[:0]) }))
+	block, err := aes.NewCipher(random[:32])
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, gcm.NonceSize())
+	sealed := gcm.Seal(nil, nonce, random, nil)
+	out = append(out, measure("aes-256-gcm seal", size, d, func() { buf = gcm.Seal(buf[:0], nonce, random, nil) }))
+	out = append(out, measure("aes-256-gcm open", size, d, func() { buf, _ = gcm.Open(buf[:0], nonce, sealed, nil) }))
+	return out, nil
+}
+
+func repository(ctx context.Context, opts Options, res *Result, step func(string)) error {
+	dir, err := os.MkdirTemp(opts.Dir, "kura-benchmark-")
+	if err != nil {
+		return fmt.Errorf("benchmark repository: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	path := opts.Image
+	if path == "" {
+		// Materialise the synthetic image so that generating it is not
+		// what is measured.
+		step("write synthetic image")
+		path = filepath.Join(dir, "image.raw")
+		if err := WriteImageFile(path, opts.ImageSize); err != nil {
+			return err
+		}
+	}
+	var src io.ReaderAt
+	var size int64
+	{
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		src, size = f, st.Size()
+	}
+	res.ImageBytes = size
+	if err := os.Mkdir(filepath.Join(dir, "repo"), 0o700); err != nil {
+		return err
+	}
+	be, err := local.OpenOptions(filepath.Join(dir, "repo"), local.Options{Batch: true})
+	if err != nil {
+		return err
+	}
+	r, err := repo.Init(ctx, be, repo.InitOptions{Password: "benchmark", ChunkSize: opts.ChunkSize, Encrypt: true})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	ingest := func(name string) (string, error) {
+		step(name)
+		w, err := r.NewWriter(ctx, "benchmark")
+		if err != nil {
+			return "", err
+		}
+		defer w.Close()
+		start := time.Now()
+		id, _, err := w.WriteDisk(ctx, repo.DiskSource{Reader: src, Size: size}, nil)
+		if err != nil {
+			return "", err
+		}
+		res.Repository = append(res.Repository, rate(name, size, time.Since(start)))
+		return id, nil
+	}
+	id, err := ingest("ingest (new data)")
+	if err != nil {
+		return err
+	}
+	res.StoredBytes, err = dirSize(filepath.Join(dir, "repo", "chunks"))
+	if err != nil {
+		return err
+	}
+	if _, err := ingest("ingest (all duplicates)"); err != nil {
+		return err
+	}
+	step("read back")
+	dr, err := r.OpenDisk(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer dr.Close()
+	start := time.Now()
+	if err := dr.Stream(ctx, 0, func(int64, []byte, bool) error { return nil }); err != nil {
+		return err
+	}
+	res.Repository = append(res.Repository, rate("read back", size, time.Since(start)))
+	return nil
+}
+
+// WriteImageFile writes a synthetic image (half random, half text) of size
+// bytes to path.
+func WriteImageFile(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (Image{Size: size, Seed: 42}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func rate(name string, n int64, d time.Duration) Throughput {
+	return Throughput{Name: name, Bytes: n, Seconds: d.Seconds(), MBps: float64(n) / d.Seconds() / 1e6}
+}
+
+func dirSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		total += info.Size()
+		return nil
+	})
+	return total, err
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM), 0 if unknown.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,220 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/kurabackup/kura/internal/catalog"
+	"github.com/kurabackup/kura/internal/progress"
+	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/storage"
+	"github.com/kurabackup/kura/internal/storage/local"
+)
+
+// App holds the global options and the resources commands open lazily.
+type App struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	repoLocation string
+	passwordFile string
+	connectURI   string
+	catalogPath  string
+	jsonOut      bool
+	logLevel     string
+	quiet        bool
+
+	logger  *slog.Logger
+	closers []func()
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
+	return &App{stdin: stdin, stdout: stdout, stderr: stderr}
+}
+
+func (a *App) bindGlobalFlags(root *cobra.Command) {
+	f := root.PersistentFlags()
+	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
+	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
+	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "libvirt connection URI; env KURA_CONNECT")
+	f.StringVar(&a.catalogPath, "catalog", os.Getenv("KURA_CATALOG"), "catalog database (default /var/lib/kura/catalog.db as root, else ~/.cache/kura/catalog.db); env KURA_CATALOG")
+	f.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
+	f.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	f.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (a *App) setup(_ *cobra.Command) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return usageError("invalid --log-level %q: use debug, info, warn or error", a.logLevel)
+	}
+	a.logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
+	return nil
+}
+
+func (a *App) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
+
+// backend opens the storage backend named by --repo.
+func (a *App) backend(create bool) (storage.Backend, error) {
+	loc := a.repoLocation
+	if loc == "" {
+		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
+	}
+	loc = strings.TrimPrefix(loc, "local:")
+	if create {
+		if err := os.MkdirAll(loc, 0o700); err != nil {
+			return nil, fmt.Errorf("create repository directory: %w", err)
+		}
+	} else if _, err := os.Stat(loc); err != nil {
+		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
+	}
+	be, err := local.OpenOptions(loc, local.Options{Batch: true})
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(func() { _ = be.Close() })
+	return be, nil
+}
+
+// password returns the passphrase from KURA_PASSWORD, --password-file or a
+// terminal prompt. confirm asks twice (for new passphrases).
+func (a *App) password(prompt string, confirm bool) (string, error) {
+	if v, ok := os.LookupEnv("KURA_PASSWORD"); ok && prompt == "" {
+		return v, nil
+	}
+	if a.passwordFile != "" && prompt == "" {
+		data, err := os.ReadFile(a.passwordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	if prompt == "" {
+		prompt = "repository passphrase"
+	}
+	return a.askPassword(prompt, confirm)
+}
+
+func (a *App) askPassword(prompt string, confirm bool) (string, error) {
+	f, ok := a.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", fmt.Errorf("%s needed: set KURA_PASSWORD, use --password-file, or run on a terminal", prompt)
+	}
+	fmt.Fprintf(a.stderr, "enter %s: ", prompt)
+	p, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(a.stderr)
+	if err != nil {
+		return "", fmt.Errorf("read passphrase: %w", err)
+	}
+	if confirm {
+		fmt.Fprintf(a.stderr, "enter %s again: ", prompt)
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(a.stderr)
+		if err != nil {
+			return "", fmt.Errorf("read passphrase: %w", err)
+		}
+		if string(p) != string(p2) {
+			return "", errors.New("the passphrases do not match")
+		}
+	}
+	if len(p) == 0 {
+		return "", errors.New("empty passphrase")
+	}
+	return string(p), nil
+}
+
+// openRepo opens the repository named by --repo with the passphrase.
+func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
+	be, err := a.backend(false)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := a.password("", false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger})
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
+	a.onClose(func() { _ = r.Close() })
+	return r, nil
+}
+
+// openCatalog opens the catalog database.
+func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
+	path := a.catalogPath
+	if path == "" {
+		dir := "/var/lib/kura"
+		if os.Geteuid() != 0 {
+			if d, err := os.UserCacheDir(); err == nil {
+				dir = filepath.Join(d, "kura")
+			}
+		}
+		path = filepath.Join(dir, "catalog.db")
+	}
+	c, err := catalog.Open(ctx, path, a.logger)
+	if err != nil {
+		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+	}
+	a.onClose(func() { _ = c.Close() })
+	return c, nil
+}
+
+// progressSink returns the sink for long operations: JSON lines with --json,
+// a live terminal view otherwise, nothing with --quiet.
+func (a *App) progressSink() progress.Sink {
+	switch {
+	case a.jsonOut:
+		return progress.NewJSON(a.stdout)
+	case a.quiet:
+		return progress.Nop()
+	default:
+		t := progress.NewTerminal(a.stderr, progress.TerminalOptions{})
+		a.onClose(func() { _ = t.Close() })
+		return t
+	}
+}
+
+// flushSink draws progress that a terminal sink held back.
+func flushSink(s progress.Sink) {
+	if f, ok := s.(interface{ Flush() }); ok {
+		f.Flush()
+	}
+}
+
+// printJSON writes v as indented JSON.
+func (a *App) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// out prints a line of text output.
+func (a *App) out(format string, args ...any) {
+	fmt.Fprintf(a.stdout, format+"\n", args...)
+}

@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kurabackup/kura/internal/benchmark"
+)
+
+func (a *App) benchmarkCommand() *cobra.Command {
+	var opts benchmark.Options
+	var size, chunk, writeImage string
+	cmd := &cobra.Command{
+		Use:   "benchmark",
+		Short: "Measure SHA-256, zstd, AES-GCM and repository write/read speed on this machine",
+		Long: `Measure the primitives kura's speed depends on, then ingest a disk image
+(a synthetic one, half random and half text, or --image FILE) into a fresh
+temporary repository, ingest it again (all duplicates) and read it back.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if opts.ImageSize, err = parseSize(size); err != nil {
+				return usageError("invalid --size: %v", err)
+			}
+			cs, err := parseSize(chunk)
+			if err != nil {
+				return usageError("invalid --chunk-size: %v", err)
+			}
+			opts.ChunkSize = int(cs)
+			if writeImage != "" {
+				return benchmark.WriteImageFile(writeImage, opts.ImageSize)
+			}
+			if !a.jsonOut && !a.quiet {
+				opts.Progress = func(step string) { fmt.Fprintf(a.stderr, "measuring %s…\n", step) }
+			}
+			res, err := benchmark.Run(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(res)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "measurement\tMB/s\t")
+			for _, t := range append(res.Primitives, res.Repository...) {
+				fmt.Fprintf(tw, "%s\t%.0f\t\n", t.Name, t.MBps)
+			}
+			tw.Flush()
+			if res.ImageBytes > 0 {
+				a.out("image %s stored as %s; peak RSS %s", fmtBytes(res.ImageBytes), fmtBytes(res.StoredBytes), fmtBytes(res.PeakRSS))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Image, "image", "", "disk image file to ingest instead of a synthetic one")
+	f.StringVar(&size, "size", "1GiB", "size of the synthetic image")
+	f.StringVar(&chunk, "chunk-size", "4MiB", "chunk size of the temporary repository")
+	f.StringVar(&opts.Dir, "dir", "", "where to put the temporary repository (default: the temp dir)")
+	f.StringVar(&writeImage, "write-image", "", "only write the synthetic image (--size bytes) to this file, for side-by-side benchmarks")
+	f.BoolVar(&opts.Primitives, "primitives", false, "measure only the primitives")
+	return cmd
+}

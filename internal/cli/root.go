@@ -1,0 +1,119 @@
+// Package cli implements the kura command line: flag parsing, opening the
+// repository, catalog and hypervisor connection, rendering results as text
+// or JSON, and mapping errors to exit codes. Work is done by the engine and
+// lower layers; this package only wires them to the user.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes (documented in docs/design/architecture.md).
+const (
+	ExitOK       = 0
+	ExitError    = 1
+	ExitUsage    = 2
+	ExitPartial  = 3
+	ExitFailed   = 4
+	ExitProblems = 5
+)
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withCode attaches an exit code to err.
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+// usageError marks an error as a usage error (exit code 2).
+func usageError(format string, args ...any) error {
+	return withCode(ExitUsage, fmt.Errorf(format, args...))
+}
+
+// Main runs kura with args and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := newApp(stdin, stdout, stderr)
+	root := app.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	app.close()
+	if err == nil {
+		return ExitOK
+	}
+	code := ExitError
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	} else if isUsage(err) {
+		code = ExitUsage
+	}
+	if !errors.Is(err, errReported) {
+		fmt.Fprintf(stderr, "kura: %s\n", explain(err))
+	}
+	return code
+}
+
+// errReported means the command already printed its outcome; Main only sets
+// the exit code.
+var errReported = errors.New("reported")
+
+func (a *App) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kura",
+		Short: "Agentless backup and recovery for virtual machines",
+		Long: `kura backs up whole virtual machines (every disk and the configuration) from
+the hypervisor host into a deduplicating, compressed, encrypted repository,
+incrementally through changed-block tracking, and restores whole VMs, disks or
+single files from any recovery point.
+
+Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
+(passphrase), KURA_CONNECT (libvirt URI), KURA_CATALOG (catalog database).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.setup(cmd)
+		},
+	}
+	a.bindGlobalFlags(root)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return withCode(ExitUsage, err)
+	})
+	root.AddCommand(
+		a.repoCommand(),
+		a.benchmarkCommand(),
+		a.verifyCommand(),
+		a.pruneCommand(),
+		a.gcCommand(),
+		a.locksCommand(),
+		a.vmCommand(),
+		a.backupCommand(),
+		a.pointsCommand(),
+		a.catalogCommand(),
+		a.cleanupCommand(),
+	)
+	a.addRecoveryCommands(root)
+	return root
+}

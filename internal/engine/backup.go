@@ -1,0 +1,237 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kurabackup/kura/internal/catalog"
+	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/progress"
+	"github.com/kurabackup/kura/internal/repo"
+)
+
+// Sentinel errors.
+var (
+	// ErrUnprotectedDisk means a VM has a disk kura cannot read and the
+	// policy is to fail.
+	ErrUnprotectedDisk = errors.New("vm has a disk kura cannot protect")
+	// ErrNothingToProtect means a VM has no disk kura can read.
+	ErrNothingToProtect = errors.New("vm has no protectable disk")
+)
+
+// Job states (velero naming).
+const (
+	StateCompleted       = "Completed"
+	StatePartiallyFailed = "PartiallyFailed"
+	StateFailed          = "Failed"
+)
+
+// Engine runs backup and restore jobs.
+type Engine struct {
+	Repo     *repo.Repository
+	Catalog  *catalog.Catalog // optional
+	Conn     hypervisor.Connector
+	Logger   *slog.Logger
+	Progress progress.Sink
+	// Now returns the current time; tests inject a fixed clock.
+	Now func() time.Time
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (e *Engine) emit(ev progress.Event) {
+	if e.Progress == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = e.now()
+	}
+	e.Progress.Emit(ev)
+}
+
+// BackupOptions controls a backup job.
+type BackupOptions struct {
+	Full        bool
+	Consistency hypervisor.ConsistencyMode
+	Tags        []string
+	// Parallel is the number of VMs backed up at once (default 2).
+	Parallel int
+	// Retries is how many times a failed VM is tried again (default 0).
+	Retries int
+	// RetryDelay is the first back-off delay; it doubles on each retry.
+	RetryDelay time.Duration
+	// Unprotected is "skip" (record the disk as unprotected and go on) or
+	// "fail" (fail the VM).
+	Unprotected string
+	// ScratchDir is handed to the connector for sockets and scratch files.
+	ScratchDir string
+}
+
+// VMResult is the outcome for one VM.
+type VMResult struct {
+	VM       string         `json:"vm"`
+	UUID     string         `json:"uuid"`
+	State    string         `json:"state"` // succeeded or failed
+	Attempts int            `json:"attempts"`
+	Point    *repo.Manifest `json:"point,omitempty"`
+	Error    string         `json:"error,omitempty"`
+	Err      error          `json:"-"`
+}
+
+// BackupReport is the outcome of a backup job.
+type BackupReport struct {
+	Job      string     `json:"job"`
+	State    string     `json:"state"`
+	Started  time.Time  `json:"started"`
+	Finished time.Time  `json:"finished"`
+	VMs      []VMResult `json:"vms"`
+}
+
+// Backup backs up each VM, in parallel up to opts.Parallel, each isolated
+// from the others. It returns an error only when the job could not run at
+// all; per-VM failures are in the report.
+func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOptions) (*BackupReport, error) {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 2
+	}
+	if opts.Consistency == "" {
+		opts.Consistency = hypervisor.ModeAuto
+	}
+	if opts.Unprotected == "" {
+		opts.Unprotected = "skip"
+	}
+	rep := &BackupReport{Started: e.now(), VMs: make([]VMResult, len(vms))}
+	jobID := e.startJob(ctx, "backup")
+	rep.Job = jobID
+	e.emit(progress.Event{Kind: "job-start", Job: jobID, Total: int64(len(vms))})
+
+	sem := make(chan struct{}, opts.Parallel)
+	var wg sync.WaitGroup
+	for i, vm := range vms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: "failed", Err: ctx.Err(), Error: ctx.Err().Error()}
+				return
+			}
+			defer func() { <-sem }()
+			rep.VMs[i] = e.backupWithRetries(ctx, jobID, vm, opts)
+		}()
+	}
+	wg.Wait()
+
+	ok := 0
+	for _, r := range rep.VMs {
+		if r.Err == nil {
+			ok++
+		}
+	}
+	switch {
+	case ok == len(rep.VMs):
+		rep.State = StateCompleted
+	case ok == 0:
+		rep.State = StateFailed
+	default:
+		rep.State = StatePartiallyFailed
+	}
+	rep.Finished = e.now()
+	e.finishJob(ctx, jobID, rep.State, rep)
+	e.emit(progress.Event{Kind: "job-done", Job: jobID, Done: int64(ok), Total: int64(len(vms)),
+		Data: map[string]any{"state": rep.State}})
+	return rep, nil
+}
+
+func (e *Engine) backupWithRetries(ctx context.Context, jobID string, vm hypervisor.VM, opts BackupOptions) VMResult {
+	res := VMResult{VM: vm.Name, UUID: vm.UUID}
+	delay := opts.RetryDelay
+	for attempt := 1; ; attempt++ {
+		res.Attempts = attempt
+		e.emit(progress.Event{Kind: "vm-start", Job: jobID, VM: vm.Name, Data: map[string]any{"attempt": attempt}})
+		m, err := e.backupVM(ctx, jobID, vm, opts)
+		if err == nil {
+			res.State, res.Point, res.Err, res.Error = "succeeded", m, nil, ""
+			e.emit(progress.Event{Kind: "vm-done", Job: jobID, VM: vm.Name,
+				Data: map[string]any{"point": m.ID, "kind": m.Kind, "consistency": m.Consistency}})
+			break
+		}
+		res.State, res.Err, res.Error = "failed", err, err.Error()
+		e.log().Warn("vm backup failed", "vm", vm.Name, "attempt", attempt, "err", err)
+		if attempt > opts.Retries || !retryable(ctx, err) {
+			e.emit(progress.Event{Kind: "vm-failed", Job: jobID, VM: vm.Name, Err: err.Error()})
+			break
+		}
+		e.emit(progress.Event{Kind: "vm-retry", Job: jobID, VM: vm.Name, Err: err.Error(),
+			Data: map[string]any{"attempt": attempt, "delay": delay.String()}})
+		if !sleepCtx(ctx, delay) {
+			res.Err, res.Error = ctx.Err(), ctx.Err().Error()
+			break
+		}
+		delay *= 2
+	}
+	e.recordJobVM(ctx, jobID, res)
+	return res
+}
+
+// retryable says whether trying again could help.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	return !errors.Is(err, ErrUnprotectedDisk) && !errors.Is(err, ErrNothingToProtect) &&
+		!errors.Is(err, hypervisor.ErrVMNotFound)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// protectedDisks returns the targets to back up and notes on skipped disks.
+func protectedDisks(vm hypervisor.VM, policy string) ([]string, []string, error) {
+	var targets, notes []string
+	for _, d := range vm.Disks {
+		switch {
+		case d.Protectable:
+			targets = append(targets, d.Target)
+		case d.Device == "cdrom" || d.Device == "floppy":
+			// removable media are not part of the VM's data
+		case policy == "fail":
+			return nil, nil, fmt.Errorf("%w: %s (%s); use --unprotected skip to back up the other disks",
+				ErrUnprotectedDisk, d.Target, d.Reason)
+		default:
+			notes = append(notes, fmt.Sprintf("disk %s not protected: %s", d.Target, d.Reason))
+		}
+	}
+	if len(targets) == 0 {
+		return nil, nil, fmt.Errorf("%w: %s", ErrNothingToProtect, vm.Name)
+	}
+	return targets, notes, nil
+}

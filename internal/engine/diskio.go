@@ -1,0 +1,199 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kurabackup/kura/internal/diskwrite"
+	"github.com/kurabackup/kura/internal/progress"
+	"github.com/kurabackup/kura/internal/repo"
+)
+
+// DiskRestore is the outcome of writing one disk image.
+type DiskRestore struct {
+	Target string `json:"target"`
+	Path   string `json:"path"`
+	Format string `json:"format"`
+	// Size is the virtual size in bytes.
+	Size int64 `json:"size"`
+	// DataBytes were written; ZeroBytes were left unallocated.
+	DataBytes int64   `json:"data_bytes"`
+	ZeroBytes int64   `json:"zero_bytes"`
+	Seconds   float64 `json:"seconds"`
+	// Rate is the virtual size restored per second (bytes/s).
+	Rate float64 `json:"rate"`
+	// Kept is true when an existing file was kept (conflict policy keep)
+	// and nothing was written.
+	Kept bool `json:"kept,omitempty"`
+}
+
+// diskJob is one image to write from one disk of a recovery point.
+type diskJob struct {
+	entry     repo.DiskEntry
+	path      string
+	format    string
+	overwrite bool
+}
+
+// pendingDisks are images fully written under their partial names, not yet
+// committed.
+type pendingDisks struct {
+	writers []*diskwrite.Writer
+	results []DiskRestore
+}
+
+// abort removes every partial image.
+func (p *pendingDisks) abort(ctx context.Context) {
+	for _, w := range p.writers {
+		_ = w.Abort(ctx)
+	}
+}
+
+// commit gives every image its final name.
+func (p *pendingDisks) commit(ctx context.Context) error {
+	for i, w := range p.writers {
+		if err := w.Commit(ctx); err != nil {
+			for _, rest := range p.writers[i+1:] {
+				_ = rest.Abort(ctx)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDisks writes every job's image under its partial name. Nothing is
+// committed: on error every partial image is removed.
+func (e *Engine) writeDisks(ctx context.Context, jobID, vm string, jobs []diskJob, scratch string, workers int) (*pendingDisks, error) {
+	p := &pendingDisks{}
+	if scratch != "" && len(jobs) > 0 {
+		if err := os.MkdirAll(scratch, 0o700); err != nil {
+			return nil, fmt.Errorf("scratch directory: %w", err)
+		}
+	}
+	for _, j := range jobs {
+		res, w, err := e.writeDisk(ctx, jobID, vm, j, scratch, workers)
+		if w != nil {
+			p.writers = append(p.writers, w)
+		}
+		if err != nil {
+			p.abort(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("disk %s: %w", j.entry.Target, err)
+		}
+		p.results = append(p.results, res)
+	}
+	return p, nil
+}
+
+// writeDisk streams one disk of a point into a new image: chunks are
+// fetched and decoded in parallel by the repository, written by several
+// writers at once, and zero chunks are skipped (the image is fresh).
+func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scratch string, workers int) (DiskRestore, *diskwrite.Writer, error) {
+	res := DiskRestore{Target: j.entry.Target, Path: j.path, Format: j.format, Size: j.entry.Size}
+	started := time.Now()
+	dr, err := e.Repo.OpenDisk(ctx, j.entry.Index)
+	if err != nil {
+		return res, nil, err
+	}
+	defer dr.Close()
+	res.Size = dr.Size()
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil {
+		return res, nil, fmt.Errorf("create directory of %s: %w", j.path, err)
+	}
+	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: j.path, Format: j.format, Size: res.Size},
+		diskwrite.Options{Overwrite: j.overwrite, Logger: e.log(), ScratchDir: scratch})
+	if err != nil {
+		return res, nil, err
+	}
+	e.emit(progress.Event{Kind: progress.DiskStart, Job: jobID, VM: vm, Disk: j.entry.Target, Total: res.Size})
+	if workers <= 0 {
+		workers = max(2, runtime.GOMAXPROCS(0))
+	}
+	if err := e.pump(ctx, jobID, vm, j.entry.Target, dr, w, workers); err != nil {
+		return res, w, err
+	}
+	st := w.Stats()
+	res.DataBytes, res.ZeroBytes = st.DataBytes, res.Size-st.DataBytes
+	res.Seconds = time.Since(started).Seconds()
+	if res.Seconds > 0 {
+		res.Rate = float64(res.Size) / res.Seconds
+	}
+	e.emit(progress.Event{Kind: progress.DiskDone, Job: jobID, VM: vm, Disk: j.entry.Target, Done: res.Size, Total: res.Size,
+		Data: map[string]any{"path": j.path, "data_bytes": res.DataBytes, "seconds": res.Seconds}})
+	return res, w, nil
+}
+
+// pump copies the disk reader's chunks into the writer.
+func (e *Engine) pump(ctx context.Context, jobID, vm, target string, dr *repo.DiskReader, w *diskwrite.Writer, workers int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cs := dr.Index().ChunkSize
+	size := dr.Size()
+	type piece struct {
+		off int64
+		buf *[]byte
+	}
+	bufs := sync.Pool{New: func() any { b := make([]byte, cs); return &b }}
+	pieces := make(chan piece, workers)
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		writeErr error
+		done     atomic.Int64
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { writeErr = err; cancel() })
+	}
+	writers := min(workers, 4)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range pieces {
+				if ctx.Err() == nil {
+					if err := w.WriteAt(ctx, *p.buf, p.off); err != nil {
+						fail(err)
+					}
+				}
+				done.Add(int64(len(*p.buf)))
+				bufs.Put(p.buf)
+			}
+		}()
+	}
+	last := time.Time{}
+	streamErr := dr.Stream(ctx, workers, func(off int64, data []byte, zero bool) error {
+		if zero {
+			done.Add(min(int64(cs), size-off))
+		} else {
+			bp := bufs.Get().(*[]byte)
+			*bp = append((*bp)[:0], data...)
+			select {
+			case pieces <- piece{off, bp}:
+			case <-ctx.Done():
+				bufs.Put(bp)
+				return ctx.Err()
+			}
+		}
+		if now := time.Now(); now.Sub(last) >= 100*time.Millisecond {
+			last = now
+			e.emit(progress.Event{Kind: progress.DiskProgress, Job: jobID, VM: vm, Disk: target, Done: done.Load(), Total: size})
+		}
+		return nil
+	})
+	close(pieces)
+	wg.Wait()
+	if writeErr != nil && !errors.Is(writeErr, context.Canceled) {
+		return writeErr
+	}
+	if streamErr != nil {
+		return streamErr
+	}
+	return writeErr
+}

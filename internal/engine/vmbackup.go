@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/progress"
+	"github.com/kurabackup/kura/internal/repo"
+)
+
+// closeTimeout bounds how long ending a hypervisor session may take after
+// the job's context was cancelled.
+const closeTimeout = 2 * time.Minute
+
+// checkpointPrefix names the checkpoints kura creates.
+const checkpointPrefix = "kura-"
+
+// backupVM takes one recovery point of vm. Nothing is visible in the
+// repository unless it returns nil.
+func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, opts BackupOptions) (*repo.Manifest, error) {
+	targets, notes, err := protectedDisks(vm, opts.Unprotected)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := e.latestPoint(ctx, vm.UUID)
+	if err != nil {
+		return nil, err
+	}
+	started := e.now()
+	id := repo.NewPointID(started)
+	hopts := hypervisor.BackupOptions{
+		Consistency:   opts.Consistency,
+		NewCheckpoint: checkpointPrefix + id,
+		Disks:         targets,
+		ScratchDir:    opts.ScratchDir,
+	}
+	switch {
+	case parent == nil:
+	case opts.Full:
+		notes = append(notes, "full backup requested")
+	case parent.Checkpoint == "":
+		notes = append(notes, fmt.Sprintf("previous point %s has no checkpoint: read all allocated data", parent.ID))
+	default:
+		hopts.BaseCheckpoint = parent.Checkpoint
+	}
+	sess, err := e.Conn.BeginBackup(ctx, vm, hopts)
+	if errors.Is(err, hypervisor.ErrCheckpointMissing) && hopts.BaseCheckpoint != "" {
+		notes = append(notes, fmt.Sprintf("repair: checkpoint %s of point %s is missing or broken (%v); read all allocated data, deduplicated against that point",
+			hopts.BaseCheckpoint, parent.ID, err))
+		e.log().Warn("checkpoint chain broken, reading in full", "vm", vm.Name, "checkpoint", hopts.BaseCheckpoint, "err", err)
+		hopts.BaseCheckpoint = ""
+		sess, err = e.Conn.BeginBackup(ctx, vm, hopts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("begin backup of %s: %w", vm.Name, err)
+	}
+	success := false
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		if cerr := sess.Close(cctx, success); cerr != nil {
+			e.log().Warn("ending backup session failed; run kura cleanup", "vm", vm.Name, "err", cerr)
+		}
+	}()
+
+	w, err := e.Repo.NewWriter(ctx, "backup "+vm.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+
+	m := &repo.Manifest{
+		ID:          id,
+		VM:          repo.VMInfo{Name: vm.Name, UUID: vm.UUID, Hypervisor: "libvirt", URI: e.Conn.URI()},
+		Consistency: string(sess.Consistency()),
+		Checkpoint:  sess.Checkpoint(),
+		Started:     started,
+		Tags:        opts.Tags,
+		Kind:        "full",
+	}
+	if host, herr := e.Conn.Host(ctx); herr == nil {
+		m.VM.Host = host
+	}
+	if h, herr := os.Hostname(); herr == nil {
+		m.KuraHost = h
+	}
+	m.Config, m.ConfigFormat = sess.Config()
+	if parent != nil {
+		m.Parent = parent.ID
+	}
+	for _, sd := range sess.Disks() {
+		rec, incremental, err := e.backupDisk(ctx, jobID, w, vm, sd, parent)
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: %w", sd.Target, err)
+		}
+		if incremental {
+			m.Kind = "incremental"
+		}
+		m.Disks = append(m.Disks, rec)
+		m.Stats.Add(rec.Stats)
+	}
+	m.Notes = append(notes, sess.Notes()...)
+	m.Finished = e.now()
+	if err := w.Commit(ctx, m); err != nil {
+		return nil, fmt.Errorf("commit recovery point: %w", err)
+	}
+	success = true
+	e.recordPoint(ctx, m)
+	return m, nil
+}
+
+// backupDisk stores one disk of a session, reusing the parent's index for
+// unchanged extents.
+func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, vm hypervisor.VM,
+	sd hypervisor.SessionDisk, parent *repo.Manifest) (repo.DiskEntry, bool, error) {
+	var pidx *repo.Index
+	if parent != nil {
+		for _, pd := range parent.Disks {
+			if pd.Target == sd.Target && pd.Size == sd.Size {
+				idx, err := e.Repo.LoadIndex(ctx, pd.Index)
+				if err != nil {
+					return repo.DiskEntry{}, false, fmt.Errorf("load index of parent point %s: %w", parent.ID, err)
+				}
+				pidx = idx
+			}
+		}
+	}
+	incremental := sd.Incremental && pidx != nil
+	exts := make([]repo.Extent, len(sd.Extents))
+	for i, x := range sd.Extents {
+		k := repo.ExtentData
+		switch x.Kind {
+		case hypervisor.ExtentZero:
+			k = repo.ExtentZero
+		case hypervisor.ExtentUnchanged:
+			if incremental {
+				k = repo.ExtentUnchanged
+			}
+		}
+		exts[i] = repo.Extent{Offset: x.Offset, Length: x.Length, Kind: k}
+	}
+	e.emit(progress.Event{Kind: "disk-start", Job: jobID, VM: vm.Name, Disk: sd.Target, Total: sd.Size})
+	last := time.Time{}
+	idxID, st, err := w.WriteDisk(ctx, repo.DiskSource{Reader: sd.Reader, Size: sd.Size, Extents: exts, Parent: pidx},
+		func(done, total int64) {
+			now := e.now()
+			if now.Sub(last) < 100*time.Millisecond && done < total {
+				return
+			}
+			last = now
+			e.emit(progress.Event{Kind: "disk-progress", Job: jobID, VM: vm.Name, Disk: sd.Target,
+				Done: done, Total: total})
+		})
+	if err != nil {
+		return repo.DiskEntry{}, false, err
+	}
+	e.emit(progress.Event{Kind: "disk-done", Job: jobID, VM: vm.Name, Disk: sd.Target, Done: sd.Size, Total: sd.Size,
+		Data: map[string]any{"bytes_read": st.BytesRead, "bytes_new": st.BytesNew, "bytes_stored": st.BytesStored}})
+	return repo.DiskEntry{
+		Target:      sd.Target,
+		Source:      sd.Source,
+		Format:      sd.Format,
+		Size:        sd.Size,
+		ChunkSize:   e.Repo.Config().ChunkSize,
+		Index:       idxID,
+		Stats:       st,
+		Incremental: incremental,
+	}, incremental, nil
+}
+
+// latestPoint returns the newest recovery point of the VM, or nil.
+func (e *Engine) latestPoint(ctx context.Context, uuid string) (*repo.Manifest, error) {
+	points, err := e.Repo.ListPoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list recovery points: %w", err)
+	}
+	var latest *repo.Manifest
+	for _, p := range points {
+		if p.VM.UUID == uuid && (latest == nil || p.Started.After(latest.Started)) {
+			latest = p
+		}
+	}
+	return latest, nil
+}
