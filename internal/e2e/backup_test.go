@@ -129,6 +129,31 @@ func TestBackupRunningGuest(t *testing.T) {
 	t.Logf("P3 incremental after the kill: vdb read %s, vda read %s", mib(diskStats(p3, "vdb").BytesRead), mib(diskStats(p3, "vda").BytesRead))
 	sameBytes(t, "P3 vdb", pointDisk(t, ctx, r, p3, "vdb"), vdb)
 
+	// A point taken while the guest's filesystems are frozen (by the test,
+	// so nothing writes to vda) equals the live image read at that moment.
+	if _, err := g.FSFreeze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if _, err := g.FSThaw(context.WithoutCancel(ctx)); err != nil {
+				t.Errorf("thaw: %v", err)
+			}
+		}
+	}
+	defer thaw()
+	rep = c.backup(t, 0, g.Name(), "--consistency", "crash", "--retries", "0")
+	live := rawImage(t, g.DiskPath("vda"), "qcow2")
+	thaw()
+	pf := vmResult(t, rep, g.Name()).Point
+	if pf.Kind != "incremental" || pf.Parent != p3.ID || pf.Consistency != "crash" {
+		t.Fatalf("point of the frozen guest: kind %s parent %s consistency %s", pf.Kind, pf.Parent, pf.Consistency)
+	}
+	sameBytes(t, "frozen point vda", pointDisk(t, ctx, r, pf, "vda"), live)
+	sameBytes(t, "frozen point vdb", pointDisk(t, ctx, r, pf, "vdb"), vdb)
+
 	var shown repo.Manifest
 	if err := json.Unmarshal([]byte(c.ok(t, "points", "show", p3.ID[:len(p3.ID)-4], "--json")), &shown); err != nil ||
 		shown.ID != p3.ID || shown.Parent != p2.ID || len(shown.Disks) != 2 {
@@ -145,7 +170,7 @@ func TestBackupRunningGuest(t *testing.T) {
 	}
 	rep = c.backup(t, 0, g.Name(), "--retries", "0")
 	p4 := vmResult(t, rep, g.Name()).Point
-	if p4.Kind != "incremental" || p4.Parent != p3.ID || p4.Consistency != "off" {
+	if p4.Kind != "incremental" || p4.Parent != pf.ID || p4.Consistency != "off" {
 		t.Fatalf("offline point: kind %s parent %s consistency %s", p4.Kind, p4.Parent, p4.Consistency)
 	}
 	sameBytes(t, "P4 vda", pointDisk(t, ctx, r, p4, "vda"), rawImage(t, g.DiskPath("vda"), "qcow2"))
@@ -153,7 +178,7 @@ func TestBackupRunningGuest(t *testing.T) {
 	sameBytes(t, "vdb image", rawImage(t, vdbPath, "qcow2"), vdb)
 	t.Logf("P4 offline incremental: read vda %s, vdb %s", mib(diskStats(p4, "vda").BytesRead), mib(diskStats(p4, "vdb").BytesRead))
 
-	checkCatalogRebuild(t, ctx, c, []string{p1.ID, p2.ID, p3.ID, p4.ID})
+	checkCatalogRebuild(t, ctx, c, []string{p1.ID, p2.ID, p3.ID, pf.ID, p4.ID})
 }
 
 // sh runs a shell command in the guest, failing the test unless it exits 0.

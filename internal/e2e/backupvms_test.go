@@ -102,8 +102,14 @@ func TestBackupOfflineNoAgentPartial(t *testing.T) {
 	t.Logf("partial job in %v: %s failed after %d attempts: %s", took.Round(time.Millisecond), bad.Name(), br.Attempts, br.Error)
 	t.Logf("offline incremental: vda unchanged, read %s; vdb 1 MiB + 64 KiB changed in 2 chunks, read %s (full read %s)",
 		mib(va.BytesRead), mib(vb.BytesRead), mib(diskStats(g1, "vdb").BytesRead))
-	if va.BytesRead != 0 || vb.BytesRead < 1<<20+64<<10 || vb.BytesRead > 2*chunk {
+	// A chunk holding both unchanged data and zeros is read again (the
+	// extent map cannot say whether its zeros are new), so an unchanged
+	// disk may cost up to a chunk per such chunk; here vda has one.
+	if va.BytesRead > chunk || vb.BytesRead < 1<<20+64<<10 || vb.BytesRead > 2*chunk+3<<20 {
 		t.Errorf("offline incremental read vda %d, vdb %d bytes", va.BytesRead, vb.BytesRead)
+	}
+	if took < time.Second {
+		t.Errorf("the partial job took %v: no retry delay of 1s", took)
 	}
 	for _, tg := range []string{"vda", "vdb"} {
 		sameBytes(t, "good incremental "+tg, pointDisk(t, ctx, r, g2, tg), rawImage(t, good.DiskPath(tg), "qcow2"))

@@ -53,7 +53,7 @@ func decodeConfig(data []byte) (Config, error) {
 		return c, fmt.Errorf("%w: object %q is not a kura repository config", ErrNotRepository, configName)
 	}
 	if c.Version > MaxReadVersion {
-		return c, fmt.Errorf("repository format version %d is newer than this kura supports (%d): %w",
+		return c, fmt.Errorf("format version %d, this kura reads up to %d: %w",
 			c.Version, MaxReadVersion, ErrNewerFormat)
 	}
 	if c.Version < MinReadVersion {

@@ -11,7 +11,7 @@ var (
 	ErrNewerFormat   = errors.New("repository format is newer than this kura supports: upgrade kura")
 	ErrNotRepository = errors.New("no kura repository here: run kura repo init")
 	ErrAlreadyExists = errors.New("a kura repository already exists here")
-	ErrPointNotFound = errors.New("recovery point not found")
+	ErrPointNotFound = errors.New("recovery point not found (see kura points list)")
 	ErrAmbiguous     = errors.New("recovery point prefix is ambiguous")
 	ErrCorrupt       = errors.New("corrupted object: run kura repo verify --read-data")
 	ErrMissing       = errors.New("missing object: run kura repo verify")

@@ -125,7 +125,7 @@ func TestOpenErrors(t *testing.T) {
 	raw, _ = json.Marshal(cfg)
 	_ = be.Put(ctx, configName, raw)
 	_, err = Open(ctx, be, "secret", OpenOptions{})
-	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "version 2 is newer") {
+	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 2, this kura reads up to 1") {
 		t.Errorf("newer format: got %v", err)
 	}
 	_ = be.Delete(ctx, configName)
