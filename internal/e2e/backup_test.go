@@ -295,7 +295,7 @@ func catalogPoints(t *testing.T, ctx context.Context, path string) []catalog.Poi
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(ps, func(a, b catalog.Point) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(ps, func(a, b catalog.Point) int { return a.Started.Compare(b.Started) })
 	return ps
 }
 

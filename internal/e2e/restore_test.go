@@ -204,10 +204,6 @@ func TestEngineRestoreInPlaceConflictsExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	// The default scratch directory makes NBD socket paths one byte longer
-	// than a unix socket allows with kura's checkpoint names (reported to
-	// the lead); a shorter one keeps this test about restores.
-	conn.QemuScratchDir = "/var/lib/libvirt/qemu/k"
 	r, err := repo.Init(ctx, mem.New(), repo.InitOptions{Password: "pw", Encrypt: true,
 		KDF: repo.KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}})
 	if err != nil {

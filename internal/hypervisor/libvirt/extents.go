@@ -9,8 +9,9 @@ import (
 
 // buildExtents merges a base:allocation map and, when incremental, a
 // dirty-bitmap map into a hypervisor extent map covering [0, size).
-// Ranges reading as zeros are ExtentZero (zero wins over dirty); with a
-// bitmap, clean ranges are ExtentUnchanged; the rest is ExtentData. A map
+// With a bitmap, clean ranges are ExtentUnchanged (even when they read as
+// zeros); other ranges reading as zeros are ExtentZero; the rest is
+// ExtentData. A map
 // that does not reach the end of the disk is completed conservatively
 // (allocated, dirty).
 func buildExtents(size int64, alloc, dirty []nbd.Extent, incremental bool) ([]hypervisor.Extent, error) {
@@ -45,12 +46,16 @@ func buildExtents(size int64, alloc, dirty []nbd.Extent, incremental bool) ([]hy
 				end = min(end, d.Offset+d.Length)
 			}
 		}
+		// Clean ranges are Unchanged even when they read as zeros: the
+		// previous point already holds them, and a window made only of
+		// Unchanged ranges is reused without reading. Dirty ranges that
+		// now read as zeros are Zero, never read either.
 		kind := hypervisor.ExtentData
 		switch {
-		case zero:
-			kind = hypervisor.ExtentZero
 		case !changed:
 			kind = hypervisor.ExtentUnchanged
+		case zero:
+			kind = hypervisor.ExtentZero
 		}
 		out = appendExtent(out, pos, end-pos, kind)
 		pos = end

@@ -23,8 +23,8 @@ func TestBuildExtents(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []hypervisor.Extent{
-		he(0, M, hypervisor.ExtentUnchanged), he(M, M, hypervisor.ExtentData), he(2*M, 2*M, hypervisor.ExtentZero),
-		he(4*M, 2*M, hypervisor.ExtentUnchanged), he(6*M, 2*M, hypervisor.ExtentData)}
+		he(0, M, hypervisor.ExtentUnchanged), he(M, M, hypervisor.ExtentData), he(2*M, M, hypervisor.ExtentZero),
+		he(3*M, 3*M, hypervisor.ExtentUnchanged), he(6*M, 2*M, hypervisor.ExtentData)}
 	if !slices.Equal(got, want) {
 		t.Errorf("incremental:\n got %v\nwant %v", got, want)
 	}
