@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,9 +55,6 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 				a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
 				cat = nil
 			}
-			if opts.ScratchDir == "" {
-				opts.ScratchDir = defaultScratchDir()
-			}
 			eng := &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger, Progress: a.progressSink()}
 			rep, err := eng.Backup(ctx, vms, opts)
 			if err != nil {
@@ -88,15 +83,7 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 	f.IntVar(&opts.Retries, "retries", 2, "retries for a failed VM")
 	f.DurationVar(&opts.RetryDelay, "retry-delay", 10*time.Second, "first retry delay (doubles each retry)")
 	f.StringVar(&opts.Unprotected, "unprotected", "skip", "disks kura cannot read: skip (record them) or fail the VM")
-	f.StringVar(&opts.ScratchDir, "scratch-dir", "", "directory for NBD sockets and scratch files (default /var/lib/kura/scratch)")
 	return cmd
-}
-
-func defaultScratchDir() string {
-	if os.Geteuid() == 0 {
-		return "/var/lib/kura/scratch"
-	}
-	return filepath.Join(os.TempDir(), "kura-scratch")
 }
 
 func printBackupReport(a *App, rep *engine.BackupReport) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -333,4 +334,13 @@ func (a *App) exportCommand() *cobra.Command {
 	fl.StringVar(&opts.Format, "format", "", "image format: qcow2 or raw (default: as saved)")
 	fl.IntVar(&opts.Workers, "workers", 0, "parallel chunk fetches (default: CPUs)")
 	return cmd
+}
+
+// defaultScratchDir holds the sockets of the qemu-nbd processes that write
+// restored images.
+func defaultScratchDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/kura/scratch"
+	}
+	return filepath.Join(os.TempDir(), "kura-scratch")
 }

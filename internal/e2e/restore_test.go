@@ -220,7 +220,7 @@ func TestEngineRestoreInPlaceConflictsExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	brep, err := eng.Backup(ctx, []hypervisor.VM{vm}, engine.BackupOptions{ScratchDir: libvirt.DefaultQemuScratchDir})
+	brep, err := eng.Backup(ctx, []hypervisor.VM{vm}, engine.BackupOptions{})
 	if err != nil || brep.State != engine.StateCompleted {
 		t.Fatalf("backup: %v %+v", err, brep)
 	}

@@ -79,8 +79,6 @@ type BackupOptions struct {
 	// Unprotected is "skip" (record the disk as unprotected and go on) or
 	// "fail" (fail the VM).
 	Unprotected string
-	// ScratchDir is handed to the connector for sockets and scratch files.
-	ScratchDir string
 }
 
 // VMResult is the outcome for one VM.

@@ -36,7 +36,6 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, o
 		Consistency:   opts.Consistency,
 		NewCheckpoint: checkpointPrefix + id,
 		Disks:         targets,
-		ScratchDir:    opts.ScratchDir,
 	}
 	switch {
 	case parent == nil:

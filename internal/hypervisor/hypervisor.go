@@ -139,7 +139,9 @@ type BackupOptions struct {
 	// Disks limits the session to these targets (empty = every protectable
 	// disk).
 	Disks []string
-	// ScratchDir is where the connector may put sockets and scratch files.
+	// ScratchDir is where the connector may put sockets and scratch files
+	// when it has no place of its own (the libvirt connector uses a
+	// directory QEMU can reach, under /var/lib/libvirt/qemu/kura).
 	ScratchDir string
 }
 
