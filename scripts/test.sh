@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
+export PATH="$PATH:/usr/local/go/bin"
+PATH="$PATH:$(go env GOPATH)/bin"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 echo "== host setup"
