@@ -113,7 +113,7 @@ func primitives() ([]Throughput, error) {
 			h.Sum(nil)
 		}),
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(repo.CompressionLevel), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}

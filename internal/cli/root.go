@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,13 @@ func usageError(format string, args ...any) error {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if path := os.Getenv("KURA_CPUPROFILE"); path != "" {
+		if stopProfile, err := startCPUProfile(path); err == nil {
+			defer stopProfile()
+		} else {
+			fmt.Fprintf(stderr, "kura: cpu profile: %v\n", err)
+		}
+	}
 	app := newApp(stdin, stdout, stderr)
 	root := app.rootCommand()
 	root.SetArgs(args)
@@ -116,4 +124,18 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 	)
 	a.addRecoveryCommands(root)
 	return root
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called (KURA_CPUPROFILE=FILE, for performance work).
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

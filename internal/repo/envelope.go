@@ -52,6 +52,12 @@ func (t objType) String() string {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // codec seals and opens envelopes. It is safe for concurrent use.
+// CompressionLevel is the zstd level chunks are written with. Readers do
+// not depend on it. SpeedDefault (zstd level 3) was measured against
+// SpeedFastest in docs/design/repository-format.md §11.2: about 10% smaller
+// on text for about 25% more compression time.
+const CompressionLevel = zstd.SpeedDefault
+
 type codec struct {
 	keys *crypto.Keys // nil: unencrypted repository
 	enc  *zstd.Encoder
@@ -60,7 +66,7 @@ type codec struct {
 
 func newCodec(keys *crypto.Keys) (*codec, error) {
 	n := runtime.GOMAXPROCS(0)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(CompressionLevel),
 		zstd.WithEncoderConcurrency(n), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true),
 		zstd.WithWindowSize(zstd.MaxWindowSize/128)) // 4 MiB window is plenty for one chunk
 	if err != nil {
