@@ -19,7 +19,7 @@ IMG="$W/image.raw"
 now() { date +%s.%N; }
 secs() { awk "BEGIN{printf \"%.2f\", $2 - $1}"; }
 mbs() { awk "BEGIN{printf \"%.0f\", 1073741824 / ($2 - $1) / 1e6}"; }
-row() { printf '| %s | %s s | %s MB/s | %s MB |\n' "$1" "$(secs "$2" "$3")" "$(mbs "$2" "$3")" "$4"; }
+row() { printf '| %s | %s s | %s MB/s | %s |\n' "$1" "$(secs "$2" "$3")" "$(mbs "$2" "$3")" "${4:+$4 MB}"; }
 size() { du -sb "$1" | awk '{printf "%.0f", $1 / 1e6}'; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; cat "$IMG" >/dev/null; }
 
