@@ -26,7 +26,7 @@ GUEST=${KURA_GUEST_CACHE:-/var/tmp/kura-guest}
 bash scripts/build-guest.sh "$GUEST" >/dev/null
 
 cleanup_vms() {
-	for d in "$VM" "$VM2" "$VM-restored"; do
+	for d in "$VM" "$VM2" "$VM-restored" "$VM-fs"; do
 		v destroy "$d" >/dev/null 2>&1 || true
 		v undefine "$d" --checkpoints-metadata >/dev/null 2>&1 || true
 	done
@@ -43,6 +43,16 @@ dd if="$W/content.raw" of="$W/disk.raw" bs=4M conv=notrunc,sparse status=none
 qemu-img convert -q -f raw -O qcow2 "$W/disk.raw" "$IMG/disk.qcow2"
 qemu-img convert -q -f raw -O qcow2 "$W/disk.raw" "$IMG/clone.qcow2"
 rm -f "$W/disk.raw" "$W/content.raw"
+# A third VM (never started) whose ext4 disk holds a 256 MiB file, for
+# file-level recovery: list the root, extract the file.
+mkdir -p "$W/fsfiles/docs"
+head -c 268435456 /dev/urandom >"$W/fsfiles/big.bin"
+BIGSUM=$(sha256sum <"$W/fsfiles/big.bin")
+for i in $(seq 1 50); do echo "document $i" >"$W/fsfiles/docs/doc-$i.txt"; done
+truncate -s 1G "$W/fs.raw"
+mkfs.ext4 -q -F -T default -d "$W/fsfiles" "$W/fs.raw"
+qemu-img convert -q -f raw -O qcow2 "$W/fs.raw" "$IMG/fs.qcow2"
+rm -rf "$W/fs.raw" "$W/fsfiles"
 chown -R libvirt-qemu:kvm "$IMG" 2>/dev/null || true
 
 define() { # name disk running
@@ -69,6 +79,7 @@ XML
 }
 define "$VM" "$IMG/disk.qcow2"
 define "$VM2" "$IMG/clone.qcow2"
+define "$VM-fs" "$IMG/fs.qcow2"
 v start "$VM" >/dev/null
 sleep 15 # let the guest boot (its agent answers; the bench disk has no filesystem)
 
@@ -126,6 +137,12 @@ if "$KURA" restore --help >/dev/null 2>&1; then
 fi
 timeit vnb-restore virtnbdrestore -i "$W/vnb" -o "$W/restore-vnb"
 
+"$KURA" backup --quiet "$VM-fs" >/dev/null
+FSPOINT=$("$KURA" points list --vm "$VM-fs" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1)
+timeit files-ls "$KURA" files ls "$FSPOINT" /
+timeit files-get "$KURA" --quiet files get "$FSPOINT" /big.bin --out "$W/extract"
+[ "$(sha256sum <"$W/extract/big.bin")" = "$BIGSUM" ] || { echo "extracted big.bin differs" >&2; exit 1; }
+
 mb() { awk "BEGIN{printf \"%d\", $1 / 1000000}"; }
 echo
 echo "| tool | full backup | stored | incremental (32 MiB written) | full restore |"
@@ -137,5 +154,6 @@ echo "| restic (whole image file) | ${T[restic-full]} s | $(mb "${S[restic-full]
 echo "| borg lz4 (whole image file) | ${T[borg-full]} s | $(mb "${S[borg-full]}") MB | | |"
 echo "| qemu-img convert to raw (copy only) | ${T[qemu-img-convert]} s | | | |"
 echo
+echo "file-level: list the root of the point's ext4 in ${T[files-ls]} s; extract a 256 MiB file in ${T[files-get]} s ($(awk "BEGIN{printf \"%.0f\", 268.435456 / ${T[files-get]}}") MB/s), kura process start included"
 echo "second VM cloned from the same image: kura stored $(mb "${S[kura-clone]}") MB more (full read ${T[kura-clone]} s)"
 cleanup_vms
