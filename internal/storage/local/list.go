@@ -19,7 +19,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("local: list %q: %w", prefix, err)
 	}
-	if err := validPrefix(prefix); err != nil {
+	if err := storage.ValidPrefix(prefix); err != nil {
 		return fmt.Errorf("local: list: %w", err)
 	}
 	dirPart, partial := "", prefix
@@ -54,7 +54,7 @@ func (w *walker) walk(rel, partial string) error {
 				return fmt.Errorf("local: list %q: %w", rel+partial, cerr)
 			}
 			name := e.Name()
-			if !strings.HasPrefix(name, partial) || validSegments(name, false) != nil {
+			if !strings.HasPrefix(name, partial) || storage.ValidName(name) != nil {
 				continue
 			}
 			if rel == "" && name == tmpDir {

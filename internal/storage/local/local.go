@@ -90,7 +90,7 @@ func (b *Backend) path(ctx context.Context, op, name string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("local: %s %q: %w", op, name, err)
 	}
-	if err := validName(name); err != nil {
+	if err := storage.ValidName(name); err != nil {
 		return "", fmt.Errorf("local: %s: %w", op, err)
 	}
 	if name == tmpDir || strings.HasPrefix(name, tmpDir+"/") {

@@ -38,7 +38,7 @@ func (b *Backend) check(ctx context.Context, op, name string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mem: %s %q: %w", op, name, err)
 	}
-	if err := validName(name); err != nil {
+	if err := storage.ValidName(name); err != nil {
 		return fmt.Errorf("mem: %s: %w", op, err)
 	}
 	return nil
@@ -123,7 +123,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("mem: list %q: %w", prefix, err)
 	}
-	if err := validPrefix(prefix); err != nil {
+	if err := storage.ValidPrefix(prefix); err != nil {
 		return fmt.Errorf("mem: list: %w", err)
 	}
 	b.mu.RLock()

@@ -1,18 +1,16 @@
-package local
+package storage
 
 import (
 	"fmt"
 	"strings"
-
-	"github.com/kurabackup/kura/internal/storage"
 )
 
-// validName reports whether name follows the storage package's naming
+// ValidName reports whether name follows the storage package's naming
 // rules: non-empty slash-separated segments of [a-z0-9._-], no segment
 // ".", and no ".." anywhere.
-func validName(name string) error {
+func ValidName(name string) error {
 	if name == "" {
-		return fmt.Errorf("empty name: %w", storage.ErrInvalidName)
+		return fmt.Errorf("empty name: %w", ErrInvalidName)
 	}
 	if err := validSegments(name, false); err != nil {
 		return fmt.Errorf("%q: %w", name, err)
@@ -20,9 +18,9 @@ func validName(name string) error {
 	return nil
 }
 
-// validPrefix accepts "" and any prefix of a valid name: its last segment
+// ValidPrefix accepts "" and any prefix of a valid name: its last segment
 // may be empty (trailing slash) or partial.
-func validPrefix(prefix string) error {
+func ValidPrefix(prefix string) error {
 	if prefix == "" {
 		return nil
 	}
@@ -34,21 +32,21 @@ func validPrefix(prefix string) error {
 
 func validSegments(s string, prefix bool) error {
 	if strings.Contains(s, "..") {
-		return storage.ErrInvalidName
+		return ErrInvalidName
 	}
 	segs := strings.Split(s, "/")
 	for i, seg := range segs {
 		last := i == len(segs)-1
 		switch {
 		case seg == "" && !(prefix && last):
-			return storage.ErrInvalidName
+			return ErrInvalidName
 		case seg == "." && !(prefix && last):
-			return storage.ErrInvalidName
+			return ErrInvalidName
 		}
 		for j := 0; j < len(seg); j++ {
 			c := seg[j]
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-				return storage.ErrInvalidName
+				return ErrInvalidName
 			}
 		}
 	}
