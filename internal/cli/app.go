@@ -100,18 +100,19 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	return be, nil
 }
 
-// password returns the passphrase from KURA_PASSWORD, --password-file or a
-// terminal prompt. confirm asks twice (for new passphrases).
+// password returns the passphrase from --password-file (or
+// KURA_PASSWORD_FILE), KURA_PASSWORD, or a terminal prompt, in that order.
+// confirm asks twice (for new passphrases).
 func (a *App) password(prompt string, confirm bool) (string, error) {
-	if v, ok := os.LookupEnv("KURA_PASSWORD"); ok && prompt == "" {
-		return v, nil
-	}
 	if a.passwordFile != "" && prompt == "" {
 		data, err := os.ReadFile(a.passwordFile)
 		if err != nil {
 			return "", fmt.Errorf("read password file: %w", err)
 		}
 		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	if v, ok := os.LookupEnv("KURA_PASSWORD"); ok && prompt == "" {
+		return v, nil
 	}
 	if prompt == "" {
 		prompt = "repository passphrase"

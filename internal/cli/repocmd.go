@@ -64,10 +64,7 @@ func (a *App) repoInitCommand() *cobra.Command {
 // newPassword gets the passphrase for a new repository or key: KURA_PASSWORD,
 // --password-file, or asked twice on a terminal.
 func (a *App) newPassword() (string, error) {
-	if v, ok := os.LookupEnv("KURA_PASSWORD"); ok {
-		return v, nil
-	}
-	if a.passwordFile != "" {
+	if _, ok := os.LookupEnv("KURA_PASSWORD"); ok || a.passwordFile != "" {
 		return a.password("", false)
 	}
 	return a.askPassword("new repository passphrase", true)

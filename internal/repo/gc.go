@@ -19,20 +19,20 @@ type GCOptions struct {
 
 // GCReport is the result of GC.
 type GCReport struct {
-	Points           int   // points whose references were kept
-	ReferencedChunks int   // chunks in use
-	UnusedChunks     int   // unreferenced chunks found
-	UnusedIndexes    int   // unreferenced indexes found
-	UnusedBytes      int64 // their stored size
-	DeletedChunks    int
-	DeletedIndexes   int
-	BytesFreed       int64
-	DryRun           bool
+	Points           int   `json:"points"`            // points whose references were kept
+	ReferencedChunks int   `json:"referenced_chunks"` // chunks in use
+	UnusedChunks     int   `json:"unused_chunks"`     // unreferenced chunks found
+	UnusedIndexes    int   `json:"unused_indexes"`    // unreferenced indexes found
+	UnusedBytes      int64 `json:"unused_bytes"`      // their stored size
+	DeletedChunks    int   `json:"deleted_chunks"`
+	DeletedIndexes   int   `json:"deleted_indexes"`
+	BytesFreed       int64 `json:"bytes_freed"`
+	DryRun           bool  `json:"dry_run"`
 	// Deferred is set when a running backup that started before this gc
 	// could still reference the unused objects: nothing was deleted.
-	Deferred    bool
-	DeferredBy  []string // "host pid N started T" of those backups
-	TempRemoved int      // leftover temporary files removed by the backend
+	Deferred    bool     `json:"deferred"`
+	DeferredBy  []string `json:"deferred_by,omitempty"` // "host pid N started T" of those backups
+	TempRemoved int      `json:"temp_removed"`          // leftover temporary files removed by the backend
 }
 
 // tempCleaner is implemented by backends that keep temporary files (local).

@@ -12,18 +12,19 @@ import (
 
 // Info summarises a repository.
 type Info struct {
-	Location      string
-	Config        Config
-	Points        int
-	Chunks        int   // chunk objects stored
-	StoredBytes   int64 // size of every object in the repository
-	ChunkBytes    int64 // size of chunk objects
-	LogicalBytes  int64 // sum of disk sizes over all points
-	ReferencedRaw int64 // non-zero bytes of all disks of all points
-	UniqueRaw     int64 // raw size of the chunks stored
+	Location      string `json:"location"`
+	Config        Config `json:"config"`
+	Points        int    `json:"points"`
+	Chunks        int    `json:"chunks"`         // chunk objects stored
+	StoredBytes   int64  `json:"stored_bytes"`   // size of every object in the repository
+	ChunkBytes    int64  `json:"chunk_bytes"`    // size of chunk objects
+	LogicalBytes  int64  `json:"logical_bytes"`  // sum of disk sizes over all points
+	ReferencedRaw int64  `json:"referenced_raw"` // non-zero bytes of all disks of all points
+	UniqueRaw     int64  `json:"unique_raw"`     // raw size of the chunks stored
 	// DedupRatio is ReferencedRaw / UniqueRaw; CompressionRatio is
 	// UniqueRaw / ChunkBytes.
-	DedupRatio, CompressionRatio float64
+	DedupRatio       float64 `json:"dedup_ratio"`
+	CompressionRatio float64 `json:"compression_ratio"`
 }
 
 // Info computes repository statistics. It reads every manifest and index

@@ -14,11 +14,11 @@ import (
 
 // KeyInfo describes one key file.
 type KeyInfo struct {
-	ID      string
-	Created time.Time
-	Host    string
-	User    string
-	Current bool // the key that opened this Repository
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Host    string    `json:"host"`
+	User    string    `json:"user"`
+	Current bool      `json:"current"` // the key that opened this Repository
 }
 
 type keyFile struct {

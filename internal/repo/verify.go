@@ -22,23 +22,28 @@ type VerifyOptions struct {
 }
 
 // PointDisk names one disk of one recovery point.
-type PointDisk struct{ Point, Disk string }
+type PointDisk struct {
+	Point string `json:"point"`
+	Disk  string `json:"disk"`
+}
 
 // Problem is one damaged object and what it breaks.
 type Problem struct {
-	Object   string // object name
-	Kind     string // "missing" or "corrupt"
-	Detail   string
-	Affected []PointDisk // points and disks that cannot be restored fully
+	Object   string      `json:"object"` // object name
+	Kind     string      `json:"kind"`   // "missing" or "corrupt"
+	Detail   string      `json:"detail"`
+	Affected []PointDisk `json:"affected,omitempty"` // points and disks that cannot be restored fully
 }
 
 // VerifyReport is the result of Verify. Problems is empty when the
 // repository is sound.
 type VerifyReport struct {
-	Points, Indexes, Chunks int // referenced objects checked
-	ChunksRead              int64
-	BytesRead               int64
-	Problems                []Problem
+	Points     int       `json:"points"`
+	Indexes    int       `json:"indexes"`
+	Chunks     int       `json:"chunks"` // referenced objects checked
+	ChunksRead int64     `json:"chunks_read"`
+	BytesRead  int64     `json:"bytes_read"`
+	Problems   []Problem `json:"problems"`
 }
 
 // OK reports whether no problem was found.
@@ -130,7 +135,7 @@ func (r *Repository) loadGraph(ctx context.Context, rep *VerifyReport) (*refGrap
 // Verify checks the repository structure and, with ReadData, every chunk's
 // content.
 func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
-	rep := &VerifyReport{}
+	rep := &VerifyReport{Problems: []Problem{}}
 	keys, err := r.listNames(ctx, "keys/")
 	if err != nil {
 		return nil, err
