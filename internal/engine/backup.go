@@ -115,6 +115,12 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 		opts.Unprotected = "skip"
 	}
 	rep := &BackupReport{Started: e.now(), VMs: make([]VMResult, len(vms))}
+	// The newest point of each VM is its parent: read the manifests once
+	// for the whole job, not once per VM.
+	latest, err := e.latestPoints(ctx)
+	if err != nil {
+		return nil, err
+	}
 	jobID := e.startJob(ctx, "backup")
 	rep.Job = jobID
 	e.emit(progress.Event{Kind: "job-start", Job: jobID, Total: int64(len(vms))})
@@ -132,7 +138,7 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 				return
 			}
 			defer func() { <-sem }()
-			rep.VMs[i] = e.backupWithRetries(ctx, jobID, vm, opts)
+			rep.VMs[i] = e.backupWithRetries(ctx, jobID, vm, latest[vm.UUID], opts)
 		}()
 	}
 	wg.Wait()
@@ -158,13 +164,13 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 	return rep, nil
 }
 
-func (e *Engine) backupWithRetries(ctx context.Context, jobID string, vm hypervisor.VM, opts BackupOptions) VMResult {
+func (e *Engine) backupWithRetries(ctx context.Context, jobID string, vm hypervisor.VM, parent *repo.Manifest, opts BackupOptions) VMResult {
 	res := VMResult{VM: vm.Name, UUID: vm.UUID}
 	delay := opts.RetryDelay
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
 		e.emit(progress.Event{Kind: "vm-start", Job: jobID, VM: vm.Name, Data: map[string]any{"attempt": attempt}})
-		m, err := e.backupVM(ctx, jobID, vm, opts)
+		m, err := e.backupVM(ctx, jobID, vm, parent, opts)
 		if err == nil {
 			res.State, res.Point, res.Err, res.Error = "succeeded", m, nil, ""
 			e.emit(progress.Event{Kind: "vm-done", Job: jobID, VM: vm.Name,

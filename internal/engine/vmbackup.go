@@ -21,12 +21,8 @@ const checkpointPrefix = "kura-"
 
 // backupVM takes one recovery point of vm. Nothing is visible in the
 // repository unless it returns nil.
-func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, opts BackupOptions) (*repo.Manifest, error) {
+func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, parent *repo.Manifest, opts BackupOptions) (*repo.Manifest, error) {
 	targets, notes, err := protectedDisks(vm, opts.Unprotected)
-	if err != nil {
-		return nil, err
-	}
-	parent, err := e.latestPoint(ctx, vm.UUID)
 	if err != nil {
 		return nil, err
 	}
@@ -171,16 +167,16 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 	}, incremental, nil
 }
 
-// latestPoint returns the newest recovery point of the VM, or nil.
-func (e *Engine) latestPoint(ctx context.Context, uuid string) (*repo.Manifest, error) {
+// latestPoints returns the newest recovery point of every VM, by UUID.
+func (e *Engine) latestPoints(ctx context.Context) (map[string]*repo.Manifest, error) {
 	points, err := e.Repo.ListPoints(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list recovery points: %w", err)
 	}
-	var latest *repo.Manifest
+	latest := map[string]*repo.Manifest{}
 	for _, p := range points {
-		if p.VM.UUID == uuid && (latest == nil || p.Started.After(latest.Started)) {
-			latest = p
+		if l := latest[p.VM.UUID]; l == nil || p.Started.After(l.Started) {
+			latest[p.VM.UUID] = p
 		}
 	}
 	return latest, nil
