@@ -95,26 +95,26 @@ type PointFilter struct {
 
 // Job is one run of a long operation.
 type Job struct {
-	ID       string
-	Kind     string // JobBackup, JobRestore, ...
-	State    string // StateNew, StateRunning, ...
-	Started  time.Time
-	Finished time.Time
-	Summary  json.RawMessage // JSON given to FinishJob; "null" until then
-	VMs      []JobVM
+	ID       string          `json:"id"`
+	Kind     string          `json:"kind"`  // JobBackup, JobRestore, ...
+	State    string          `json:"state"` // StateNew, StateRunning, ...
+	Started  time.Time       `json:"started"`
+	Finished time.Time       `json:"finished"`
+	Summary  json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
+	VMs      []JobVM         `json:"vms,omitempty"`
 }
 
 // JobVM is the outcome of one VM within a job. A record is identified by
 // its job and the VM's UUID, or its name when the UUID is unknown (a VM
 // selected by name that could not be found).
 type JobVM struct {
-	JobID    string
-	VMName   string
-	VMUUID   string
-	State    string
-	Attempts int
-	Error    string
-	PointID  string
+	JobID    string `json:"job_id"`
+	VMName   string `json:"vm_name"`
+	VMUUID   string `json:"vm_uuid"`
+	State    string `json:"state"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error"`
+	PointID  string `json:"point_id"`
 }
 
 func (j JobVM) key() string {

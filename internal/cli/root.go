@@ -121,6 +121,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.pointsCommand(),
 		a.catalogCommand(),
 		a.cleanupCommand(),
+		a.jobsCommand(),
 	)
 	a.addRecoveryCommands(root)
 	return root
