@@ -7,7 +7,8 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
 nbdkit libnbd-bin linux-image-amd64 busybox-static qemu-guest-agent
-e2fsprogs xfsprogs ntfs-3g cpio restic borgbackup virtnbdbackup python3 kmod"
+e2fsprogs xfsprogs ntfs-3g fuse3 parted dnsmasq-base cpio restic borgbackup
+virtnbdbackup python3 kmod"
 SOCK=/var/run/libvirt/libvirt-sock
 URI=qemu:///system
 
@@ -24,7 +25,9 @@ done
 if [ -n "$missing" ]; then
 	log=$(mktemp)
 	export DEBIAN_FRONTEND=noninteractive
-	if ! { apt-get -qq update && apt-get -qq -y --no-install-recommends \
+	# With recommends: the tests were written against that set (libvirt's
+	# network and storage helpers among them).
+	if ! { apt-get -qq update && apt-get -qq -y \
 		-o Dpkg::Options::=--force-confold install $missing; } >"$log" 2>&1; then
 		cat "$log" >&2
 		rm -f "$log"
