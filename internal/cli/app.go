@@ -28,6 +28,7 @@ type App struct {
 
 	repoLocation string
 	passwordFile string
+	masterKey    string
 	connectURI   string
 	catalogPath  string
 	jsonOut      bool
@@ -46,6 +47,7 @@ func (a *App) bindGlobalFlags(root *cobra.Command) {
 	f := root.PersistentFlags()
 	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
 	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
+	f.StringVar(&a.masterKey, "master-key-file", os.Getenv("KURA_MASTER_KEY_FILE"), "open the repository with a master key written by kura repo export-key instead of a passphrase (then kura repo key add sets a new one); env KURA_MASTER_KEY_FILE")
 	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "libvirt connection URI; env KURA_CONNECT")
 	f.StringVar(&a.catalogPath, "catalog", os.Getenv("KURA_CATALOG"), "catalog database (default /var/lib/kura/catalog.db as root, else ~/.cache/kura/catalog.db); env KURA_CATALOG")
 	f.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
@@ -154,11 +156,20 @@ func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	pw, err := a.password("", false)
-	if err != nil {
-		return nil, err
+	var r *repo.Repository
+	if a.masterKey != "" {
+		data, rerr := os.ReadFile(a.masterKey)
+		if rerr != nil {
+			return nil, fmt.Errorf("read master key: %w", rerr)
+		}
+		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger})
+	} else {
+		pw, perr := a.password("", false)
+		if perr != nil {
+			return nil, perr
+		}
+		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger})
 	}
-	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger})
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
 	}

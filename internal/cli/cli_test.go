@@ -94,6 +94,15 @@ func TestRepoKeysInfoAndVerify(t *testing.T) {
 	if code, _, _ := run(t, env, "repo", "export-key", "--out", keyFile); code == 0 {
 		t.Fatal("export-key overwrote an existing file")
 	}
+	// Every passphrase lost: the exported master key opens the repository
+	// and sets a new one.
+	lost := map[string]string{"KURA_REPO": dir, "KURA_PASSWORD": "forgotten"}
+	if code, _, errs := run(t, lost, "--master-key-file", keyFile, "repo", "key", "add", "--new-password-file", pwFile); code != 0 {
+		t.Fatalf("key add with the master key: %s", errs)
+	}
+	if code, _, errs := run(t, map[string]string{"KURA_REPO": dir, "KURA_PASSWORD": "second passphrase"}, "repo", "key", "list"); code != 0 {
+		t.Fatalf("new passphrase after recovery: %s", errs)
+	}
 	code, out, _ = run(t, env, "verify", "--read-data", "--json")
 	var rep map[string]any
 	if code != 0 || json.Unmarshal([]byte(lastLine(out)), &rep) != nil || len(rep["problems"].([]any)) != 0 {
