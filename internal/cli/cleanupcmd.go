@@ -8,13 +8,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/lock"
 )
 
 func (a *App) cleanupCommand() *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "cleanup [VM...]",
-		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, sockets, scratch files)",
+		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, sockets, scratch files, stale repository locks)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			r, err := a.openRepo(ctx)
@@ -39,6 +40,20 @@ func (a *App) cleanupCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Repository locks of processes that died: shared locks never
+			// block backups, but they defer gc.
+			locks, err := lock.List(ctx, r.Backend())
+			if err != nil {
+				return err
+			}
+			var stale []lock.Info
+			for _, l := range locks {
+				if l.Stale {
+					stale = append(stale, l)
+					left = append(left, hypervisor.Leftover{Kind: "repository-lock", Name: l.ID,
+						Detail: fmt.Sprintf("%s lock of pid %d on %s: %s", l.Kind, l.PID, l.Host, l.StaleReason)})
+				}
+			}
 			if len(left) == 0 {
 				if a.jsonOut {
 					return a.printJSON([]hypervisor.Leftover{})
@@ -57,7 +72,16 @@ func (a *App) cleanupCommand() *cobra.Command {
 				}
 			}
 			var failed int
+			if len(stale) > 0 {
+				if _, err := lock.RemoveStale(ctx, r.Backend()); err != nil {
+					failed += len(stale)
+					a.logger.Error("remove stale locks", "err", err)
+				}
+			}
 			for _, l := range left {
+				if l.Kind == "repository-lock" {
+					continue
+				}
 				if err := conn.RemoveLeftover(ctx, l); err != nil {
 					failed++
 					a.logger.Error("remove leftover", "vm", l.VM, "kind", l.Kind, "name", l.Name, "err", err)

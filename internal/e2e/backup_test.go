@@ -112,7 +112,7 @@ func TestBackupRunningGuest(t *testing.T) {
 		t.Fatalf("%d points after the killed backup, want 2", n)
 	}
 	c.ok(t, "verify")
-	cleanupLeftovers(t, c, g.Name(), []string{"backup-job", "checkpoint", "scratch-file"})
+	cleanupLeftovers(t, c, g.Name(), []string{"backup-job", "checkpoint", "scratch-file", "repository-lock"})
 	if b, err := exec.Command("virsh", "-c", "qemu:///system", "domjobinfo", g.Name()).CombinedOutput(); err != nil ||
 		!strings.Contains(string(b), "None") {
 		t.Fatalf("virsh domjobinfo after cleanup: %v: %s", err, b)
