@@ -157,3 +157,5 @@ echo
 echo "file-level: list the root of the point's ext4 in ${T[files-ls]} s; extract a 256 MiB file in ${T[files-get]} s ($(awk "BEGIN{printf \"%.0f\", 268.435456 / ${T[files-get]}}") MB/s), kura process start included"
 echo "second VM cloned from the same image: kura stored $(mb "${S[kura-clone]}") MB more (full read ${T[kura-clone]} s)"
 cleanup_vms
+# Keep the logs, drop the images and repositories.
+rm -rf "$IMG" "$W"/kura-repo "$W"/vnb "$W"/vnbc "$W"/restic "$W"/borg "$W"/restore-* "$W"/extract
