@@ -120,22 +120,10 @@ func (a *App) repoKeyCommand() *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use: "add", Short: "Add a passphrase (asked on the terminal, or --new-password-file)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.openRepo(cmd.Context())
-			if err != nil {
-				return err
-			}
-			pw, err := a.secondPassword(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: a.withNewPassword(func(cmd *cobra.Command, r *repo.Repository, pw string) (string, error) {
 			id, err := r.AddKey(cmd.Context(), pw)
-			if err != nil {
-				return err
-			}
-			a.out("added key %s", id)
-			return nil
-		},
+			return "added key " + id, err
+		}),
 	}, &cobra.Command{
 		Use: "remove KEY-ID", Short: "Remove a key (never the last one)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -151,24 +139,33 @@ func (a *App) repoKeyCommand() *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use: "passwd", Short: "Change the passphrase of the key in use", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.openRepo(cmd.Context())
-			if err != nil {
-				return err
-			}
-			pw, err := a.secondPassword(cmd)
-			if err != nil {
-				return err
-			}
-			if err := r.ChangePassword(cmd.Context(), pw); err != nil {
-				return err
-			}
-			a.out("passphrase changed")
-			return nil
-		},
+		RunE: a.withNewPassword(func(cmd *cobra.Command, r *repo.Repository, pw string) (string, error) {
+			return "passphrase changed", r.ChangePassword(cmd.Context(), pw)
+		}),
 	})
 	cmd.PersistentFlags().String("new-password-file", "", "read the new passphrase from this file")
 	return cmd
+}
+
+// withNewPassword runs fn with the open repository and a new passphrase,
+// then prints what fn reports.
+func (a *App) withNewPassword(fn func(*cobra.Command, *repo.Repository, string) (string, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		r, err := a.openRepo(cmd.Context())
+		if err != nil {
+			return err
+		}
+		pw, err := a.secondPassword(cmd)
+		if err != nil {
+			return err
+		}
+		msg, err := fn(cmd, r, pw)
+		if err != nil {
+			return err
+		}
+		a.out("%s", msg)
+		return nil
+	}
 }
 
 func (a *App) secondPassword(cmd *cobra.Command) (string, error) {
