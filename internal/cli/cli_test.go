@@ -210,6 +210,13 @@ func TestPruneGCAndVerifyFindsCorruption(t *testing.T) {
 	if code, _, errs := run(t, env, "verify", "--read-data"); code != 0 {
 		t.Fatalf("verify after prune and gc: %s", errs)
 	}
+	// Deleting by a wrong prefix deletes nothing, even with a good one beside it.
+	if code, _, _ := run(t, env, "points", "delete", ids[3], "1999"); code == 0 || countPoints(t, env) != 3 {
+		t.Fatal("points delete with a missing point deleted something")
+	}
+	if code, _, errs := run(t, env, "points", "delete", ids[2], "--gc"); code != 0 || countPoints(t, env) != 2 {
+		t.Fatalf("points delete: %s", errs)
+	}
 	// Flip a byte in one stored chunk: verify names the damage, exit 5.
 	var chunk string
 	_ = filepath.WalkDir(filepath.Join(dir, "chunks"), func(p string, d os.DirEntry, err error) error {

@@ -67,7 +67,51 @@ func (a *App) pointsCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, show)
+	var runGC bool
+	del := &cobra.Command{
+		Use:   "delete POINT...",
+		Short: "Delete recovery points (other points never depend on them); --gc frees the space",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			r, err := a.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			// Resolve every prefix first: nothing is deleted when one is wrong.
+			var ids []string
+			for _, arg := range args {
+				m, err := r.LoadPoint(ctx, arg)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, m.ID)
+			}
+			cat, _ := a.openCatalog(ctx)
+			for _, id := range ids {
+				if err := r.DeletePoint(ctx, id); err != nil {
+					return fmt.Errorf("delete point %s: %w", id, err)
+				}
+				if cat != nil {
+					_ = cat.DeletePoint(ctx, id)
+				}
+				if !a.jsonOut {
+					a.out("deleted point %s", id)
+				}
+			}
+			if a.jsonOut {
+				if err := a.printJSON(map[string]any{"deleted": ids}); err != nil {
+					return err
+				}
+			}
+			if runGC {
+				return a.runGC(cmd, false)
+			}
+			return nil
+		},
+	}
+	del.Flags().BoolVar(&runGC, "gc", false, "run gc afterwards")
+	cmd.AddCommand(list, show, del)
 	return cmd
 }
 
