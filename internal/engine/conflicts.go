@@ -62,6 +62,9 @@ func decide(conflicts []Conflict, opts RestoreOptions) error {
 	}
 	abort := false
 	for i := range conflicts {
+		if abort {
+			break // one abort ends the restore: ask nothing more
+		}
 		d := policy
 		if d == ConflictPrompt {
 			if opts.Prompt == nil {
