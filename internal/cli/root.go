@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kurabackup/kura/internal/repo"
 )
 
 // Exit codes (documented in docs/design/architecture.md).
@@ -84,6 +86,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
+// Version of kura; release builds set it with -ldflags "-X".
+var Version = "0.1.0-dev"
+
 // errReported means the command already printed its outcome; Main only sets
 // the exit code.
 var errReported = errors.New("reported")
@@ -101,6 +106,8 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 (passphrase), KURA_CONNECT (libvirt URI), KURA_CATALOG (catalog database).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version: fmt.Sprintf("%s (repository format: reads %d-%d, writes %d-%d)", Version,
+			repo.MinReadVersion, repo.MaxReadVersion, repo.MinWriteVersion, repo.MaxWriteVersion),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.setup(cmd)
 		},
