@@ -135,6 +135,11 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 			if incremental {
 				k = repo.ExtentUnchanged
 			}
+		case hypervisor.ExtentUnchangedZero:
+			k = repo.ExtentZero
+			if incremental {
+				k = repo.ExtentUnchangedZero
+			}
 		}
 		exts[i] = repo.Extent{Offset: x.Offset, Length: x.Length, Kind: k}
 	}

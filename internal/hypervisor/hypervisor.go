@@ -114,6 +114,9 @@ const (
 	// ExtentUnchanged is unchanged since the session's base checkpoint: take
 	// it from the previous recovery point without reading.
 	ExtentUnchanged
+	// ExtentUnchangedZero is unchanged since the base checkpoint and reads
+	// as zeros (a hole the previous point already had). Never read.
+	ExtentUnchangedZero
 )
 
 // Extent is a range of a disk. Extent maps are sorted, contiguous and cover

@@ -37,7 +37,7 @@ func (c *chunkWorker) do(ctx context.Context, r io.ReaderAt, segs []Extent, a, b
 	p := c.buf[:b-a]
 	for _, s := range segs {
 		dst := p[s.Offset-a : s.Offset-a+s.Length]
-		if s.Kind == ExtentZero {
+		if s.Kind == ExtentZero || s.Kind == ExtentUnchangedZero {
 			clear(dst)
 			continue
 		}

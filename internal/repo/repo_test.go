@@ -198,3 +198,46 @@ func TestPointLookup(t *testing.T) {
 		t.Errorf("unknown point: %v", err)
 	}
 }
+
+// Holes that were already holes in the parent are never read: a window of
+// unchanged data and unchanged holes is reused, and in a changed window
+// only the changed bytes and the unchanged data are read.
+func TestUnchangedZerosAreNotRead(t *testing.T) {
+	r, _ := newTestRepo(t, true)
+	ctx := context.Background()
+	size := 4 * testCS
+	base := randomBytes(5, size)
+	clear(base[testCS/2 : testCS])            // a hole in window 0
+	clear(base[2*testCS : 2*testCS+testCS/2]) // a hole in window 2
+	m1, _ := writePoint(t, r, DiskSource{Reader: bytes.NewReader(base), Size: int64(size)})
+	parent, err := r.LoadIndex(ctx, m1.Disks[0].Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := bytes.Clone(base)
+	copy(cur[2*testCS+testCS/2:3*testCS], randomBytes(6, testCS/2)) // window 2's data half changes
+	exts := []Extent{
+		{0, testCS / 2, ExtentUnchanged},
+		{testCS / 2, testCS / 2, ExtentUnchangedZero},
+		{testCS, testCS, ExtentUnchanged},
+		{2 * testCS, testCS / 2, ExtentUnchangedZero},
+		{2*testCS + testCS/2, testCS / 2, ExtentData},
+		{3 * testCS, testCS, ExtentUnchanged},
+	}
+	cr := &countingReader{r: bytes.NewReader(cur)}
+	m2, st := writePoint(t, r, DiskSource{Reader: cr, Size: int64(size), Extents: exts, Parent: parent})
+	if want := int64(testCS / 2); cr.n.Load() != want || st.BytesRead != want {
+		t.Errorf("read %d bytes (stats %d), want only the %d changed bytes", cr.n.Load(), st.BytesRead, want)
+	}
+	if st.ChunksReused != 3 || st.ChunksNew != 1 {
+		t.Errorf("reused %d, new %d chunks; want 3 and 1", st.ChunksReused, st.ChunksNew)
+	}
+	readBack(t, r, m2.ID, cur)
+	// Without a parent the same extents mean: read the data, zero the holes.
+	cr = &countingReader{r: bytes.NewReader(cur)}
+	m3, _ := writePoint(t, r, DiskSource{Reader: cr, Size: int64(size), Extents: exts})
+	if want := int64(size - testCS); cr.n.Load() != want {
+		t.Errorf("without a parent read %d bytes, want %d (all but the holes)", cr.n.Load(), want)
+	}
+	readBack(t, r, m3.ID, cur)
+}

@@ -22,6 +22,10 @@ const (
 	ExtentData      ExtentKind = iota // read it
 	ExtentZero                        // reads as zeros; not read
 	ExtentUnchanged                   // same as in the parent index; not read
+	// ExtentUnchangedZero is unchanged since the parent and reads as zeros:
+	// a window made only of unchanged extents reuses the parent's digest;
+	// in any other window it is filled with zeros. Never read.
+	ExtentUnchangedZero
 )
 
 // Extent is a byte range of a disk.
@@ -147,11 +151,11 @@ func normalizeExtents(src *DiskSource, cs int) ([]Extent, error) {
 	var pos int64
 	out := make([]Extent, 0, len(src.Extents))
 	for _, e := range src.Extents {
-		if e.Offset != pos || e.Length < 0 || e.Kind > ExtentUnchanged {
+		if e.Offset != pos || e.Length < 0 || e.Kind > ExtentUnchangedZero {
 			return nil, fmt.Errorf("extent list is not sorted and contiguous at offset %d", pos)
 		}
-		if e.Kind == ExtentUnchanged && !parentOK {
-			e.Kind = ExtentData // no usable parent: read it
+		if !parentOK {
+			e.Kind = withoutParent(e.Kind)
 		}
 		if e.Length > 0 {
 			out = append(out, e)
@@ -186,9 +190,7 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 		} else if !ok {
 			w.r.log.Warn("parent index no longer in the repository: reading the whole disk")
 			for i := range exts {
-				if exts[i].Kind == ExtentUnchanged {
-					exts[i].Kind = ExtentData
-				}
+				exts[i].Kind = withoutParent(exts[i].Kind)
 			}
 		} else {
 			w.markKnown(src.Parent.Digests)
@@ -242,7 +244,7 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 			report(b - a)
 			continue
 		}
-		if len(segs) == 1 && segs[0].Kind == ExtentUnchanged {
+		if allUnchanged(segs) {
 			d := src.Parent.Digests[i]
 			if d.IsZero() {
 				direct.BytesZero += b - a
@@ -279,11 +281,34 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 
 func hasUnchanged(exts []Extent) bool {
 	for _, e := range exts {
-		if e.Kind == ExtentUnchanged {
+		if e.Kind == ExtentUnchanged || e.Kind == ExtentUnchangedZero {
 			return true
 		}
 	}
 	return false
+}
+
+// allUnchanged reports whether a window is unchanged since the parent
+// throughout, so that the parent's digest can be reused.
+func allUnchanged(segs []Extent) bool {
+	for _, s := range segs {
+		if s.Kind != ExtentUnchanged && s.Kind != ExtentUnchangedZero {
+			return false
+		}
+	}
+	return len(segs) > 0
+}
+
+// withoutParent is what a kind means when there is no usable parent:
+// unchanged data must be read, unchanged zeros are zeros.
+func withoutParent(k ExtentKind) ExtentKind {
+	switch k {
+	case ExtentUnchanged:
+		return ExtentData
+	case ExtentUnchangedZero:
+		return ExtentZero
+	}
+	return k
 }
 
 // parentUsable reports whether the parent index is still stored. Checked

@@ -110,10 +110,13 @@ func (c *Connector) BeginBackup(_ context.Context, vm hypervisor.VM, opts hyperv
 			Reader: &reader{s: s, data: slices.Clone(d.data)}, Incremental: base != nil}
 		for b := range d.alloc {
 			kind := hypervisor.ExtentData
+			clean := base != nil && !base.dirty[d.spec.Target][b]
 			switch {
+			case !d.alloc[b] && clean:
+				kind = hypervisor.ExtentUnchangedZero
 			case !d.alloc[b]:
 				kind = hypervisor.ExtentZero
-			case base != nil && !base.dirty[d.spec.Target][b]:
+			case clean:
 				kind = hypervisor.ExtentUnchanged
 			}
 			sd.Extents = appendExtent(sd.Extents, int64(b)*BlockSize, BlockSize, kind)

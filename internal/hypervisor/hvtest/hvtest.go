@@ -133,7 +133,7 @@ func CheckExtents(ext []hypervisor.Extent, size int64) (map[hypervisor.ExtentKin
 		if e.Offset != pos || e.Length <= 0 {
 			return nil, fmt.Errorf("extent %d %+v: want offset %d and positive length", i, e, pos)
 		}
-		if e.Kind > hypervisor.ExtentUnchanged {
+		if e.Kind > hypervisor.ExtentUnchangedZero {
 			return nil, fmt.Errorf("extent %d: bad kind %d", i, e.Kind)
 		}
 		sum[e.Kind] += e.Length
@@ -199,8 +199,8 @@ func testFullIncremental(t *testing.T, tg Target) {
 		if err != nil {
 			t.Fatalf("disk %s: %v", d.Target, err)
 		}
-		if d.Incremental || sum[hypervisor.ExtentUnchanged] != 0 {
-			t.Errorf("full session disk %s: incremental=%v unchanged=%d", d.Target, d.Incremental, sum[hypervisor.ExtentUnchanged])
+		if unchanged := sum[hypervisor.ExtentUnchanged] + sum[hypervisor.ExtentUnchangedZero]; d.Incremental || unchanged != 0 {
+			t.Errorf("full session disk %s: incremental=%v unchanged=%d", d.Target, d.Incremental, unchanged)
 		}
 	}
 	d1 := sessionDisk(t, s1, disk.Target)
@@ -263,7 +263,7 @@ func checkIncremental(t *testing.T, d hypervisor.SessionDisk, off int64, want []
 	if data := sum[hypervisor.ExtentData]; data > int64(len(want))+4*mib {
 		t.Errorf("incremental reports %d data bytes after a %d-byte write", data, len(want))
 	}
-	if sum[hypervisor.ExtentUnchanged] == 0 {
+	if sum[hypervisor.ExtentUnchanged]+sum[hypervisor.ExtentUnchangedZero] == 0 {
 		t.Errorf("incremental has no unchanged extents")
 	}
 	readEqual(t, d, off, want)

@@ -9,11 +9,10 @@ import (
 
 // buildExtents merges a base:allocation map and, when incremental, a
 // dirty-bitmap map into a hypervisor extent map covering [0, size).
-// With a bitmap, clean ranges are ExtentUnchanged (even when they read as
-// zeros); other ranges reading as zeros are ExtentZero; the rest is
-// ExtentData. A map
-// that does not reach the end of the disk is completed conservatively
-// (allocated, dirty).
+// With a bitmap, clean ranges are ExtentUnchanged, or ExtentUnchangedZero
+// when they read as zeros; dirty ranges reading as zeros are ExtentZero;
+// the rest is ExtentData. A map that does not reach the end of the disk is
+// completed conservatively (allocated, dirty).
 func buildExtents(size int64, alloc, dirty []nbd.Extent, incremental bool) ([]hypervisor.Extent, error) {
 	if err := checkMap(alloc, size); err != nil {
 		return nil, fmt.Errorf("base:allocation: %w", err)
@@ -46,12 +45,14 @@ func buildExtents(size int64, alloc, dirty []nbd.Extent, incremental bool) ([]hy
 				end = min(end, d.Offset+d.Length)
 			}
 		}
-		// Clean ranges are Unchanged even when they read as zeros: the
-		// previous point already holds them, and a window made only of
-		// Unchanged ranges is reused without reading. Dirty ranges that
-		// now read as zeros are Zero, never read either.
+		// Clean ranges are Unchanged (UnchangedZero when they read as
+		// zeros): a window made only of them is reused from the previous
+		// point without reading. Dirty ranges that now read as zeros are
+		// Zero. Neither kind of zero is ever read.
 		kind := hypervisor.ExtentData
 		switch {
+		case !changed && zero:
+			kind = hypervisor.ExtentUnchangedZero
 		case !changed:
 			kind = hypervisor.ExtentUnchanged
 		case zero:

@@ -24,7 +24,7 @@ func TestBuildExtents(t *testing.T) {
 	}
 	want := []hypervisor.Extent{
 		he(0, M, hypervisor.ExtentUnchanged), he(M, M, hypervisor.ExtentData), he(2*M, M, hypervisor.ExtentZero),
-		he(3*M, 3*M, hypervisor.ExtentUnchanged), he(6*M, 2*M, hypervisor.ExtentData)}
+		he(3*M, M, hypervisor.ExtentUnchangedZero), he(4*M, 2*M, hypervisor.ExtentUnchanged), he(6*M, 2*M, hypervisor.ExtentData)}
 	if !slices.Equal(got, want) {
 		t.Errorf("incremental:\n got %v\nwant %v", got, want)
 	}
