@@ -201,7 +201,7 @@ func retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	return !errors.Is(err, ErrUnprotectedDisk) && !errors.Is(err, ErrNothingToProtect) &&
-		!errors.Is(err, hypervisor.ErrVMNotFound)
+		!errors.Is(err, hypervisor.ErrVMNotFound) && !errors.Is(err, hypervisor.ErrUnsupported)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -39,12 +37,12 @@ func (e *Engine) findConflicts(ctx context.Context, plan *domxml.Plan) (vms, dis
 		if d.Skip {
 			continue
 		}
-		_, err := os.Lstat(d.Path)
-		switch {
-		case err == nil:
-			disks = append(disks, Conflict{Kind: "disk", Name: d.Path, Target: d.Target})
-		case !errors.Is(err, fs.ErrNotExist):
+		exists, err := e.diskExists(ctx, d.Path)
+		if err != nil {
 			return nil, nil, fmt.Errorf("disk %s: %w", d.Target, err)
+		}
+		if exists {
+			disks = append(disks, Conflict{Kind: "disk", Name: d.Path, Target: d.Target})
 		}
 	}
 	return vms, disks, nil

@@ -40,6 +40,17 @@ type diskJob struct {
 	path      string
 	format    string
 	overwrite bool
+	// local is where the image is written when it is not path itself (a
+	// restore to a remote host stages it here, then uploads it).
+	local string
+}
+
+// writePath is the local file the image is written to.
+func (j diskJob) writePath() string {
+	if j.local != "" {
+		return j.local
+	}
+	return j.path
 }
 
 // pendingDisks are images fully written under their partial names, not yet
@@ -47,6 +58,9 @@ type diskJob struct {
 type pendingDisks struct {
 	writers []*diskwrite.Writer
 	results []DiskRestore
+	// uploads are the staged images of a restore to a remote host.
+	uploads []pendingUpload
+	remote  remoteDisks
 }
 
 // abort removes every partial image.
@@ -54,6 +68,7 @@ func (p *pendingDisks) abort(ctx context.Context) {
 	for _, w := range p.writers {
 		_ = w.Abort(ctx)
 	}
+	p.removeStaged()
 }
 
 // commit gives every image its final name.
@@ -63,8 +78,12 @@ func (p *pendingDisks) commit(ctx context.Context) error {
 			for _, rest := range p.writers[i+1:] {
 				_ = rest.Abort(ctx)
 			}
+			p.removeStaged()
 			return err
 		}
+	}
+	if p.remote != nil {
+		return p.upload(ctx, p.remote)
 	}
 	return nil
 }
@@ -72,13 +91,20 @@ func (p *pendingDisks) commit(ctx context.Context) error {
 // writeDisks writes every job's image under its partial name. Nothing is
 // committed: on error every partial image is removed.
 func (e *Engine) writeDisks(ctx context.Context, jobID, vm string, jobs []diskJob, scratch string, workers int) (*pendingDisks, error) {
-	p := &pendingDisks{}
+	p := &pendingDisks{remote: e.remote()}
 	if scratch != "" && len(jobs) > 0 {
 		if err := os.MkdirAll(scratch, 0o700); err != nil {
 			return nil, fmt.Errorf("scratch directory: %w", err)
 		}
 	}
 	for _, j := range jobs {
+		if p.remote != nil {
+			// Written here first, uploaded at commit.
+			u := pendingUpload{local: stagingPath(scratch, j.entry.Target, j.format), remote: j.path,
+				format: j.format, size: j.entry.Size, overwrite: j.overwrite}
+			p.uploads = append(p.uploads, u)
+			j.local, j.overwrite = u.local, true
+		}
 		res, w, err := e.writeDisk(ctx, jobID, vm, j, scratch, workers)
 		if w != nil {
 			p.writers = append(p.writers, w)
@@ -104,10 +130,10 @@ func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scr
 	}
 	defer dr.Close()
 	res.Size = dr.Size()
-	if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil {
-		return res, nil, fmt.Errorf("create directory of %s: %w", j.path, err)
+	if err := os.MkdirAll(filepath.Dir(j.writePath()), 0o755); err != nil {
+		return res, nil, fmt.Errorf("create directory of %s: %w", j.writePath(), err)
 	}
-	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: j.path, Format: j.format, Size: res.Size},
+	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: j.writePath(), Format: j.format, Size: res.Size},
 		diskwrite.Options{Overwrite: j.overwrite, Logger: e.log(), ScratchDir: scratch})
 	if err != nil {
 		return res, nil, err

@@ -15,7 +15,7 @@ import (
 	"github.com/kurabackup/kura/internal/hypervisor"
 )
 
-// DefaultURI is the only connection URI supported so far.
+// DefaultURI is the local libvirt daemon, where kura runs by default.
 const DefaultURI = "qemu:///system"
 
 // DefaultQemuScratchDir holds the NBD sockets and scratch files of backup
@@ -41,11 +41,15 @@ type Connector struct {
 	QemuScratchDir string
 	// QemuNBD and QemuImg are the tools used for shut-off VMs.
 	QemuNBD, QemuImg string
+	// remote is true for a libvirt on another host (qemu+tcp, qemu+ssh,
+	// qemu+tls): its files are reached through storage pools only.
+	remote bool
 }
 
-// Connect opens a connection to the libvirt daemon. Only qemu:///system
-// (the local daemon's unix socket) is supported; remote transports
-// (qemu+ssh, qemu+tcp, qemu+tls) are out of scope for now.
+// Connect opens a connection to a libvirt daemon: qemu:///system (the local
+// daemon's unix socket, everything supported) or a remote one through
+// qemu+tcp, qemu+ssh or qemu+tls (inventory and restores into its storage
+// pools; backups run on the host itself).
 func Connect(ctx context.Context, uri string, logger *slog.Logger) (*Connector, error) {
 	if uri == "" {
 		uri = DefaultURI
@@ -53,12 +57,8 @@ func Connect(ctx context.Context, uri string, logger *slog.Logger) (*Connector, 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	switch {
-	case uri == DefaultURI:
-	case strings.Contains(uri, "+"):
-		return nil, fmt.Errorf("%w: %s: remote transports (qemu+ssh, qemu+tcp, qemu+tls) are not supported yet; run kura on the hypervisor host with qemu:///system", ErrBadURI, uri)
-	default:
-		return nil, fmt.Errorf("%w: %s: only %s is supported", ErrBadURI, uri, DefaultURI)
+	if uri != DefaultURI {
+		return connectRemote(uri, logger)
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {

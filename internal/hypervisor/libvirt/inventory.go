@@ -224,6 +224,14 @@ func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, state hype
 			return int64(capacity)
 		}
 	}
+	if c.remote {
+		if vol, err := c.lv.StorageVolLookupByPath(disk.Source); err == nil {
+			if _, capacity, _, err := c.lv.StorageVolGetInfo(vol); err == nil {
+				return int64(capacity)
+			}
+		}
+		return 0
+	}
 	info, err := c.imageInfo(ctx, disk.Source, disk.Format)
 	if err != nil {
 		c.log.Debug("disk size unknown", "vm", d.Name, "disk", disk.Target, "err", err)

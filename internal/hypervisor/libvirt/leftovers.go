@@ -31,6 +31,9 @@ const (
 // and (for shut-off VMs) qcow2 bitmaps not in keep, live qemu-nbd servers
 // started by kura, and session scratch directories.
 func (c *Connector) Leftovers(ctx context.Context, vms []string, keep map[string]bool) ([]hypervisor.Leftover, error) {
+	if c.remote {
+		return nil, fmt.Errorf("cleanup on %s: %w", c.uri, errRemoteBackup)
+	}
 	all, err := c.ListVMs(ctx)
 	if err != nil {
 		return nil, err

@@ -179,6 +179,9 @@ func (c *Connector) sessionDir(uuid, checkpoint string) (string, error) {
 
 // BeginBackup implements hypervisor.Connector.
 func (c *Connector) BeginBackup(ctx context.Context, vm hypervisor.VM, opts hypervisor.BackupOptions) (hypervisor.BackupSession, error) {
+	if c.remote {
+		return nil, fmt.Errorf("back up %s on %s: %w", vm.Name, c.uri, errRemoteBackup)
+	}
 	key := vm.UUID
 	if key == "" {
 		key = vm.Name
