@@ -51,11 +51,15 @@ func guestVM(t *testing.T, c *Connector, g *testenv.Guest) hypervisor.VM {
 	return vm
 }
 
-func TestConnectRejectsRemoteURIs(t *testing.T) {
-	for _, uri := range []string{"qemu+ssh://host/system", "qemu+tcp://host/system", "xen:///system"} {
+func TestConnectURIs(t *testing.T) {
+	for _, uri := range []string{"xen:///system", "qemu:///session", "qemu+tcp:///system", "qemu+tcp://host/session"} {
 		if _, err := Connect(context.Background(), uri, nil); !errors.Is(err, ErrBadURI) {
 			t.Errorf("Connect(%q) = %v, want ErrBadURI", uri, err)
 		}
+	}
+	// A remote host that does not answer: a connection error, not a hang.
+	if _, err := Connect(context.Background(), "qemu+tcp://127.0.0.1:1/system", nil); err == nil || errors.Is(err, ErrBadURI) {
+		t.Errorf("Connect to a closed port = %v, want a connection error", err)
 	}
 }
 
