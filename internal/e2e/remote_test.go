@@ -14,8 +14,6 @@ import (
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/libvirt"
-	"github.com/kurabackup/kura/internal/repo"
-	"github.com/kurabackup/kura/internal/storage/mem"
 	"github.com/kurabackup/kura/internal/testenv"
 )
 
@@ -59,12 +57,7 @@ func TestRestoreToRemoteHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	r, err := repo.Init(ctx, mem.New(), repo.InitOptions{Password: "pw", Encrypt: true,
-		KDF: repo.KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := memRepo(t)
 
 	g := env.NewGuest(t, testenv.GuestOptions{Disks: []testenv.DiskSpec{{SizeMiB: 32,
 		Files: map[string][]byte{"remote.txt": []byte("restored on another host\n")}}}})

@@ -44,6 +44,18 @@ func imageDir(t *testing.T, env *testenv.Env) string {
 	return dir
 }
 
+// memRepo is an encrypted in-memory repository with a cheap KDF.
+func memRepo(t *testing.T) *repo.Repository {
+	t.Helper()
+	r, err := repo.Init(context.Background(), mem.New(), repo.InitOptions{Password: "pw", Encrypt: true,
+		KDF: repo.KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // dropVM destroys and undefines a domain at cleanup.
 func dropVM(t *testing.T, env *testenv.Env, name string) {
 	t.Cleanup(func() {
@@ -204,12 +216,7 @@ func TestEngineRestoreInPlaceConflictsExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	r, err := repo.Init(ctx, mem.New(), repo.InitOptions{Password: "pw", Encrypt: true,
-		KDF: repo.KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := memRepo(t)
 	eng := &engine.Engine{Repo: r, Conn: conn}
 
 	g := env.NewGuest(t, testenv.GuestOptions{Agent: true, Start: true, MemoryMiB: 192, Disks: []testenv.DiskSpec{{
