@@ -212,10 +212,11 @@ func (a *App) progressSink() progress.Sink {
 	}
 }
 
-// flushSink draws progress that a terminal sink held back.
-func flushSink(s progress.Sink) {
-	if f, ok := s.(interface{ Flush() }); ok {
-		f.Flush()
+// endProgress erases a terminal sink's live lines, so that the results
+// printed next are not drawn over.
+func endProgress(s progress.Sink) {
+	if c, ok := s.(interface{ Close() error }); ok {
+		_ = c.Close()
 	}
 }
 

@@ -57,6 +57,7 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 			}
 			eng := &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger, Progress: a.progressSink()}
 			rep, err := eng.Backup(ctx, vms, opts)
+			endProgress(eng.Progress)
 			if err != nil {
 				return err
 			}

@@ -25,10 +25,12 @@ func (a *App) verifyCommand() *cobra.Command {
 				return err
 			}
 			sink := a.progressSink()
+			// Progress counts chunks; shown as (at most) chunk-size bytes each.
+			cs := int64(r.Config().ChunkSize)
 			rep, err := r.Verify(cmd.Context(), repo.VerifyOptions{ReadData: readData, Progress: func(done, total int64) {
-				sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", Done: done, Total: total})
+				sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
 			}})
-			flushSink(sink)
+			endProgress(sink)
 			if err != nil {
 				return err
 			}

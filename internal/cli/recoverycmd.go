@@ -160,7 +160,7 @@ func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) erro
 	}
 	eng.Progress = a.progressSink()
 	rep, err := eng.Restore(ctx, m, opts)
-	flushSink(eng.Progress)
+	endProgress(eng.Progress)
 	if err != nil {
 		if a.jsonOut && rep != nil {
 			_ = a.printJSON(map[string]any{"error": err.Error(), "report": rep})
@@ -202,7 +202,7 @@ func (a *App) restoreAll(cmd *cobra.Command, eng *engine.Engine, specs []string,
 	}
 	eng.Progress = a.progressSink()
 	rep, err := eng.RestoreAll(ctx, points, opts, f.suffix)
-	flushSink(eng.Progress)
+	endProgress(eng.Progress)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (a *App) exportCommand() *cobra.Command {
 			opts.ScratchDir = defaultScratchDir()
 			eng := &engine.Engine{Repo: r, Logger: a.logger, Progress: a.progressSink()}
 			rep, err := eng.Export(ctx, m, opts)
-			flushSink(eng.Progress)
+			endProgress(eng.Progress)
 			if err != nil {
 				return err
 			}

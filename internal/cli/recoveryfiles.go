@@ -190,11 +190,11 @@ func (a *App) filesGetCommand() *cobra.Command {
 				total.Skipped += st.Skipped
 				total.Bytes += st.Bytes
 				if err != nil {
-					flushSink(sink)
+					endProgress(sink)
 					return fmt.Errorf("extract %s: %w", p, err)
 				}
 			}
-			flushSink(sink)
+			endProgress(sink)
 			secs := time.Since(started).Seconds()
 			if a.jsonOut {
 				return a.printJSON(map[string]any{"out": out, "files": total.Files, "dirs": total.Dirs,
