@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/kurabackup/kura/internal/storage/mem"
 	"strings"
 	"testing"
 )
@@ -240,4 +241,56 @@ func TestUnchangedZerosAreNotRead(t *testing.T) {
 		t.Errorf("without a parent read %d bytes, want %d (all but the holes)", cr.n.Load(), want)
 	}
 	readBack(t, r, m3.ID, cur)
+}
+
+// A 1 TiB disk with 1 MiB of data is written and read without touching its
+// holes: only the data is read, the index stays small, and reads of holes
+// come back as zeros.
+func TestHugeSparseDisk(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, mem.New(), InitOptions{Password: "p", Encrypt: true, KDF: cheapKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const size = int64(1) << 40
+	off := size / 2
+	data := randomBytes(9, 1<<20)
+	src := &sparseReader{off: off, data: data}
+	exts := []Extent{{0, off, ExtentZero}, {off, int64(len(data)), ExtentData}, {off + int64(len(data)), size - off - int64(len(data)), ExtentZero}}
+	cr := &countingReader{r: src}
+	m, st := writePoint(t, r, DiskSource{Reader: cr, Size: size, Extents: exts})
+	if cr.n.Load() != int64(len(data)) || st.ChunksNew == 0 {
+		t.Fatalf("read %d bytes, %d new chunks; want only the %d data bytes", cr.n.Load(), st.ChunksNew, len(data))
+	}
+	x, err := r.LoadIndex(ctx, m.Disks[0].Index)
+	if err != nil || len(x.Digests) != int(size/(4<<20)) {
+		t.Fatalf("index of a 1 TiB disk: %v", err)
+	}
+	dr, err := r.OpenDisk(ctx, m.Disks[0].Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dr.Close()
+	got := make([]byte, len(data)+4096)
+	if _, err := dr.ReadAt(got, off-4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:4096], make([]byte, 4096)) || !bytes.Equal(got[4096:], data) {
+		t.Fatal("data of a huge sparse disk does not read back")
+	}
+}
+
+// sparseReader reads as zeros except data at off.
+type sparseReader struct {
+	off  int64
+	data []byte
+}
+
+func (s *sparseReader) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	if lo, hi := max(off, s.off), min(off+int64(len(p)), s.off+int64(len(s.data))); lo < hi {
+		copy(p[lo-off:hi-off], s.data[lo-s.off:hi-s.off])
+	}
+	return len(p), nil
 }
