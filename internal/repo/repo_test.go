@@ -5,9 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/kurabackup/kura/internal/storage/mem"
 	"strings"
 	"testing"
+
+	"github.com/kurabackup/kura/internal/storage/mem"
 )
 
 func TestRoundTripExtents(t *testing.T) {
