@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -144,6 +145,46 @@ func printPoint(a *App, m *repo.Manifest) {
 	}
 }
 
+// reconcileVMs marks the catalog's VMs that the hypervisor no longer has as
+// missing (after restoring the backup server, VMs deleted since are shown
+// as such) and returns their names.
+func (a *App) reconcileVMs(cmd *cobra.Command) ([]string, error) {
+	ctx := cmd.Context()
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vms, err := conn.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.openCatalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live := make([]string, len(vms))
+	for i, vm := range vms {
+		live[i] = vm.UUID
+	}
+	uuids, err := c.MarkMissing(ctx, live)
+	if err != nil {
+		return nil, err
+	}
+	known, err := c.VMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	for _, v := range known {
+		names[v.UUID] = v.Name
+	}
+	out := make([]string, 0, len(uuids))
+	for _, u := range uuids {
+		out = append(out, names[u]+" ("+u+")")
+	}
+	return out, nil
+}
+
 func (a *App) catalogCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "catalog", Short: "Maintain the catalog (a cache of the repository)"}
 	cmd.AddCommand(&cobra.Command{
@@ -163,10 +204,17 @@ func (a *App) catalogCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			missing, rerr := a.reconcileVMs(cmd)
 			if a.jsonOut {
-				return a.printJSON(map[string]any{"points": n, "repository": r.Config().ID})
+				return a.printJSON(map[string]any{"points": n, "repository": r.Config().ID, "missing_vms": missing})
 			}
 			a.out("catalog rebuilt: %d recovery points of repository %s", n, r.Config().ID)
+			switch {
+			case rerr != nil:
+				a.out("VMs not reconciled with %s: %v", a.connectURI, rerr)
+			case len(missing) > 0:
+				a.out("no longer defined on %s (marked missing, points kept): %s", a.connectURI, strings.Join(missing, ", "))
+			}
 			return nil
 		},
 	})
