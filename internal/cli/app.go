@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kurabackup/kura/internal/catalog"
+	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/storage"
@@ -175,6 +176,39 @@ func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
 	}
 	a.onClose(func() { _ = r.Close() })
 	return r, nil
+}
+
+// loadPoint opens the repository and finds a point by id or unique prefix.
+func (a *App) loadPoint(ctx context.Context, id string) (*repo.Repository, *repo.Manifest, error) {
+	r, err := a.openRepo(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := r.LoadPoint(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, m, nil
+}
+
+// openEngine opens what a backup or restore job needs: the repository, the
+// hypervisor connection and the catalog (a cache: when it cannot be opened
+// the job still runs, with a warning).
+func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
+	r, err := a.openRepo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := a.openCatalog(ctx)
+	if err != nil {
+		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
+		cat = nil
+	}
+	return &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger}, nil
 }
 
 // openCatalog opens the catalog database.

@@ -35,27 +35,18 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 				return usageError("invalid --unprotected %q: use skip or fail", opts.Unprotected)
 			}
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx)
+			eng, err := a.openEngine(ctx)
 			if err != nil {
 				return err
 			}
-			conn, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			vms, err := a.selectVMs(ctx, conn, args)
+			vms, err := a.selectVMs(ctx, eng.Conn, args)
 			if err != nil {
 				return err
 			}
 			if len(vms) == 0 {
-				return fmt.Errorf("no VM matches %v on %s: see kura vm list", args, conn.URI())
+				return fmt.Errorf("no VM matches %v on %s: see kura vm list", args, eng.Conn.URI())
 			}
-			cat, err := a.openCatalog(ctx)
-			if err != nil {
-				a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
-				cat = nil
-			}
-			eng := &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger, Progress: a.progressSink()}
+			eng.Progress = a.progressSink()
 			rep, err := eng.Backup(ctx, vms, opts)
 			endProgress(eng.Progress)
 			if err != nil {

@@ -53,11 +53,7 @@ func (a *App) pointsCommand() *cobra.Command {
 		Short: "Show a recovery point in detail (POINT may be a unique prefix)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := a.openRepo(cmd.Context())
-			if err != nil {
-				return err
-			}
-			m, err := r.LoadPoint(cmd.Context(), args[0])
+			_, m, err := a.loadPoint(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

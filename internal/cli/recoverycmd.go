@@ -125,24 +125,14 @@ func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) erro
 	if !f.all && len(args) != 1 {
 		return usageError("restore takes one POINT (or --all SPEC...)")
 	}
-	r, err := a.openRepo(ctx)
+	eng, err := a.openEngine(ctx)
 	if err != nil {
 		return err
 	}
-	conn, err := a.connect(ctx)
-	if err != nil {
-		return err
-	}
-	cat, err := a.openCatalog(ctx)
-	if err != nil {
-		a.logger.Warn("catalog unavailable", "err", err)
-		cat = nil
-	}
-	eng := &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger}
 	if f.all {
 		return a.restoreAll(cmd, eng, args, f, opts)
 	}
-	m, err := r.LoadPoint(ctx, args[0])
+	m, err := eng.Repo.LoadPoint(ctx, args[0])
 	if err != nil {
 		return err
 	}
@@ -297,11 +287,7 @@ func (a *App) exportCommand() *cobra.Command {
 			if opts.Format != "" && opts.Format != domxml.FormatQCOW2 && opts.Format != domxml.FormatRaw {
 				return usageError("invalid --format %q: use qcow2 or raw", opts.Format)
 			}
-			r, err := a.openRepo(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := r.LoadPoint(ctx, args[0])
+			r, m, err := a.loadPoint(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -39,11 +39,7 @@ the disk instead (kura export POINT --disk TARGET --out DIR).`,
 
 // openFiles opens the point's filesystem named by the flags.
 func (a *App) openFiles(ctx context.Context, point string, f filesFlags) (*engine.FileBrowser, error) {
-	r, err := a.openRepo(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m, err := r.LoadPoint(ctx, point)
+	r, m, err := a.loadPoint(ctx, point)
 	if err != nil {
 		return nil, err
 	}
@@ -63,11 +59,7 @@ func (a *App) filesVolumesCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := r.LoadPoint(ctx, args[0])
+			r, m, err := a.loadPoint(ctx, args[0])
 			if err != nil {
 				return err
 			}
