@@ -7,7 +7,7 @@
 # dedup of a second VM cloned from the same image, and a full restore
 # (kura restore vs virtnbdrestore).
 #
-# Usage: sudo scripts/bench-vm.sh [WORKDIR]   (default /var/tmp/kura-bench)
+# Usage (as root): scripts/bench-vm.sh [WORKDIR]   (default /var/tmp/kura-bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"

@@ -2,8 +2,11 @@ package libvirt
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -216,14 +219,13 @@ func (c *Connector) volumePath(v *libvirtxml.DomainDiskSourceVolume) string {
 	return p
 }
 
-// diskSize returns the virtual size: from QEMU for a running VM, from
-// qemu-img for a shut-off one (0 when unknown).
+// diskSize returns the virtual size (0 when unknown). Local images are
+// measured from their own headers, never through QEMU: QEMU 7.2 aborts
+// (qcow2_get_specific_info assertion) when its block nodes are queried
+// while a backup job is creating its scratch images, so asking QEMU for a
+// block device's size during an inventory can crash a VM another job is
+// backing up. Remote disks are sized by libvirt's storage driver.
 func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, state hypervisor.PowerState, disk hypervisor.Disk) int64 {
-	if state != hypervisor.PowerOff {
-		if _, capacity, _, err := c.lv.DomainGetBlockInfo(d, disk.Target, 0); err == nil {
-			return int64(capacity)
-		}
-	}
 	if c.remote {
 		if vol, err := c.lv.StorageVolLookupByPath(disk.Source); err == nil {
 			if _, capacity, _, err := c.lv.StorageVolGetInfo(vol); err == nil {
@@ -232,12 +234,43 @@ func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, state hype
 		}
 		return 0
 	}
+	if state != hypervisor.PowerOff {
+		if n, err := imageVirtualSize(disk.Source, disk.Format); err == nil {
+			return n
+		}
+	}
 	info, err := c.imageInfo(ctx, disk.Source, disk.Format)
 	if err != nil {
 		c.log.Debug("disk size unknown", "vm", d.Name, "disk", disk.Target, "err", err)
 		return 0
 	}
 	return info.VirtualSize
+}
+
+// imageVirtualSize reads the virtual size of a local raw or qcow2 image
+// without opening it through QEMU: the size field of a qcow2 header (a
+// big-endian u64 at offset 24, after the "QFI\xfb" magic), or the length of
+// a raw file or block device.
+func imageVirtualSize(path, format string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	switch format {
+	case "qcow2":
+		var h [32]byte
+		if _, err := f.ReadAt(h[:], 0); err != nil {
+			return 0, fmt.Errorf("read qcow2 header of %s: %w", path, err)
+		}
+		if string(h[:4]) != "QFI\xfb" {
+			return 0, fmt.Errorf("%s is not a qcow2 image", path)
+		}
+		return int64(binary.BigEndian.Uint64(h[24:32])), nil
+	case "raw":
+		return f.Seek(0, io.SeekEnd)
+	}
+	return 0, fmt.Errorf("size of %s: format %q: %w", path, format, hypervisor.ErrUnsupported)
 }
 
 type imageInfo struct {
