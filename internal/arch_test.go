@@ -24,6 +24,7 @@ var layers = []struct {
 	{"internal/hypervisor", 3},
 	{"internal/diskwrite", 3},
 	{"internal/fsread", 3},
+	{"internal/extract", 3},
 	{"internal/testenv", 3},
 	{"internal/progress", 4},
 	{"internal/engine", 4},
@@ -38,7 +39,8 @@ var forbidden = map[string][]string{
 	"internal/repo":       {"internal/hypervisor", "internal/catalog", "internal/nbd"},
 	"internal/catalog":    {"internal/repo", "internal/hypervisor"},
 	"internal/hypervisor": {"internal/repo", "internal/catalog", "internal/fsread"},
-	"internal/fsread":     {"internal/repo", "internal/hypervisor"},
+	"internal/fsread":     {"internal/repo", "internal/hypervisor", "internal/extract"},
+	"internal/extract":    {"internal/repo", "internal/hypervisor", "internal/catalog", "internal/nbd"},
 	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
 	"internal/progress":   {"internal/engine", "internal/repo"},
 }

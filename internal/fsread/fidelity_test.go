@@ -3,73 +3,28 @@ package fsread_test
 import (
 	"context"
 	"os"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/kurabackup/kura/internal/fsread"
 	"github.com/kurabackup/kura/internal/fsread/fidelity"
 )
 
-// kitSource is the host tree the fidelity kit copies: at least 10,000
-// real files (KURA_FIDELITY_FILES overrides, for quick local runs).
-func kitSource() fidelity.Source {
-	n := 10_000
-	if v, err := strconv.Atoi(os.Getenv("KURA_FIDELITY_FILES")); err == nil && v > 0 {
-		n = v
-	}
-	return fidelity.Source{Roots: []string{"/usr/share"}, MinFiles: n, MaxFile: 4 << 20, MaxBytes: 400 << 20}
-}
-
-// kitImageSize is the size of each kit image.
-const kitImageSize = 768 << 20
-
-func needKit(t *testing.T) *fidelity.Kit {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("KURA_TEST_STRICT") == "1" {
-			t.Fatal("the fidelity kit needs root for loop mounts (KURA_TEST_STRICT=1)")
-		}
-		t.Skip("the fidelity kit needs root for loop mounts")
-	}
-	needTools(t, fidelity.Tools()...)
-	kit, err := fidelity.Build(context.Background(), kitSource(), fidelity.Kinds, kitImageSize, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kit
-}
-
 // TestFidelity compares, for every kind of the kit, every entry kura's
 // reader shows with what the kernel shows of the same image, and then
 // the same filesystems found on MBR, GPT, whole and LVM disks.
 func TestFidelity(t *testing.T) {
-	kit := needKit(t)
+	kit := fidelity.Require(t)
 	ctx := context.Background()
 	want := map[string]fidelity.Snapshot{}
 	for _, k := range fidelity.Kinds {
 		t.Run(k.Name, func(t *testing.T) {
-			mnt, unmount, err := fidelity.Mount(ctx, k, kit.Images[k.Name])
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			ref, err := fidelity.SnapshotDir(ctx, mnt)
-			tMount := time.Since(start)
-			if uerr := unmount(); err == nil {
-				err = uerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			ref := kit.Reference(t, k)
 			want[k.Name] = ref
-			start = time.Now()
 			got, err := fidelity.SnapshotFS(ctx, openImage(t, kit.Images[k.Name], k.FS))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("snapshots: kernel %v, kura %v", tMount.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-			report(t, k.Name, ref, fidelity.Compare(ref, got, fidelity.ListingRules(k)))
+			fidelity.Report(t, k.Name, ref, fidelity.Compare(ref, got, fidelity.ListingRules(k)))
 		})
 	}
 	t.Run("disks", func(t *testing.T) {
@@ -83,34 +38,13 @@ func TestFidelity(t *testing.T) {
 			if ref == nil {
 				t.Fatalf("no reference snapshot of %s", pl.Kind)
 			}
-			fsys := openVolume(t, disks[pl.Disk], pl)
-			got, err := fidelity.SnapshotFS(ctx, fsys)
+			got, err := fidelity.SnapshotFS(ctx, openVolume(t, disks[pl.Disk], pl))
 			if err != nil {
 				t.Fatalf("%s volume %s: %v", pl.Disk, pl.Volume, err)
 			}
-			report(t, pl.Disk+" "+pl.Volume, ref, fidelity.Compare(ref, got, fidelity.ListingRules(k)))
+			fidelity.Report(t, pl.Disk+" "+pl.Volume, ref, fidelity.Compare(ref, got, fidelity.ListingRules(k)))
 		}
 	})
-}
-
-// report fails the test with (at most 40 of) the mismatches.
-func report(t *testing.T, what string, ref fidelity.Snapshot, mism []string) {
-	t.Helper()
-	if ref.Files() < kitSource().MinFiles {
-		t.Errorf("%s: only %d files in the image", what, ref.Files())
-	}
-	if len(mism) == 0 {
-		t.Logf("%s: %d entries (%d files), zero mismatches", what, len(ref), ref.Files())
-		return
-	}
-	for i, m := range mism {
-		if i == 40 {
-			t.Errorf("... and %d more", len(mism)-40)
-			break
-		}
-		t.Error(m)
-	}
-	t.Errorf("%s: %d mismatches in %d entries", what, len(mism), len(ref))
 }
 
 // openVolume opens the volume a placement names on a disk image.

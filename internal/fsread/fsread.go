@@ -152,3 +152,20 @@ type File interface {
 	Extents() []Extent
 	Close() error
 }
+
+// DiskOffset maps a byte offset of the volume to the disk; -1 when off is
+// outside the volume.
+func (v Volume) DiskOffset(off int64) int64 {
+	if off < 0 || off >= v.Size {
+		return -1
+	}
+	if v.segs == nil {
+		return v.Offset + off
+	}
+	for _, s := range v.segs {
+		if off >= s.off && off < s.off+s.size {
+			return s.disk + off - s.off
+		}
+	}
+	return -1
+}

@@ -13,8 +13,9 @@ import (
 const defaultCacheBytes = 64 << 20
 
 // DiskReader gives random access to a disk image of a recovery point. It
-// caches decoded chunks and prefetches ahead of sequential reads. ReadAt is
-// safe for concurrent use.
+// caches decoded chunks (LRU), reads ahead of long sequential reads, and
+// fetches what WillNeed announces; random reads get no read-ahead. ReadAt
+// is safe for concurrent use.
 type DiskReader struct {
 	r      *Repository
 	x      *Index
@@ -25,8 +26,11 @@ type DiskReader struct {
 	mu       sync.Mutex
 	inflight map[Digest]*fetchCall
 	lastEnd  int64
-	ahead    int           // chunks to prefetch on sequential access
+	seqRun   int64         // bytes read sequentially up to lastEnd
+	ahead    int           // most chunks to prefetch on sequential access
 	sem      chan struct{} // bounds concurrent prefetches
+	wanted   chan int      // chunks announced by WillNeed, in order
+	wantOnce sync.Once
 }
 
 type fetchCall struct {
@@ -119,9 +123,9 @@ func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
 	return c.data, c.err
 }
 
-// prefetch starts background fetches of chunks [from, from+ahead).
-func (d *DiskReader) prefetch(from int) {
-	for i := from; i < from+d.ahead && i < len(d.x.Digests); i++ {
+// prefetch starts background fetches of chunks [from, from+n).
+func (d *DiskReader) prefetch(from, n int) {
+	for i := from; i < from+n && i < len(d.x.Digests); i++ {
 		dg := d.x.Digests[i]
 		if dg.IsZero() {
 			continue
@@ -147,6 +151,50 @@ func (d *DiskReader) prefetch(from int) {
 	}
 }
 
+// WillNeed announces that [off, off+n) will be read soon: its chunks are
+// fetched in the background, in the order announced, by as many workers
+// as the repository uses, into the cache. Announce no more than half the
+// cache ahead of reading (CacheBytes), or chunks are evicted unused.
+func (d *DiskReader) WillNeed(off, n int64) {
+	if n <= 0 || off < 0 || off >= d.x.Size {
+		return
+	}
+	d.wantOnce.Do(d.startWanted)
+	cs := int64(d.x.ChunkSize)
+	for i := off / cs; i <= (min(off+n, d.x.Size)-1)/cs; i++ {
+		select {
+		case d.wanted <- int(i):
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// CacheBytes returns the size of the chunk cache.
+func (d *DiskReader) CacheBytes() int64 { return d.cache.max }
+
+// startWanted starts the workers fetching announced chunks.
+func (d *DiskReader) startWanted() {
+	d.wanted = make(chan int, max(1, int(d.cache.max/int64(d.x.ChunkSize))))
+	for range max(1, d.r.workers()) {
+		go func() {
+			last := -1
+			for {
+				select {
+				case i := <-d.wanted:
+					if i == last {
+						continue // announced twice in a row
+					}
+					last = i
+					_, _ = d.chunk(d.ctx, i)
+				case <-d.ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+}
+
 // ReadAt implements io.ReaderAt.
 func (d *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
@@ -161,11 +209,19 @@ func (d *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	cs := int64(d.x.ChunkSize)
 	d.mu.Lock()
-	sequential := off == d.lastEnd
+	if off == d.lastEnd {
+		d.seqRun += int64(len(p))
+	} else {
+		d.seqRun = int64(len(p))
+	}
 	d.lastEnd = off + int64(len(p))
+	run := d.seqRun
 	d.mu.Unlock()
-	if sequential && d.ahead > 0 {
-		d.prefetch(int((off + int64(len(p)) + cs - 1) / cs))
+	// Read ahead only once a whole chunk has been read sequentially (small
+	// neighbouring reads of metadata are not a stream), as many chunks as
+	// have been read so far, up to ahead.
+	if run >= cs && d.ahead > 0 {
+		d.prefetch(int((off+int64(len(p))+cs-1)/cs), min(d.ahead, int(run/cs)))
 	}
 	n := 0
 	for n < len(p) {

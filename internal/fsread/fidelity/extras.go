@@ -25,7 +25,9 @@ const (
 	BigDirPath     = ExtrasDir + "/bigdir"
 	StreamFilePath = ExtrasDir + "/with-streams.txt"
 	NonUTF8Path    = ExtrasDir + "/\xff\xfe-latin1-\xe9.txt"
-	SparseSize     = 3 << 30
+	// LargeStream is an NTFS stream too large for an ext4 or XFS xattr.
+	LargeStream    = "user.large"
+	SparseSize     = 1 << 30
 	FragmentBlocks = 2048
 	BigDirEntries  = 3000
 )
@@ -137,7 +139,10 @@ func addExtras(root string, f features) error {
 		p := filepath.Join(root, StreamFilePath)
 		try(os.WriteFile(p, []byte("main data\n"), 0o644))
 		try(unix.Setxattr(p, "user.small", []byte("a small stream"), 0))
-		try(unix.Setxattr(p, "user.binary", randBytes(40<<10), 0))
+		try(unix.Setxattr(p, "user.binary", randBytes(3000), 0))
+		// Larger than ext4 or XFS targets take as an xattr: extracted
+		// trees report it as not kept; "file:user.large" reads it.
+		try(unix.Setxattr(p, "user.large", randBytes(40<<10), 0))
 		try(unix.Setxattr(filepath.Join(x, "links"), "user.dirstream", []byte("stream on a directory"), 0))
 	}
 	if len(errs) > 0 {

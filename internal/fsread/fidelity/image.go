@@ -14,7 +14,7 @@ import (
 
 // kitVersion changes whenever images would be built differently, so old
 // cached images are not reused.
-const kitVersion = 1
+const kitVersion = 3
 
 // CacheRoot holds built images, one directory per content key.
 var CacheRoot = "/var/tmp/kura-fidelity"
