@@ -1,14 +1,16 @@
 package extract
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,23 +24,22 @@ import (
 // symlinks the extracted tree or the directory already holds. Nothing is
 // overwritten: an existing file is an error (existing directories are
 // reused).
+//
+// Creating entries is what costs most when files are small, and the
+// kernel creates entries of different directories in parallel: a few
+// workers create directories (level by level), empty files (a directory
+// at a time), symlinks, and finish written files (owner, xattrs, mode,
+// times); file data is written in the order it comes.
 type DirSink struct {
-	root   int
-	dir    string
-	owners bool // set owners (root, not NoOwner)
-	lru    *list.List
-	fds    map[string]*list.Element
-	dirs   []*Item
-	notes  []Note
+	root    int
+	owners  bool // set owners (root, not NoOwner)
+	main    *dirCache
+	pool    *dirPool
+	dirs    []*Item
+	mu      sync.Mutex // guards notes and created
+	notes   []Note
+	created map[string]bool // files CreateAll made, empty
 }
-
-type fdEntry struct {
-	name string
-	fd   int
-}
-
-// maxDirFDs bounds the directory descriptors kept open.
-const maxDirFDs = 256
 
 // NewDirSink creates dir when missing and writes into it. Owners are set
 // when running as root, unless opt.NoOwner.
@@ -50,46 +51,12 @@ func NewDirSink(dir string, opt Options) (*DirSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
-	s := &DirSink{root: fd, dir: dir, owners: os.Geteuid() == 0 && !opt.NoOwner, lru: list.New(), fds: map[string]*list.Element{}}
+	s := &DirSink{root: fd, owners: os.Geteuid() == 0 && !opt.NoOwner, main: newDirCache(fd),
+		pool: newDirPool(fd), created: map[string]bool{}}
 	if os.Geteuid() != 0 && !opt.NoOwner {
 		s.notes = append(s.notes, Note{"/", "owners and groups not kept: not running as root"})
 	}
 	return s, nil
-}
-
-// dirFD returns a descriptor of the destination directory rel ("" is the
-// root).
-func (s *DirSink) dirFD(rel string) (int, error) {
-	if rel == "" || rel == "." {
-		return s.root, nil
-	}
-	if el, ok := s.fds[rel]; ok {
-		s.lru.MoveToFront(el)
-		return el.Value.(*fdEntry).fd, nil
-	}
-	parent, err := s.dirFD(path.Dir(rel))
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Openat(parent, path.Base(rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("open directory %s: %w", fsread.Escape(rel), err)
-	}
-	s.fds[rel] = s.lru.PushFront(&fdEntry{rel, fd})
-	for s.lru.Len() > maxDirFDs {
-		el := s.lru.Back()
-		e := el.Value.(*fdEntry)
-		s.lru.Remove(el)
-		delete(s.fds, e.name)
-		unix.Close(e.fd)
-	}
-	return fd, nil
-}
-
-// parent returns the parent descriptor and base name of an item.
-func (s *DirSink) parent(name string) (int, string, error) {
-	fd, err := s.dirFD(path.Dir(name))
-	return fd, path.Base(name), err
 }
 
 func exists(name string, err error) error {
@@ -99,12 +66,23 @@ func exists(name string, err error) error {
 	return err
 }
 
+func (s *DirSink) note(it *Item, why string) {
+	s.mu.Lock()
+	s.notes = append(s.notes, Note{fsread.Escape(it.Path), why})
+	s.mu.Unlock()
+}
+
+// Dir makes one directory (DirAll makes them all in parallel).
 func (s *DirSink) Dir(_ context.Context, it *Item) error {
 	s.dirs = append(s.dirs, it)
+	return s.mkdir(s.main, it)
+}
+
+func (s *DirSink) mkdir(c *dirCache, it *Item) error {
 	if it.Name == "" {
 		return nil
 	}
-	fd, base, err := s.parent(it.Name)
+	fd, base, err := c.parent(it.Name)
 	if err != nil {
 		return err
 	}
@@ -115,34 +93,124 @@ func (s *DirSink) Dir(_ context.Context, it *Item) error {
 			return nil // reuse an existing directory
 		}
 	}
-	return exists(it.Name, err)
+	return wrap(it, exists(it.Name, err))
+}
+
+// DirAll makes the directories (parents before children), a level at a
+// time in parallel.
+func (s *DirSink) DirAll(ctx context.Context, dirs []*Item) error {
+	s.dirs = append(s.dirs, dirs...)
+	for _, level := range byDepth(dirs, false) {
+		for _, it := range level {
+			s.pool.submit(func(c *dirCache) error { return s.mkdir(c, it) })
+		}
+		if err := s.pool.wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// byDepth groups items by depth, shallowest (or deepest) first.
+func byDepth(items []*Item, deepest bool) [][]*Item {
+	levels := map[int][]*Item{}
+	var depths []int
+	for _, it := range items {
+		d := 0
+		if it.Name != "" {
+			d = strings.Count(it.Name, "/") + 1
+		}
+		if _, ok := levels[d]; !ok {
+			depths = append(depths, d)
+		}
+		levels[d] = append(levels[d], it)
+	}
+	sort.Ints(depths)
+	if deepest {
+		sort.Sort(sort.Reverse(sort.IntSlice(depths)))
+	}
+	out := make([][]*Item, len(depths))
+	for i, d := range depths {
+		out[i] = levels[d]
+	}
+	return out
+}
+
+// CreateAll makes the files empty, a directory's files per task; File
+// then writes them.
+func (s *DirSink) CreateAll(ctx context.Context, items []*Item) error {
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && path.Dir(items[j].Name) == path.Dir(items[i].Name) {
+			j++
+		}
+		group := items[i:j]
+		s.pool.submit(func(c *dirCache) error {
+			pfd, err := c.fd(path.Dir(group[0].Name))
+			if err != nil {
+				return err
+			}
+			for _, it := range group {
+				fd, err := unix.Openat(pfd, path.Base(it.Name), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+				if err == nil {
+					err = unix.Close(fd)
+				}
+				if err != nil {
+					return wrap(it, exists(it.Name, err))
+				}
+			}
+			s.mu.Lock()
+			for _, it := range group {
+				s.created[it.Name] = true
+			}
+			s.mu.Unlock()
+			return nil
+		})
+		i = j
+	}
+	return s.pool.wait(ctx)
 }
 
 func (s *DirSink) File(_ context.Context, it *Item, data *Data) error {
-	pfd, base, err := s.parent(it.Name)
+	pfd, base, err := s.main.parent(it.Name)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	flags := unix.O_WRONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	s.mu.Lock()
+	if !s.created[it.Name] {
+		flags |= unix.O_CREAT | unix.O_EXCL
+	}
+	delete(s.created, it.Name)
+	s.mu.Unlock()
+	fd, err := unix.Openat(pfd, base, flags, 0o600)
 	if err != nil {
 		return exists(it.Name, err)
 	}
-	err = writeData(fd, data)
-	if err == nil {
-		err = s.owner(it, func(uid, gid int) error { return unix.Fchown(fd, uid, gid) })
-	}
-	if err == nil {
-		s.xattrs(it, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) })
-		err = unix.Fchmod(fd, perm(it.Mode))
-	}
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := writeData(fd, data); err != nil {
+		unix.Close(fd)
 		return err
 	}
-	return s.times(pfd, base, it)
+	// Owner, xattrs, mode (after chown, which clears setuid), times and
+	// closing go to a worker.
+	s.pool.submit(func(*dirCache) error {
+		err := s.owner(it, func(uid, gid int) error { return unix.Fchown(fd, uid, gid) })
+		if err == nil {
+			s.xattrs(it, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) })
+			err = unix.Fchmod(fd, perm(it.Mode))
+		}
+		if err == nil {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, procFD(fd), times(it), 0)
+		}
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
+		return wrap(it, err)
+	})
+	return nil
 }
+
+func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // writeData writes the data runs at their offsets; holes stay holes.
 func writeData(fd int, data *Data) error {
@@ -162,22 +230,29 @@ func writeData(fd int, data *Data) error {
 			b, off = b[n:], off+int64(n)
 		}
 	}
-	return unix.Ftruncate(fd, data.Size)
+	// A file ending in a hole (or all hole) gets its size here.
+	if n := len(data.Extents); n == 0 || data.Extents[n-1].Off+data.Extents[n-1].Len < data.Size {
+		return unix.Ftruncate(fd, data.Size)
+	}
+	return nil
 }
 
 func (s *DirSink) Symlink(_ context.Context, it *Item) error {
-	pfd, base, err := s.parent(it.Name)
-	if err != nil {
-		return err
-	}
-	if err := unix.Symlinkat(it.Target, pfd, base); err != nil {
-		return exists(it.Name, err)
-	}
-	return s.meta(pfd, base, it, false)
+	s.pool.submit(func(c *dirCache) error {
+		pfd, base, err := c.parent(it.Name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(it.Target, pfd, base); err != nil {
+			return wrap(it, exists(it.Name, err))
+		}
+		return wrap(it, s.meta(pfd, base, it, false))
+	})
+	return nil
 }
 
 func (s *DirSink) Special(_ context.Context, it *Item) (string, error) {
-	pfd, base, err := s.parent(it.Name)
+	pfd, base, err := s.main.parent(it.Name)
 	if err != nil {
 		return "", err
 	}
@@ -202,19 +277,27 @@ func (s *DirSink) Special(_ context.Context, it *Item) (string, error) {
 	return "", s.meta(pfd, base, it, true)
 }
 
-func (s *DirSink) Link(_ context.Context, it *Item) (string, error) {
-	tfd, tbase, err := s.parent(it.LinkTo)
+func (s *DirSink) Link(ctx context.Context, it *Item) (string, error) {
+	// The link's target (a symlink perhaps) may still be with a worker.
+	if err := s.pool.wait(ctx); err != nil {
+		return "", err
+	}
+	tfd, tbase, err := s.main.parent(it.LinkTo)
 	if err != nil {
 		return "", err
 	}
-	pfd, base, err := s.parent(it.Name)
+	var tst unix.Stat_t
+	if err := unix.Fstatat(tfd, tbase, &tst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return "hard link to an entry not extracted", nil
+		}
+		return "", err
+	}
+	pfd, base, err := s.main.parent(it.Name)
 	if err != nil {
 		return "", err
 	}
 	if err := unix.Linkat(tfd, tbase, pfd, base, 0); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return "hard link to an entry not extracted", nil
-		}
 		return "", exists(it.Name, err)
 	}
 	return "", nil
@@ -228,14 +311,14 @@ func (s *DirSink) meta(pfd int, base string, it *Item, chmod bool) error {
 	}); err != nil {
 		return err
 	}
-	proc := "/proc/self/fd/" + strconv.Itoa(pfd) + "/" + base
+	proc := procFD(pfd) + "/" + base
 	s.xattrs(it, func(n string, v []byte) error { return unix.Lsetxattr(proc, n, v, 0) })
 	if chmod {
 		if err := unix.Fchmodat(pfd, base, perm(it.Mode), 0); err != nil {
 			return err
 		}
 	}
-	return s.times(pfd, base, it)
+	return unix.UtimesNanoAt(pfd, base, times(it), unix.AT_SYMLINK_NOFOLLOW)
 }
 
 func (s *DirSink) owner(it *Item, chown func(uid, gid int) error) error {
@@ -249,36 +332,45 @@ func (s *DirSink) owner(it *Item, chown func(uid, gid int) error) error {
 func (s *DirSink) xattrs(it *Item, set func(string, []byte) error) {
 	for _, x := range it.Xattrs {
 		if err := set(x.Name, x.Value); err != nil {
-			s.notes = append(s.notes, Note{fsread.Escape(it.Path), fmt.Sprintf("xattr %s not kept: %v", x.Name, err)})
+			s.note(it, fmt.Sprintf("xattr %s not kept: %v", x.Name, err))
 		}
 	}
 }
 
-func (s *DirSink) times(pfd int, base string, it *Item) error {
-	ts := []unix.Timespec{timespec(it.ATime), timespec(it.ModTime)}
-	return unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW)
+func times(it *Item) []unix.Timespec {
+	return []unix.Timespec{timespec(it.ATime), timespec(it.ModTime)}
 }
 
-// Close sets directories' owners, xattrs, modes and times, deepest
-// first, and releases the descriptors.
-func (s *DirSink) Close(_ context.Context, rep *Report) error {
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
+}
+
+// Close waits for the workers, then sets directories' owners, xattrs,
+// modes and times, deepest first, and releases the descriptors.
+func (s *DirSink) Close(ctx context.Context, rep *Report) error {
 	defer s.release()
-	for i := len(s.dirs) - 1; i >= 0; i-- {
-		it := s.dirs[i]
-		fd, err := s.dirFD(it.Name)
-		if err != nil {
+	if err := s.pool.wait(ctx); err != nil {
+		return err
+	}
+	for _, level := range byDepth(s.dirs, true) {
+		for _, it := range level {
+			s.pool.submit(func(c *dirCache) error {
+				fd, err := c.fd(it.Name)
+				if err != nil {
+					return err
+				}
+				if err := s.owner(it, func(uid, gid int) error { return unix.Fchown(fd, uid, gid) }); err != nil {
+					return wrap(it, err)
+				}
+				s.xattrs(it, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) })
+				if err := unix.Fchmod(fd, perm(it.Mode)); err != nil {
+					return wrap(it, err)
+				}
+				return wrap(it, unix.UtimesNanoAt(unix.AT_FDCWD, procFD(fd), times(it), 0))
+			})
+		}
+		if err := s.pool.wait(ctx); err != nil {
 			return err
-		}
-		if err := s.owner(it, func(uid, gid int) error { return unix.Fchown(fd, uid, gid) }); err != nil {
-			return wrap(it, err)
-		}
-		s.xattrs(it, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) })
-		if err := unix.Fchmod(fd, perm(it.Mode)); err != nil {
-			return wrap(it, err)
-		}
-		ts := []unix.Timespec{timespec(it.ATime), timespec(it.ModTime)}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), ts, 0); err != nil {
-			return wrap(it, err)
 		}
 	}
 	rep.NotKept = append(rep.NotKept, s.notes...)
@@ -286,20 +378,16 @@ func (s *DirSink) Close(_ context.Context, rep *Report) error {
 }
 
 // Abort releases the descriptors of a failed extraction.
-func (s *DirSink) Abort() { s.release() }
+func (s *DirSink) Abort() {
+	_ = s.pool.wait(context.Background())
+	s.release()
+}
 
 func (s *DirSink) release() {
-	for _, el := range s.fds {
-		unix.Close(el.Value.(*fdEntry).fd)
-	}
-	s.fds = map[string]*list.Element{}
-	s.lru.Init()
+	s.pool.close()
+	s.main.close()
 	if s.root >= 0 {
 		unix.Close(s.root)
 		s.root = -1
 	}
-}
-
-func timespec(t time.Time) unix.Timespec {
-	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }

@@ -108,9 +108,11 @@ type Item struct {
 }
 
 // Sink receives the items of an extraction, in the order of Extract's
-// step 2, then Close. A sink with an Abort method has it called instead
-// of Close when the extraction fails; one with a HardLinks method
-// returning false gets every name of a hard-linked file as a copy.
+// step 2, then Close. Optional methods: Abort is called instead of Close
+// when the extraction fails; HardLinks returning false gets every name of
+// a hard-linked file as a copy; DirAll(ctx, dirs) replaces the calls to
+// Dir; CreateAll(ctx, files) is called, in walk order, before the files'
+// data.
 type Sink interface {
 	Dir(ctx context.Context, it *Item) error
 	File(ctx context.Context, it *Item, data *Data) error

@@ -14,6 +14,7 @@ import (
 type planned struct {
 	dirs   []*Item     // parents before children
 	files  []*fileItem // by first block on the volume
+	walk   []*fileItem // the same, in walk order
 	others []*Item     // symlinks and special files, in walk order
 	links  []*Item     // hard links, after everything they link to
 	data   int64       // data bytes of the files
@@ -126,6 +127,7 @@ func (p *planned) add(ctx context.Context, fsys fsread.FS, e fsread.Entry, name 
 			}
 		}
 		p.files = append(p.files, fi)
+		p.walk = append(p.walk, fi)
 	case fsread.TypeSymlink, fsread.TypeFIFO, fsread.TypeSocket, fsread.TypeCharDev, fsread.TypeBlockDev:
 		p.others = append(p.others, it)
 	default:

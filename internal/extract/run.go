@@ -12,12 +12,39 @@ func (p *planned) run(ctx context.Context, fsys fsread.FS, sink Sink, opt Option
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer p.close()
-	for _, d := range p.dirs {
-		if err := sink.Dir(ctx, d); err != nil {
-			return wrap(d, err)
+	if all, ok := sink.(interface {
+		DirAll(context.Context, []*Item) error
+	}); ok {
+		if err := all.DirAll(ctx, p.dirs); err != nil {
+			return err
 		}
+	} else {
+		for _, d := range p.dirs {
+			if err := sink.Dir(ctx, d); err != nil {
+				return wrap(d, err)
+			}
+		}
+	}
+	for _, d := range p.dirs {
 		if d.Name != "" {
 			rep.Dirs++
+		}
+	}
+	// A sink that creates files cheaper in directory order (a directory:
+	// the destination filesystem allocates inodes and directory blocks
+	// near each other) creates them empty first, then gets their data in
+	// block order.
+	if c, ok := sink.(interface {
+		CreateAll(context.Context, []*Item) error
+	}); ok {
+		var items []*Item
+		for _, f := range p.walk {
+			if f.LinkTo == "" {
+				items = append(items, f.Item)
+			}
+		}
+		if err := c.CreateAll(ctx, items); err != nil {
+			return err
 		}
 	}
 	r := startReader(ctx, p.files, opt)

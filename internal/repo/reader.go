@@ -31,6 +31,8 @@ type DiskReader struct {
 	sem      chan struct{} // bounds concurrent prefetches
 	wanted   chan int      // chunks announced by WillNeed, in order
 	wantOnce sync.Once
+	recent   [16]int // chunks announced last (no duplicates queued)
+	recentN  int
 }
 
 type fetchCall struct {
@@ -123,6 +125,21 @@ func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
 	return c.data, c.err
 }
 
+// fetchAhead fetches chunk i into the cache unless it is there or being
+// fetched (a worker never waits for another's fetch).
+func (d *DiskReader) fetchAhead(i int) {
+	dg := d.x.Digests[i]
+	if _, ok := d.cache.get(dg); ok {
+		return
+	}
+	d.mu.Lock()
+	_, busy := d.inflight[dg]
+	d.mu.Unlock()
+	if !busy {
+		_, _ = d.chunk(d.ctx, i)
+	}
+}
+
 // prefetch starts background fetches of chunks [from, from+n).
 func (d *DiskReader) prefetch(from, n int) {
 	for i := from; i < from+n && i < len(d.x.Digests); i++ {
@@ -162,12 +179,30 @@ func (d *DiskReader) WillNeed(off, n int64) {
 	d.wantOnce.Do(d.startWanted)
 	cs := int64(d.x.ChunkSize)
 	for i := off / cs; i <= (min(off+n, d.x.Size)-1)/cs; i++ {
+		if d.x.Digests[i].IsZero() || d.announced(int(i)) {
+			continue
+		}
 		select {
 		case d.wanted <- int(i):
 		case <-d.ctx.Done():
 			return
 		}
 	}
+}
+
+// announced reports whether chunk i was announced recently, and records
+// it. Announcements of many small files land in the same chunk.
+func (d *DiskReader) announced(i int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, j := range d.recent[:min(d.recentN, len(d.recent))] {
+		if j == i {
+			return true
+		}
+	}
+	d.recent[d.recentN%len(d.recent)] = i
+	d.recentN++
+	return false
 }
 
 // CacheBytes returns the size of the chunk cache.
@@ -178,15 +213,10 @@ func (d *DiskReader) startWanted() {
 	d.wanted = make(chan int, max(1, int(d.cache.max/int64(d.x.ChunkSize))))
 	for range max(1, d.r.workers()) {
 		go func() {
-			last := -1
 			for {
 				select {
 				case i := <-d.wanted:
-					if i == last {
-						continue // announced twice in a row
-					}
-					last = i
-					_, _ = d.chunk(d.ctx, i)
+					d.fetchAhead(i)
 				case <-d.ctx.Done():
 					return
 				}

@@ -409,3 +409,9 @@ func entryNode(e fsread.Entry, rel string) *Node {
 		UID: e.UID, GID: e.GID, Nlink: e.Nlink, MTime: e.ModTime, ATime: e.ATime, CTime: e.CTime,
 		BTime: e.BTime, Ino: e.Ino, Major: e.Major, Minor: e.Minor, Target: e.Target}
 }
+
+// Digest is the content digest snapshots record for a file of size
+// bytes read from r.
+func Digest(r io.ReaderAt, size int64) (string, error) {
+	return hashRanges(r, size, [][2]int64{{0, size}})
+}
