@@ -78,8 +78,8 @@ func TestFilesFidelity(t *testing.T) {
 
 			out := filepath.Join(t.TempDir(), "out")
 			var rep extract.Report
-			if err := json.Unmarshal([]byte(c.ok(t, "files", "get", point, "/", "--disk", target, "--volume", pl.Volume,
-				"--out", out, "--json")), &rep); err != nil {
+			if err := lastJSON(c.ok(t, "files", "get", point, "/", "--disk", target, "--volume", pl.Volume,
+				"--out", out, "--json"), &rep); err != nil {
 				t.Fatal(err)
 			}
 			if len(rep.Skipped) > 0 {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/kurabackup/kura/internal/extract"
@@ -75,5 +77,71 @@ func TestNameWithSlash(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "root")); err == nil {
 		t.Error(`extracting "/" made a "root" folder`)
+	}
+}
+
+// TestHardlinksAndOwnerMap: hard links stay links (one copy of the data)
+// unless NoHardlinks; UIDMap and GIDMap change numeric owners (as root).
+func TestHardlinksAndOwnerMap(t *testing.T) {
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		if os.Getenv("KURA_TEST_STRICT") == "1" {
+			t.Fatal("mkfs.ext4 not installed (KURA_TEST_STRICT=1)")
+		}
+		t.Skip("mkfs.ext4 not installed")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "a"), 0o755)
+	os.MkdirAll(filepath.Join(src, "b"), 0o755)
+	if err := os.WriteFile(filepath.Join(src, "a", "one"), []byte("shared\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(src, "a", "one"), filepath.Join(src, "b", "two")); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		os.Lchown(filepath.Join(src, "a", "one"), 1234, 5678)
+	}
+	img := filepath.Join(dir, "img")
+	if out, err := exec.Command(mkfs, "-q", "-F", "-d", src, img, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	fsys, err := fsread.OpenFS(context.Background(), f, fsread.Volume{Size: st.Size()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, noLinks := range []bool{false, true} {
+		opt := extract.Options{NoHardlinks: noLinks, UIDMap: map[uint32]uint32{1234: 4321}, GIDMap: map[uint32]uint32{5678: 8765}}
+		out := filepath.Join(dir, "out", strconv.FormatBool(noLinks))
+		sink, err := extract.NewDirSink(out, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := extract.Extract(context.Background(), fsys, []string{"/a", "/b"}, sink, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, err1 := os.Stat(filepath.Join(out, "a", "one"))
+		two, err2 := os.Stat(filepath.Join(out, "b", "two"))
+		if err1 != nil || err2 != nil {
+			t.Fatalf("extracted: %v %v", err1, err2)
+		}
+		same := os.SameFile(one, two)
+		if same == noLinks || (noLinks && rep.Hardlinks != 0) || (!noLinks && (rep.Hardlinks != 1 || rep.Files != 1)) {
+			t.Errorf("NoHardlinks=%v: same inode %v, report %+v", noLinks, same, rep)
+		}
+		if os.Geteuid() == 0 {
+			sys := one.Sys().(*syscall.Stat_t)
+			if sys.Uid != 4321 || sys.Gid != 8765 {
+				t.Errorf("owner %d:%d, want the mapped 4321:8765", sys.Uid, sys.Gid)
+			}
+		}
 	}
 }
