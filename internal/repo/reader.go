@@ -171,7 +171,8 @@ func (d *DiskReader) prefetch(from, n int) {
 // WillNeed announces that [off, off+n) will be read soon: its chunks are
 // fetched in the background, in the order announced, by as many workers
 // as the repository uses, into the cache. Announce no more than half the
-// cache ahead of reading (CacheBytes), or chunks are evicted unused.
+// cache (OpenOptions.CacheBytes) ahead of reading, or chunks are evicted
+// unused.
 func (d *DiskReader) WillNeed(off, n int64) {
 	if n <= 0 || off < 0 || off >= d.x.Size {
 		return
@@ -204,9 +205,6 @@ func (d *DiskReader) announced(i int) bool {
 	d.recentN++
 	return false
 }
-
-// CacheBytes returns the size of the chunk cache.
-func (d *DiskReader) CacheBytes() int64 { return d.cache.max }
 
 // startWanted starts the workers fetching announced chunks.
 func (d *DiskReader) startWanted() {
