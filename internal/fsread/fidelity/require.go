@@ -23,9 +23,12 @@ const CIImageSize = 768 << 20
 
 // Require returns the kit of CISource (built or cached), or skips the
 // test when root or a tool is missing (fails it under KURA_TEST_STRICT=1,
-// as in CI).
+// as in CI). With -short (CI's race-detector pass) it skips.
 func Require(t testing.TB) *Kit {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("fidelity kit: not with -short")
+	}
 	missing := func(what string) {
 		if os.Getenv("KURA_TEST_STRICT") == "1" {
 			t.Fatalf("fidelity kit: %s (KURA_TEST_STRICT=1)", what)
