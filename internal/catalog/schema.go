@@ -88,6 +88,14 @@ CREATE TABLE job_vms (
 	PRIMARY KEY (job_id, vm_key)
 );
 `,
+	// 2: who runs a job, whether it is alive, why it failed.
+	`
+ALTER TABLE jobs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN heartbeat INTEGER;
+ALTER TABLE jobs ADD COLUMN error TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_state ON jobs(state);
+`,
 }
 
 // SchemaVersion is the schema version this binary writes.

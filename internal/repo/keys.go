@@ -92,6 +92,9 @@ func (r *Repository) AddKey(ctx context.Context, newPassword string) (string, er
 	if r.mk == nil {
 		return "", errors.New("repository is not encrypted: it has no keys")
 	}
+	if err := r.checkWritable(); err != nil {
+		return "", err
+	}
 	host, usr := defaultIdentity("", "")
 	return r.putKey(ctx, newPassword, host, usr)
 }
@@ -99,6 +102,9 @@ func (r *Repository) AddKey(ctx context.Context, newPassword string) (string, er
 // RemoveKey deletes a key file. It refuses to remove the key that opened
 // the repository and the last remaining key.
 func (r *Repository) RemoveKey(ctx context.Context, id string) error {
+	if err := r.checkWritable(); err != nil {
+		return err
+	}
 	kfs, err := r.keyFiles(ctx)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
+	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
 
@@ -246,4 +247,22 @@ func (r *Repository) workers() int {
 		return r.opts.Workers
 	}
 	return 2 * maxProcs()
+}
+
+// lockOptions are the options of every lock the repository takes.
+func (r *Repository) lockOptions() []lock.Option {
+	return []lock.Option{lock.WithLogger(r.log)}
+}
+
+// writeMin and writeMax are the write range checkWritable enforces (the
+// constants; variables so that tests can narrow them).
+var writeMin, writeMax = MinWriteVersion, MaxWriteVersion
+
+// checkWritable refuses to change a repository whose format version this
+// kura does not write (it may read it).
+func (r *Repository) checkWritable() error {
+	if v := r.cfg.Version; v < writeMin || v > writeMax {
+		return fmt.Errorf("format version %d, this kura writes %d to %d: %w", v, writeMin, writeMax, ErrNotWritable)
+	}
+	return nil
 }

@@ -54,7 +54,10 @@ type Writer struct {
 
 // NewWriter takes a shared backup lock and returns a Writer.
 func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, error) {
-	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose})
+	if err := r.checkWritable(); err != nil {
+		return nil, err
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose}, r.lockOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("take backup lock: %w", err)
 	}
