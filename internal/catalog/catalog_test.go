@@ -266,7 +266,7 @@ func TestVMsUpsertAndMarkMissing(t *testing.T) {
 	if err := c.UpsertVM(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.UpsertVM(ctx, VM{UUID: "u2", Name: "db"}); err != nil {
+	if err := c.UpsertVM(ctx, VM{UUID: "u2", Name: "db", URI: "qemu+ssh://h2/system"}); err != nil {
 		t.Fatal(err)
 	}
 	// A later sighting renames and moves; first_seen stays the earliest.
@@ -280,23 +280,28 @@ func TestVMsUpsertAndMarkMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []VM{
-		{UUID: "u2", Name: "db", FirstSeen: t0.Add(10 * time.Hour), LastSeen: t0.Add(10 * time.Hour)},
+		{UUID: "u2", Name: "db", URI: "qemu+ssh://h2/system", FirstSeen: t0.Add(10 * time.Hour), LastSeen: t0.Add(10 * time.Hour)},
 		{UUID: "u1", Name: "web2", Hypervisor: "libvirt", URI: "qemu+ssh://h2/system", Host: "h2",
 			FirstSeen: t0, LastSeen: t0.Add(6 * time.Hour)},
 	}
 	if !reflect.DeepEqual(vms, want) {
 		t.Fatalf("VMs:\n got %+v\nwant %+v", vms, want)
 	}
-	newly, err := c.MarkMissing(ctx, []string{"u1", "u9"})
+	// Another host's inventory never marks h2's VMs missing.
+	if newly, err := c.MarkMissing(ctx, Scope{Host: "h3", URI: "qemu:///system"}, nil); err != nil || len(newly) != 0 {
+		t.Fatalf("MarkMissing of another host = %v, %v; want nothing", newly, err)
+	}
+	h2 := Scope{Host: "h2", URI: "qemu+ssh://h2/system"}
+	newly, err := c.MarkMissing(ctx, h2, []string{"u1", "u9"})
 	if err != nil || !reflect.DeepEqual(newly, []string{"u2"}) {
-		t.Fatalf("MarkMissing = %v, %v; want [u2]", newly, err)
+		t.Fatalf("MarkMissing = %v, %v; want [u2] (by URI: it has no host)", newly, err)
 	}
 	vms, _ = c.VMs(ctx)
 	if !vms[0].Missing || vms[1].Missing {
 		t.Errorf("missing flags: %+v", vms)
 	}
 	// The VM comes back: marked present again, nothing newly missing.
-	newly, err = c.MarkMissing(ctx, []string{"u1", "u2"})
+	newly, err = c.MarkMissing(ctx, h2, []string{"u1", "u2"})
 	if err != nil || len(newly) != 0 {
 		t.Fatalf("MarkMissing again = %v, %v", newly, err)
 	}

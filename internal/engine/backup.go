@@ -83,6 +83,9 @@ type BackupOptions struct {
 	// Unprotected is "skip" (record the disk as unprotected and go on) or
 	// "fail" (fail the VM).
 	Unprotected string
+	// Unmatched are selectors that matched no VM: each is a failed item of
+	// the job (a typo must not pass for success).
+	Unmatched []hypervisor.Match
 }
 
 // VMResult is the outcome for one VM.
@@ -147,20 +150,18 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 	}
 	wg.Wait()
 
+	for _, m := range opts.Unmatched {
+		r := VMResult{VM: m.Selector.String(), State: phase.VMFailed, Err: m.Err, Error: m.Err.Error()}
+		e.recordJobVM(ctx, jobID, r)
+		rep.VMs = append(rep.VMs, r)
+	}
 	ok := 0
 	for _, r := range rep.VMs {
 		if r.Err == nil {
 			ok++
 		}
 	}
-	switch {
-	case ok == len(rep.VMs):
-		rep.State = StateCompleted
-	case ok == 0:
-		rep.State = StateFailed
-	default:
-		rep.State = StatePartiallyFailed
-	}
+	rep.State = phase.Outcome(ok, len(rep.VMs)-ok, 0)
 	rep.Finished = e.now()
 	e.finishJob(ctx, jobID, rep.State, rep)
 	e.emit(progress.Event{Kind: "job-done", Job: jobID, Done: int64(ok), Total: int64(len(vms)),

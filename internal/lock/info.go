@@ -202,3 +202,30 @@ func pidAlive(pid int) bool {
 	}
 	return true
 }
+
+// RemoveStaleID deletes the lock id if it is (still) stale.
+func RemoveStaleID(ctx context.Context, be storage.Backend, id string, opts ...Option) error {
+	c := newConfig(opts)
+	infos, err := readAll(ctx, be, c)
+	if err != nil {
+		return err
+	}
+	for _, i := range infos {
+		if i.ID != id {
+			continue
+		}
+		if !i.Stale {
+			return fmt.Errorf("lock: %s is not stale (%s)", id, i)
+		}
+		if err := be.Delete(ctx, Prefix+id); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("lock: remove stale %s: %w", id, err)
+		}
+		c.logger.Info("removed stale lock", "id", i.ID, "kind", i.Kind, "host", i.Host, "pid", i.PID, "reason", i.StaleReason)
+		return nil
+	}
+	return nil // gone meanwhile
+}
+
+// ProcessAlive reports whether a process exists on this host (a zombie
+// counts as gone): the test lock staleness uses.
+func ProcessAlive(pid int) bool { return pidAlive(pid) }
