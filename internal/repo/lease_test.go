@@ -154,3 +154,28 @@ func TestVerifyLeasesEveryPoint(t *testing.T) {
 		t.Fatalf("delete after verify: %v", err)
 	}
 }
+
+// TestUndecodableKeyFile: a damaged key file is reported as damaged (and
+// how to recover), not as "no key files".
+func TestUndecodableKeyFile(t *testing.T) {
+	ctx := context.Background()
+	r, be := newTestRepo(t, true)
+	names, err := r.listNames(ctx, "keys/")
+	if err != nil || len(names) != 1 {
+		t.Fatalf("keys: %v %v", names, err)
+	}
+	if err := be.Put(ctx, names[0], []byte(`{"version":1,"kdf":"argon2id","salt":"!!"`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, be, "secret", OpenOptions{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "no key file decodes") ||
+		!strings.Contains(err.Error(), names[0]) || !strings.Contains(err.Error(), "--master-key-file") {
+		t.Fatalf("open with a damaged key file: %v", err)
+	}
+	if err := be.Delete(ctx, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, be, "secret", OpenOptions{}); !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "no key files") {
+		t.Fatalf("open without key files: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"strings"
 	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
@@ -186,12 +187,23 @@ func Open(ctx context.Context, be storage.Backend, password string, opts OpenOpt
 
 // unlock tries every key file with password.
 func (r *Repository) unlock(ctx context.Context, password string) error {
-	kfs, err := r.keyFiles(ctx)
+	kfs, bad, err := r.readKeyFiles(ctx)
 	if err != nil {
 		return err
 	}
+	if len(kfs) == 0 && len(bad) > 0 {
+		var parts []string
+		for _, b := range bad {
+			parts = append(parts, fmt.Sprintf("%s: %v", b.name, b.err))
+		}
+		return fmt.Errorf("%s: %w: no key file decodes (%s); restore the keys/ objects from a copy, or open with --master-key-file",
+			r.be.Location(), ErrCorrupt, strings.Join(parts, "; "))
+	}
 	if len(kfs) == 0 {
-		return fmt.Errorf("%s: %w: the repository has no key files", r.be.Location(), ErrMissing)
+		return fmt.Errorf("%s: %w: the repository has no key files; open with --master-key-file", r.be.Location(), ErrMissing)
+	}
+	if len(bad) > 0 {
+		r.log.Warn("some key files do not decode; the others are tried", "unreadable", len(bad))
 	}
 	for _, k := range kfs {
 		mk, err := k.kf.Unwrap(password)
