@@ -97,7 +97,7 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	} else if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
 	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true})
+	be, err := local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ var (
 	ErrMissing       = errors.New("missing object: run kura verify")
 	ErrKeyInUse      = errors.New("cannot remove the key in use or the last key")
 	ErrLeased        = errors.New("recovery point is being read (reader lease): try again when that reader finishes")
+	ErrConfigChanged = errors.New("repository config was changed (its chunk size, id or encryption no longer match what the master key authenticated): restore the original config object, or the repository cannot be trusted")
 	ErrNotWritable   = errors.New("repository format version is outside what this kura writes: upgrade kura")
 )
 

@@ -120,3 +120,12 @@ func (r *Repository) leasedPoints(ctx context.Context) (map[string]string, error
 	}
 	return out, nil
 }
+
+// MaintenanceObject reports whether name is an object that maintenance
+// must be able to write even on a full store — locks and gc markers —
+// because without them a full repository could never be pruned and swept.
+// A backend with a space reserve (local.Options.ReserveFor) lets these
+// use it.
+func MaintenanceObject(name string) bool {
+	return strings.HasPrefix(name, lock.Prefix) || strings.HasPrefix(name, "gc/")
+}

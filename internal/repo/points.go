@@ -105,6 +105,9 @@ func (r *Repository) loadManifest(ctx context.Context, id string) (*Manifest, er
 	if m.ID != id {
 		return nil, corrupt(name, "manifest says it is point %s", m.ID)
 	}
+	if m.ConfigMAC != "" && m.ConfigMAC != r.configMAC() {
+		return nil, fmt.Errorf("point %s: %w", id, ErrConfigChanged)
+	}
 	return m, nil
 }
 

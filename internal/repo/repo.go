@@ -118,18 +118,44 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 		}
 	}
 	cfg.Encrypted = opts.Encrypt
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
+	r.cfg = cfg
+	if err := r.setup(OpenOptions{}); err != nil {
 		return nil, err
 	}
-	if err := be.Put(ctx, configName, data); err != nil {
-		return nil, fmt.Errorf("write config: %w", err)
+	if err := r.writeConfig(ctx); err != nil {
+		return nil, err
 	}
-	r.cfg = cfg
 	if err := r.syncBackend(ctx); err != nil {
 		return nil, err
 	}
-	return r, r.setup(OpenOptions{})
+	return r, nil
+}
+
+// configMAC is the MAC of the repository's config (keyed when encrypted).
+func (r *Repository) configMAC() string {
+	d := r.codec.digest(r.cfg.canonical())
+	return d.String()
+}
+
+// writeConfig stores the config with its MAC.
+func (r *Repository) writeConfig(ctx context.Context) error {
+	r.cfg.MAC = r.configMAC()
+	data, err := json.MarshalIndent(r.cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := r.be.Put(ctx, configName, data); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// checkConfig verifies the config's MAC once the keys are known.
+func (r *Repository) checkConfig() error {
+	if r.cfg.MAC != "" && r.cfg.MAC != r.configMAC() {
+		return fmt.Errorf("%s: %w", r.be.Location(), ErrConfigChanged)
+	}
+	return nil
 }
 
 func (r *Repository) setup(opts OpenOptions) error {
@@ -182,7 +208,10 @@ func Open(ctx context.Context, be storage.Backend, password string, opts OpenOpt
 			return nil, err
 		}
 	}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 // unlock tries every key file with password.
@@ -251,7 +280,10 @@ func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opt
 		return nil, err
 	}
 	r := &Repository{be: be, cfg: cfg, mk: mk}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 func (r *Repository) workers() int {
