@@ -50,10 +50,3 @@ func (s *Service) log() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
-
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
