@@ -38,7 +38,7 @@ type App struct {
 	quiet        bool
 
 	logger  *slog.Logger
-	cat     *catalog.Catalog
+	cat     catalog.Catalog
 	closers []func()
 }
 
@@ -235,7 +235,7 @@ func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
 }
 
 // openCatalog opens the catalog database (for commands that read only it).
-func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
+func (a *App) openCatalog(ctx context.Context) (catalog.Catalog, error) {
 	c, opened, err := a.catalog(ctx)
 	if err != nil {
 		return nil, err
@@ -247,7 +247,7 @@ func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
 }
 
 // catalog opens the catalog once per command.
-func (a *App) catalog(ctx context.Context) (*catalog.Catalog, *service.CatalogOpened, error) {
+func (a *App) catalog(ctx context.Context) (catalog.Catalog, *service.CatalogOpened, error) {
 	if a.cat != nil {
 		return a.cat, &service.CatalogOpened{}, nil
 	}

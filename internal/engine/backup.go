@@ -35,7 +35,7 @@ const (
 // Engine runs backup and restore jobs.
 type Engine struct {
 	Repo     *repo.Repository
-	Catalog  *catalog.Catalog // optional
+	Catalog  catalog.Catalog // optional
 	Conn     hypervisor.Connector
 	Logger   *slog.Logger
 	Progress progress.Sink

@@ -28,7 +28,7 @@ import (
 type Service struct {
 	Repo *repo.Repository
 	// Catalog may be nil: jobs still run, the repository being the truth.
-	Catalog *catalog.Catalog
+	Catalog catalog.Catalog
 	// Conn may be nil for operations that touch no VM (prune, gc, verify).
 	Conn     hypervisor.Connector
 	Logger   *slog.Logger
