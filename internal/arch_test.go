@@ -30,6 +30,8 @@ var layers = []struct {
 	{"internal/engine", 4},
 	{"internal/benchmark", 4},
 	{"internal/service", 5},
+	{"internal/config", 5},
+	{"internal/auth", 5},
 	{"internal/cli", 6},
 	{"cmd/kura", 7},
 	{"internal/e2e", 7},
