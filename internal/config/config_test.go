@@ -82,10 +82,16 @@ func TestProblemsHaveLines(t *testing.T) {
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpo: soon", 1) }, `kura.yaml:14: invalid duration "soon"`},
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpoo: 26h", 1) }, "kura.yaml:14: field rpoo is not a setting of Group"},
 		{func(s string) string { return strings.Replace(s, "groups: [web]", "groups: [db]", 1) }, `kura.yaml:37: users[0].groups[0]: no group "db"`},
-		{func(s string) string { return strings.Replace(s, `        cron: "@daily"`, `        cron: "@daily"`+"\n        every: 1h", 1) }, "kura.yaml:25: groups[0].schedules[2]: give cron or every"},
-		{func(s string) string { return strings.Replace(s, "retention: {last: 3, daily: 7, weekly: 4, monthly: 12, quarterly: 4, yearly: 5}", "retention: {}", 1) }, "groups[0].retention: a prune schedule needs a retention policy"},
+		{func(s string) string {
+			return strings.Replace(s, `        cron: "@daily"`, `        cron: "@daily"`+"\n        every: 1h", 1)
+		}, "kura.yaml:25: groups[0].schedules[2]: give cron or every"},
+		{func(s string) string {
+			return strings.Replace(s, "retention: {last: 3, daily: 7, weekly: 4, monthly: 12, quarterly: 4, yearly: 5}", "retention: {}", 1)
+		}, "groups[0].retention: a prune schedule needs a retention policy"},
 		{func(s string) string { return strings.Replace(s, "/srv/restore", "srv/restore", 1) }, `groups[0].restore.storage[0]: "srv/restore": an absolute directory`},
-		{func(s string) string { return strings.Replace(s, "users:", "  - name: web\n    selectors: [any:]\nusers:", 1) }, `kura.yaml:34: groups[1].name: "web" is used twice`},
+		{func(s string) string {
+			return strings.Replace(s, "users:", "  - name: web\n    selectors: [any:]\nusers:", 1)
+		}, `kura.yaml:34: groups[1].name: "web" is used twice`},
 		{func(s string) string { return strings.Replace(s, "server:\n", "server: [\n", 1) }, "kura.yaml:"},
 	} {
 		_, err := Parse([]byte(tc.edit(sample)), "kura.yaml")

@@ -142,8 +142,8 @@ type Retention struct {
 // Bandwidth limits a group's backup reads, by time window.
 type Bandwidth struct {
 	// Limit applies outside the windows (0: unlimited).
-	Limit   Rate           `yaml:"limit,omitempty"`
-	Windows []RateWindow   `yaml:"windows,omitempty"`
+	Limit   Rate         `yaml:"limit,omitempty"`
+	Windows []RateWindow `yaml:"windows,omitempty"`
 }
 
 // RateWindow is a limit during some hours of some days.
