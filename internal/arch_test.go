@@ -32,9 +32,10 @@ var layers = []struct {
 	{"internal/service", 5},
 	{"internal/config", 5},
 	{"internal/auth", 5},
-	{"internal/cli", 6},
-	{"cmd/kura", 7},
-	{"internal/e2e", 7},
+	{"internal/server", 6},
+	{"internal/cli", 7},
+	{"cmd/kura", 8},
+	{"internal/e2e", 8},
 }
 
 // forbidden lists imports that would couple siblings of one layer.

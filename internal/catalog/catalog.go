@@ -196,3 +196,15 @@ func timeFromDB(v sql.NullInt64) time.Time {
 	}
 	return time.Unix(0, v.Int64).UTC()
 }
+
+// Snapshot implements Catalog: VACUUM INTO a new file (a consistent copy,
+// taken while others keep reading and writing).
+func (c *SQLite) Snapshot(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("snapshot catalog: %s exists", path)
+	}
+	if _, err := c.w.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		return fmt.Errorf("snapshot catalog to %s: %w", path, classify(err))
+	}
+	return os.Chmod(path, 0o600)
+}

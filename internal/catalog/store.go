@@ -68,6 +68,12 @@ type Catalog interface {
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 
+	// Snapshot writes a consistent copy of the catalog's records to a new
+	// file at path, in the embedded (SQLite) format whatever the
+	// implementation, so that OpenWith reads it back: the server stores it
+	// in a repository to protect itself.
+	Snapshot(ctx context.Context, path string) error
+
 	Close() error
 }
 

@@ -93,7 +93,7 @@ func checkAdvice(root *cobra.Command, verb string, words, flags []string) string
 	}
 	for _, fl := range flags {
 		name := strings.TrimPrefix(fl, "--")
-		if cmd.Flags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
+		if cmd.Flags().Lookup(name) == nil && cmd.PersistentFlags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
 			return cmd.CommandPath() + " has no flag " + fl
 		}
 	}

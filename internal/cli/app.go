@@ -85,10 +85,19 @@ func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
 
 // backend opens the storage backend named by --repo.
 func (a *App) backend(create bool) (storage.Backend, error) {
-	loc := a.repoLocation
-	if loc == "" {
+	if a.repoLocation == "" {
 		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
 	}
+	be, err := openBackend(a.repoLocation, create)
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(func() { _ = be.Close() })
+	return be, nil
+}
+
+// openBackend opens the storage backend at a repository location.
+func openBackend(loc string, create bool) (storage.Backend, error) {
 	loc = strings.TrimPrefix(loc, "local:")
 	if create {
 		if err := os.MkdirAll(loc, 0o700); err != nil {
@@ -97,12 +106,7 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	} else if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
 	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
-	if err != nil {
-		return nil, err
-	}
-	a.onClose(func() { _ = be.Close() })
-	return be, nil
+	return local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
 }
 
 // password returns the passphrase from --password-file (or

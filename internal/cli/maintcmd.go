@@ -14,6 +14,7 @@ import (
 
 func (a *App) verifyCommand() *cobra.Command {
 	var readData bool
+	var outdated time.Duration
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the repository's structure; --read-data re-hashes every chunk",
@@ -26,9 +27,10 @@ func (a *App) verifyCommand() *cobra.Command {
 			sink := a.progressSink()
 			// Progress counts chunks; shown as (at most) chunk-size bytes each.
 			cs := int64(svc.Repo.Config().ChunkSize)
-			rep, err := svc.Verify(cmd.Context(), readData, func(done, total int64) {
-				sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
-			})
+			rep, err := svc.Verify(cmd.Context(), service.VerifyOptions{ReadData: readData, OutdatedAfter: outdated,
+				Progress: func(done, total int64) {
+					sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
+				}})
 			endProgress(sink)
 			if err != nil {
 				return err
@@ -47,6 +49,7 @@ func (a *App) verifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read, decrypt and re-hash every referenced chunk")
+	cmd.Flags().DurationVar(&outdated, "outdated-after", 0, "with --read-data: re-hash only chunks not verified within this long (e.g. 720h)")
 	return cmd
 }
 

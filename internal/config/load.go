@@ -353,16 +353,18 @@ func checkName(bad func(string, string, ...any), path, name string, seen map[str
 	seen[name] = true
 }
 
-// roleAtMost reports whether role r grants no more than owner does.
+// roleAtMost reports whether a token of role r grants no more than its
+// owner's role: the same role, or a narrower one (admin → operator or
+// auditor, operator → auditor). A restore token is a restore user's.
 func roleAtMost(r, owner string) bool {
 	if r == owner {
 		return true
 	}
 	switch owner {
 	case RoleAdmin:
-		return true
+		return r == RoleOperator || r == RoleAuditor
 	case RoleOperator:
-		return r == RoleAuditor || r == RoleRestore
+		return r == RoleAuditor
 	}
 	return false
 }

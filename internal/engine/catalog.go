@@ -18,6 +18,9 @@ import (
 const heartbeatInterval = 30 * time.Second
 
 func (e *Engine) startJob(ctx context.Context, kind string) string {
+	if e.Job != "" {
+		return e.Job // the caller's job: it runs the heartbeat
+	}
 	if e.Catalog == nil {
 		return ""
 	}
@@ -46,7 +49,7 @@ func (e *Engine) startJob(ctx context.Context, kind string) string {
 }
 
 func (e *Engine) finishJob(ctx context.Context, id string, state phase.Job, summary any) {
-	if e.Catalog == nil || id == "" {
+	if e.Catalog == nil || id == "" || id == e.Job {
 		return
 	}
 	if stop, ok := e.heartbeats.LoadAndDelete(id); ok {

@@ -35,13 +35,16 @@ type Service struct {
 	Progress progress.Sink
 	// ScratchDir holds staging files of restores to other hosts.
 	ScratchDir string
+	// Job, when set, is a catalog job the caller started and will finish
+	// (a server's queued job): the engine records its VMs in it.
+	Job string
 	// Now returns the current time; tests inject a clock.
 	Now func() time.Time
 }
 
 // Engine returns an engine running jobs for this service.
 func (s *Service) Engine() *engine.Engine {
-	return &engine.Engine{Repo: s.Repo, Catalog: s.Catalog, Conn: s.Conn, Logger: s.log(), Progress: s.Progress, Now: s.Now}
+	return &engine.Engine{Repo: s.Repo, Catalog: s.Catalog, Conn: s.Conn, Logger: s.log(), Progress: s.Progress, Now: s.Now, Job: s.Job}
 }
 
 func (s *Service) log() *slog.Logger {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -55,6 +56,7 @@ func Run(t *testing.T, tg Target) {
 		"VMStatuses":                   testVMStatuses,
 		"ScheduleRuns":                 testScheduleRuns,
 		"Audit":                        testAudit,
+		"Snapshot":                     testSnapshot,
 	} {
 		t.Run(name, func(t *testing.T) { fn(t, tg) })
 	}
@@ -787,5 +789,35 @@ func testAudit(t *testing.T, tg Target) {
 	}
 	if err := c.AppendAudit(ctx, catalog.AuditEntry{Action: "x"}); !errors.Is(err, catalog.ErrInvalid) {
 		t.Errorf("entry without actor: %v", err)
+	}
+}
+
+// testSnapshot: a snapshot holds everything, and the catalog goes on.
+func testSnapshot(t *testing.T, tg Target) {
+	ctx := context.Background()
+	c := tg.open(t, catalog.Options{})
+	if err := c.AddPoint(ctx, samplePoint("p1", "r1", "u1", "web", t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AppendAudit(ctx, catalog.AuditEntry{Actor: "a", Action: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "snap.db")
+	if err := c.Snapshot(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Snapshot(ctx, path); err == nil {
+		t.Error("snapshot over an existing file")
+	}
+	snap, err := catalog.OpenWith(ctx, path, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	if p, err := snap.Point(ctx, "p1"); err != nil || len(p.Disks) != 2 {
+		t.Errorf("point in the snapshot: %+v %v", p, err)
+	}
+	if es, _ := snap.Audit(ctx, catalog.AuditFilter{}); len(es) != 1 {
+		t.Errorf("audit in the snapshot: %+v", es)
 	}
 }
