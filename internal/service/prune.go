@@ -145,4 +145,3 @@ func (s *Service) deletePoints(ctx context.Context, ids []string, wait time.Dura
 func (s *Service) GC(ctx context.Context, dryRun bool) (*repo.GCReport, error) {
 	return s.Repo.GC(ctx, repo.GCOptions{DryRun: dryRun})
 }
-
