@@ -162,15 +162,15 @@ must exist on this host.`,
 }
 
 func (a *App) serverPasswdCommand(cfgPath *string) *cobra.Command {
-	var role string
+	var role, pwFile string
 	var groups []string
 	cmd := &cobra.Command{
 		Use:   "passwd USER",
 		Short: "Set a user's password (adding the user) in the configuration file",
 		Long: `Set the password of a server user in the configuration file, adding the user
 (with --role, default admin) when it does not exist: the way to make the first
-administrator. The password is read from the terminal, or from
-KURA_NEW_PASSWORD; only its argon2id hash is written. A running server
+administrator. The password is read from --new-password-file, KURA_NEW_PASSWORD
+or the terminal; only its argon2id hash is written. A running server
 picks the change up on SIGHUP.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -182,6 +182,12 @@ picks the change up on SIGHUP.`,
 				return err
 			}
 			pw, ok := os.LookupEnv("KURA_NEW_PASSWORD")
+			if pwFile != "" {
+				if pw, err = config.ReadSecret(pwFile, ""); err != nil {
+					return err
+				}
+				ok = true
+			}
 			if !ok {
 				if pw, err = a.askPassword("new password for "+args[0], true); err != nil {
 					return err
@@ -205,6 +211,7 @@ picks the change up on SIGHUP.`,
 		},
 	}
 	cmd.Flags().StringVar(&role, "role", config.RoleAdmin, "role of a new user: admin, operator, auditor or restore")
+	cmd.Flags().StringVar(&pwFile, "new-password-file", "", "read the password from this file")
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "groups of a new restore user (repeatable)")
 	return cmd
 }

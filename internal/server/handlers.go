@@ -250,8 +250,11 @@ func (s *Server) listGroups(rc *reqCtx) (any, error) {
 
 func (s *Server) group(rc *reqCtx, a auth.Action) (config.Group, error) {
 	name := rc.r.PathValue("name")
+	if err := rc.p.Check(auth.Read, name); err != nil {
+		return config.Group{}, err
+	}
 	g, ok := rc.cfg.Group(name)
-	if !ok || !rc.p.Allows(auth.Read, name) {
+	if !ok {
 		return config.Group{}, notFound("no group %q", name)
 	}
 	return g, rc.p.Check(a, name)
@@ -328,8 +331,10 @@ func (s *Server) getPoint(rc *reqCtx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !rc.p.Allows(auth.Read, pointGroup(p.Tags)) && !rc.p.SeesAll() {
-		return nil, notFound("point %q not found", rc.r.PathValue("id"))
+	if !rc.p.SeesAll() {
+		if err := rc.p.Check(auth.Read, pointGroup(p.Tags)); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -396,8 +401,8 @@ func (s *Server) job(rc *reqCtx, a auth.Action) (catalog.Job, error) {
 	if err != nil {
 		return catalog.Job{}, err
 	}
-	if !rc.p.Allows(auth.Read, j.Group) {
-		return catalog.Job{}, notFound("job %q not found", rc.r.PathValue("id"))
+	if err := rc.p.Check(auth.Read, j.Group); err != nil {
+		return catalog.Job{}, err
 	}
 	return j, rc.p.Check(a, j.Group)
 }

@@ -217,10 +217,6 @@ func (s *Server) findPoint(ctx context.Context, p auth.Principal, id string, a a
 		g.Name = pointGroup(m.Tags)
 	}
 	if err := p.Check(a, g.Name); err != nil {
-		if !p.Allows(auth.Read, g.Name) {
-			// Do not tell a scoped user that another group's point exists.
-			return nil, nil, config.Group{}, fmt.Errorf("point %q: %w", id, repo.ErrPointNotFound)
-		}
 		return nil, nil, config.Group{}, err
 	}
 	return m, r, g, nil

@@ -315,13 +315,13 @@ func TestServerAPI(t *testing.T) {
 	if len(points) != 1 || points[0].ID != dbPoint {
 		t.Errorf("restore user's points: %+v", points)
 	}
-	if code := ts.call(team, "GET", APIPrefix+"/points/"+webPoint, nil, nil); code != http.StatusNotFound {
+	if code := ts.call(team, "GET", APIPrefix+"/points/"+webPoint, nil, nil); code != http.StatusForbidden {
 		t.Errorf("another group's point: %d", code)
 	}
 	if code := ts.call(team, "POST", APIPrefix+"/groups/db/run", RunRequest{}, nil); code != http.StatusForbidden {
 		t.Errorf("restore user runs a backup: %d", code)
 	}
-	if code := ts.call(team, "POST", APIPrefix+"/points/"+webPoint+"/restore", RestoreRequest{Name: "x"}, nil); code != http.StatusNotFound {
+	if code := ts.call(team, "POST", APIPrefix+"/points/"+webPoint+"/restore", RestoreRequest{Name: "x"}, nil); code != http.StatusForbidden {
 		t.Errorf("restore of another group's point: %d", code)
 	}
 	if code := ts.call(team, "POST", APIPrefix+"/points/"+dbPoint+"/restore", RestoreRequest{Name: "db-copy", Storage: "/etc"}, nil); code != http.StatusForbidden {
