@@ -35,7 +35,9 @@ func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
 		edit func(*notify.Config)
 		want []string
 	}{
-		"smtp basics": {func(c *notify.Config) { c.SMTP.Host, c.SMTP.From, c.SMTP.TLS, c.SMTP.Port = "", "not an address", "tls1.3", 70000 }, []string{
+		"smtp basics": {func(c *notify.Config) {
+			c.SMTP.Host, c.SMTP.From, c.SMTP.TLS, c.SMTP.Port = "", "not an address", "tls1.3", 70000
+		}, []string{
 			"smtp.host: missing", `smtp.from: "not an address" is not an e-mail address`, `smtp.tls: unknown mode "tls1.3"`, "smtp.port: 70000 is not a TCP port"}},
 		"credentials in clear": {func(c *notify.Config) { c.SMTP.TLS = notify.NoTLS }, []string{
 			`smtp.tls: "none" with a username: credentials are only sent over TLS`}},
@@ -143,11 +145,15 @@ func TestNewReadsSecretsFromFiles(t *testing.T) {
 		edit func(*notify.Config)
 		want string
 	}{
-		"missing password":   {func(c *notify.Config) { c.SMTP.PasswordFile = filepath.Join(dir, "nope") }, "smtp password_file: open"},
-		"empty secret":       {func(c *notify.Config) { c.Webhooks[0].SecretFile = write("empty", "\n", 0o600) }, "is empty"},
-		"two-line header":    {func(c *notify.Config) { c.Webhooks[0].HeaderFiles["Authorization"] = write("two", "a\nX-Evil: 1\n", 0o600) }, "holds more than one line"},
-		"directory":          {func(c *notify.Config) { c.Webhooks[0].SecretFile = dir }, "is not a regular file"},
-		"bad url in file":    {func(c *notify.Config) { c.Webhooks[0].URL, c.Webhooks[0].URLFile = "", write("url", "gopher://x\n", 0o600) }, "scheme must be http or https"},
+		"missing password": {func(c *notify.Config) { c.SMTP.PasswordFile = filepath.Join(dir, "nope") }, "smtp password_file: open"},
+		"empty secret":     {func(c *notify.Config) { c.Webhooks[0].SecretFile = write("empty", "\n", 0o600) }, "is empty"},
+		"two-line header": {func(c *notify.Config) {
+			c.Webhooks[0].HeaderFiles["Authorization"] = write("two", "a\nX-Evil: 1\n", 0o600)
+		}, "holds more than one line"},
+		"directory": {func(c *notify.Config) { c.Webhooks[0].SecretFile = dir }, "is not a regular file"},
+		"bad url in file": {func(c *notify.Config) {
+			c.Webhooks[0].URL, c.Webhooks[0].URLFile = "", write("url", "gopher://x\n", 0o600)
+		}, "scheme must be http or https"},
 		"no pem in ca_file":  {func(c *notify.Config) { c.SMTP.CAFile = ok }, "holds no PEM certificate"},
 		"missing ca_file":    {func(c *notify.Config) { c.Webhooks[0].CAFile = filepath.Join(dir, "nope") }, "ca_file: open"},
 		"invalid is invalid": {func(c *notify.Config) { c.SMTP.From = "" }, "smtp.from: missing"},

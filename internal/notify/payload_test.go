@@ -3,12 +3,17 @@ package notify_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/testenv"
 )
 
 const validBody = `{"kura_event_version":1,"delivery_id":"D1","event_id":"E1","kind":"job-failed","severity":"error",` +
@@ -121,4 +126,36 @@ func FuzzVerifySignature(f *testing.F) {
 			t.Fatalf("header %q verified", header)
 		}
 	})
+}
+
+// TestDocumentedShellCheck runs the openssl recipe of
+// docs/design/notifications.md and compares it with Sign.
+func TestDocumentedShellCheck(t *testing.T) {
+	openssl := testenv.NeedTool(t, "openssl")
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "design", "notifications.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```sh\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("no sh block in the document")
+	}
+	dir := t.TempDir()
+	secret, body := []byte("s3cret with spaces"), []byte(validBody+"\n")
+	if err := os.WriteFile(filepath.Join(dir, "secret"), secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "body.json"), body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", string(m[1]))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(openssl)+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), notify.Sign(secret, body); got != want {
+		t.Errorf("documented command prints %q, Sign gives %q", got, want)
+	}
 }

@@ -83,7 +83,9 @@ func TestSMTPModes(t *testing.T) {
 		{"opportunistic", func(c *notify.SMTPConfig) {
 			c.Port, c.TLS, c.Username, c.PasswordFile = e.PlainPort, notify.Opportunistic, "", ""
 		}, "esmtp ("},
-		{"none", func(c *notify.SMTPConfig) { c.Port, c.TLS, c.Username, c.PasswordFile = e.PlainPort, notify.NoTLS, "", "" }, "esmtp ("},
+		{"none", func(c *notify.SMTPConfig) {
+			c.Port, c.TLS, c.Username, c.PasswordFile = e.PlainPort, notify.NoTLS, "", ""
+		}, "esmtp ("},
 	}
 	for _, m := range modes {
 		c := e.SMTP()
@@ -134,7 +136,9 @@ func TestSMTPFailures(t *testing.T) {
 		{"no starttls offered", func(c *notify.SMTPConfig) { c.Port = e.PlainPort }, 1,
 			func(err error) bool { return errors.Is(err, notify.ErrNoTLS) }},
 		{"recipient refused", func(c *notify.SMTPConfig) { c.TLS, c.Username, c.PasswordFile = notify.Opportunistic, "", "" }, 1,
-			func(err error) bool { return strings.Contains(err.Error(), "550") && strings.Contains(err.Error(), "rcpt to") }},
+			func(err error) bool {
+				return strings.Contains(err.Error(), "550") && strings.Contains(err.Error(), "rcpt to")
+			}},
 		{"server down", func(c *notify.SMTPConfig) { c.Port = notifytest.FreePort(t) }, fastRetry.MaxAttempts,
 			func(err error) bool { return strings.Contains(err.Error(), "connection refused") }},
 	} {

@@ -3,6 +3,7 @@ package notifytest
 import (
 	"encoding/pem"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -59,16 +60,18 @@ func NewReceiver(t testing.TB, useTLS bool) *Receiver {
 	if err := os.WriteFile(r.SecretFile, append(r.secret, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := http.HandlerFunc(r.serve)
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
+	// Refused handshakes are expected in tests; the client reports them.
+	r.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if useTLS {
-		r.srv = httptest.NewTLSServer(h)
+		r.srv.StartTLS()
 		r.CAFile = filepath.Join(dir, "ca.pem")
 		cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.srv.Certificate().Raw})
 		if err := os.WriteFile(r.CAFile, cert, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	} else {
-		r.srv = httptest.NewServer(h)
+		r.srv.Start()
 	}
 	r.URL = r.srv.URL + "/hook"
 	t.Cleanup(r.srv.Close)
