@@ -175,13 +175,12 @@ func (n *Notifier) Notify(ctx context.Context, ev Event) error {
 		ev.Time = n.now()
 	}
 	eventID := rand.Text()
-	var dropped []Result
 	var errs []error
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return ErrClosed
+	type queued struct {
+		t *target
+		d *delivery
 	}
+	var todo []queued
 	for _, name := range route(n.rules, ev) {
 		t := n.targets[name]
 		d, err := n.prepare(t.sender, ev, eventID)
@@ -189,14 +188,23 @@ func (n *Notifier) Notify(ctx context.Context, ev Event) error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			continue
 		}
-		t.pending.Add(1)
+		todo = append(todo, queued{t, d})
+	}
+	var dropped []Result
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	for _, q := range todo {
+		q.t.pending.Add(1)
 		select {
-		case t.queue <- d:
+		case q.t.queue <- q.d:
 		default:
-			t.pending.Add(-1)
-			err := fmt.Errorf("%s: %w (%d pending)", name, ErrQueueFull, cap(t.queue))
+			q.t.pending.Add(-1)
+			err := fmt.Errorf("%s: %w (%d pending)", q.t.name, ErrQueueFull, cap(q.t.queue))
 			errs = append(errs, err)
-			dropped = append(dropped, result(t, d, Dropped, 0, err))
+			dropped = append(dropped, result(q.t, q.d, Dropped, 0, err))
 		}
 	}
 	n.mu.Unlock()
