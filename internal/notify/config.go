@@ -13,17 +13,18 @@ import (
 
 // Config is the notification part of the server's configuration file. It
 // holds no secret: passwords, HMAC secrets and secret URLs or headers are
-// named by file (e.g. a systemd credential), and read by New.
+// named by file (…_file) or by systemd credential (…_credential: a file
+// of that name in $CREDENTIALS_DIRECTORY), and read by New.
 //
 // Relative file names are used as given (relative to the working
 // directory): the configuration loader resolves them first.
 type Config struct {
 	// SMTP is the mail relay; nil when no rule sends e-mail.
-	SMTP *SMTPConfig `yaml:"smtp"`
+	SMTP *SMTPConfig `yaml:"smtp,omitempty"`
 	// Webhooks are HTTP endpoints, named for rules to refer to.
-	Webhooks []WebhookConfig `yaml:"webhooks"`
+	Webhooks []WebhookConfig `yaml:"webhooks,omitempty"`
 	// Rules say which events go where.
-	Rules []Rule `yaml:"rules"`
+	Rules []Rule `yaml:"rules,omitempty"`
 }
 
 // TLSMode is how the SMTP connection is protected.
@@ -46,44 +47,49 @@ const (
 // SMTPConfig describes the relay e-mail goes through. The certificate is
 // always verified, against the system roots or CAFile.
 type SMTPConfig struct {
-	Host string `yaml:"host"`
+	Host string `yaml:"host,omitempty"`
 	// Port defaults to 587, or 465 with TLS implicit.
-	Port int `yaml:"port"`
+	Port int `yaml:"port,omitempty"`
 	// TLS defaults to "implicit" on port 465 and "starttls" otherwise.
-	TLS TLSMode `yaml:"tls"`
-	// Username and PasswordFile enable AUTH (PLAIN, else LOGIN), which is
-	// only ever sent over TLS.
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
+	TLS TLSMode `yaml:"tls,omitempty"`
+	// Username and a password (from PasswordFile or the systemd
+	// credential PasswordCredential) enable AUTH (PLAIN, else LOGIN),
+	// which is only ever sent over TLS.
+	Username           string `yaml:"username,omitempty"`
+	PasswordFile       string `yaml:"password_file,omitempty"`
+	PasswordCredential string `yaml:"password_credential,omitempty"`
 	// From is the sender, "Name <addr>" or "addr".
-	From string `yaml:"from"`
+	From string `yaml:"from,omitempty"`
 	// CAFile holds PEM certificates to trust instead of the system roots.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file,omitempty"`
 	// Timeout bounds one delivery attempt (default 30s).
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout,omitempty"`
 }
 
 // WebhookConfig describes an HTTP endpoint that receives events as signed
 // JSON POSTs (docs/design/notifications.md).
 type WebhookConfig struct {
 	// Name is how rules refer to it: letters, digits, '.', '_', '-'.
-	Name string `yaml:"name"`
-	// URL, or URLFile when the URL itself is a credential (chat
-	// services' incoming webhooks): exactly one of them.
-	URL     string `yaml:"url"`
-	URLFile string `yaml:"url_file"`
-	// SecretFile holds the HMAC-SHA256 key of the X-Kura-Signature header;
-	// without it requests are unsigned.
-	SecretFile string `yaml:"secret_file"`
+	Name string `yaml:"name,omitempty"`
+	// URL, or URLFile / URLCredential when the URL itself is a credential
+	// (chat services' incoming webhooks): exactly one of them.
+	URL           string `yaml:"url,omitempty"`
+	URLFile       string `yaml:"url_file,omitempty"`
+	URLCredential string `yaml:"url_credential,omitempty"`
+	// SecretFile or SecretCredential holds the HMAC-SHA256 key of the
+	// X-Kura-Signature header; without one requests are unsigned.
+	SecretFile       string `yaml:"secret_file,omitempty"`
+	SecretCredential string `yaml:"secret_credential,omitempty"`
 	// CAFile holds PEM certificates to trust instead of the system roots.
-	CAFile string `yaml:"ca_file"`
+	CAFile string `yaml:"ca_file,omitempty"`
 	// Timeout bounds one attempt (default 10s).
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout,omitempty"`
 	// Headers are extra request headers (not credentials).
-	Headers map[string]string `yaml:"headers"`
-	// HeaderFiles are extra headers whose values are read from files
-	// (e.g. Authorization).
-	HeaderFiles map[string]string `yaml:"header_files"`
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// HeaderFiles and HeaderCredentials are extra headers whose values are
+	// read from files or systemd credentials (e.g. Authorization).
+	HeaderFiles       map[string]string `yaml:"header_files,omitempty"`
+	HeaderCredentials map[string]string `yaml:"header_credentials,omitempty"`
 }
 
 // Rule sends events of the listed kinds about the listed groups to the
@@ -91,10 +97,10 @@ type WebhookConfig struct {
 // those about no group (repository-full, daily-summary); a non-empty one
 // matches only events whose Group it names.
 type Rule struct {
-	Events   []EventKind `yaml:"events"`
-	Groups   []string    `yaml:"groups"`
-	Email    []string    `yaml:"email"`
-	Webhooks []string    `yaml:"webhooks"`
+	Events   []EventKind `yaml:"events,omitempty"`
+	Groups   []string    `yaml:"groups,omitempty"`
+	Email    []string    `yaml:"email,omitempty"`
+	Webhooks []string    `yaml:"webhooks,omitempty"`
 }
 
 // FieldError is one problem of a Config, at a path of YAML keys such as
@@ -217,12 +223,16 @@ func (s *SMTPConfig) validate(add func(path, format string, a ...any)) {
 	} else if _, err := mail.ParseAddress(s.From); err != nil {
 		add("smtp.from", "%q is not an e-mail address: %w", s.From, err)
 	}
+	hasPassword := s.PasswordFile != "" || s.PasswordCredential != ""
 	switch {
-	case s.Username != "" && s.PasswordFile == "":
-		add("smtp.password_file", "missing: username is set")
-	case s.Username == "" && s.PasswordFile != "":
-		add("smtp.username", "missing: password_file is set")
+	case s.PasswordFile != "" && s.PasswordCredential != "":
+		add("smtp.password_file", "give password_file or password_credential, not both")
+	case s.Username != "" && !hasPassword:
+		add("smtp.password_file", "missing (or password_credential): username is set")
+	case s.Username == "" && hasPassword:
+		add("smtp.username", "missing: a password is set")
 	}
+	checkCredential(add, "smtp.password_credential", s.PasswordCredential)
 	if m := s.mode(); s.Username != "" && (m == NoTLS || m == Opportunistic) {
 		add("smtp.tls", "%q with a username: credentials are only sent over TLS (use starttls or implicit)", m)
 	}
@@ -254,16 +264,21 @@ func (s *SMTPConfig) port() int {
 }
 
 func (w WebhookConfig) validate(p string, add func(path, format string, a ...any)) {
-	switch {
-	case w.URL == "" && w.URLFile == "":
-		add(p+".url", "missing (or url_file)")
-	case w.URL != "" && w.URLFile != "":
-		add(p+".url", "give url or url_file, not both")
+	switch n := count(w.URL, w.URLFile, w.URLCredential); {
+	case n == 0:
+		add(p+".url", "missing (or url_file, url_credential)")
+	case n > 1:
+		add(p+".url", "give one of url, url_file and url_credential")
 	case w.URL != "":
 		if err := checkURL(w.URL); err != nil {
 			add(p+".url", "%v", err)
 		}
 	}
+	if w.SecretFile != "" && w.SecretCredential != "" {
+		add(p+".secret_file", "give secret_file or secret_credential, not both")
+	}
+	checkCredential(add, p+".url_credential", w.URLCredential)
+	checkCredential(add, p+".secret_credential", w.SecretCredential)
 	for h := range w.Headers {
 		switch c := textproto.CanonicalMIMEHeaderKey(h); {
 		case !validHeaderName(h):
@@ -274,21 +289,50 @@ func (w WebhookConfig) validate(p string, add func(path, format string, a ...any
 			add(p+".headers", "%q carries a credential: move it to header_files", h)
 		}
 	}
-	for h, f := range w.HeaderFiles {
-		switch c := textproto.CanonicalMIMEHeaderKey(h); {
-		case !validHeaderName(h):
-			add(p+".header_files", "%q is not a header name", h)
-		case reservedHeaders[c] || strings.HasPrefix(c, "X-Kura-"):
-			add(p+".header_files", "%q is set by kura", h)
-		case f == "":
-			add(p+".header_files", "%q: no file", h)
-		}
-		if _, dup := w.Headers[h]; dup {
-			add(p+".header_files", "%q is also in headers", h)
+	for _, hs := range []struct {
+		key string
+		m   map[string]string
+	}{{"header_files", w.HeaderFiles}, {"header_credentials", w.HeaderCredentials}} {
+		for h, v := range hs.m {
+			switch c := textproto.CanonicalMIMEHeaderKey(h); {
+			case !validHeaderName(h):
+				add(p+"."+hs.key, "%q is not a header name", h)
+			case reservedHeaders[c] || strings.HasPrefix(c, "X-Kura-"):
+				add(p+"."+hs.key, "%q is set by kura", h)
+			case v == "":
+				add(p+"."+hs.key, "%q: empty", h)
+			}
+			if _, dup := w.Headers[h]; dup {
+				add(p+"."+hs.key, "%q is also in headers", h)
+			}
+			if _, dup := w.HeaderFiles[h]; dup && hs.key == "header_credentials" {
+				add(p+"."+hs.key, "%q is also in header_files", h)
+			}
+			if hs.key == "header_credentials" {
+				checkCredential(add, p+"."+hs.key, v)
+			}
 		}
 	}
 	if w.Timeout < 0 {
 		add(p+".timeout", "negative")
+	}
+}
+
+// count counts the non-empty strings.
+func count(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// checkCredential accepts a systemd credential name (no directory).
+func checkCredential(add func(path, format string, a ...any), path, name string) {
+	if strings.ContainsAny(name, `/\`) || name == "." || name == ".." {
+		add(path, "%q is not a credential name (a file name in $CREDENTIALS_DIRECTORY)", name)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/notify/notifytest"
 )
 
 func validConfig() notify.Config {
@@ -42,8 +43,8 @@ func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
 		"credentials in clear": {func(c *notify.Config) { c.SMTP.TLS = notify.NoTLS }, []string{
 			`smtp.tls: "none" with a username: credentials are only sent over TLS`}},
 		"opportunistic with credentials": {func(c *notify.Config) { c.SMTP.TLS = notify.Opportunistic }, []string{`smtp.tls: "opportunistic" with a username`}},
-		"password without user":          {func(c *notify.Config) { c.SMTP.Username = "" }, []string{"smtp.username: missing: password_file is set"}},
-		"user without password":          {func(c *notify.Config) { c.SMTP.PasswordFile = "" }, []string{"smtp.password_file: missing: username is set"}},
+		"password without user":          {func(c *notify.Config) { c.SMTP.Username = "" }, []string{"smtp.username: missing: a password is set"}},
+		"user without password":          {func(c *notify.Config) { c.SMTP.PasswordFile = "" }, []string{"smtp.password_file: missing (or password_credential): username is set"}},
 		"no smtp for email":              {func(c *notify.Config) { c.SMTP = nil }, []string{"rules[0].email: e-mail needs an smtp section", "rules[1].email: e-mail needs an smtp section"}},
 		"webhooks": {func(c *notify.Config) {
 			c.Webhooks = append(c.Webhooks,
@@ -54,9 +55,22 @@ func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
 		}, []string{
 			`webhooks[2].name: "chat": defined twice`, `webhooks[2].url: "ftp://x": scheme must be http or https`,
 			`webhooks[3].name: "bad name": use letters`, "webhooks[3].url: user:password in the URL: use header_files",
-			"webhooks[4].url: give url or url_file, not both", `webhooks[4].headers: "Authorization" carries a credential: move it to header_files`,
+			"webhooks[4].url: give one of url, url_file and url_credential", `webhooks[4].headers: "Authorization" carries a credential: move it to header_files`,
 			`webhooks[4].headers: "X-Kura-Event" is set by kura`, `webhooks[4].headers: "Bad Name" is not a header name`,
-			"webhooks[5].name: missing", `webhooks[5].header_files: "Content-Type" is set by kura`, `webhooks[5].header_files: "X-Token": no file`}},
+			"webhooks[5].name: missing", `webhooks[5].header_files: "Content-Type" is set by kura`, `webhooks[5].header_files: "X-Token": empty`}},
+		"credentials": {func(c *notify.Config) {
+			c.SMTP.PasswordCredential = "../smtp"
+			c.Webhooks[0].URLCredential = "chat-url"
+			c.Webhooks[1].SecretCredential = "hook"
+			c.Webhooks[1].HeaderFiles = map[string]string{"X-Token": "/f"}
+			c.Webhooks[1].HeaderCredentials = map[string]string{"X-Token": "tok", "X-Other": "a/b"}
+		}, []string{
+			"smtp.password_file: give password_file or password_credential, not both",
+			`smtp.password_credential: "../smtp" is not a credential name`,
+			"webhooks[0].url: give one of url, url_file and url_credential",
+			"webhooks[1].secret_file: give secret_file or secret_credential, not both",
+			`webhooks[1].header_credentials: "X-Token" is also in header_files`,
+			`webhooks[1].header_credentials: "a/b" is not a credential name`}},
 		"rules": {func(c *notify.Config) {
 			c.Rules = append(c.Rules,
 				notify.Rule{Events: []notify.EventKind{"job-fail", notify.RPOMissed}, Webhooks: []string{"chat", "pager"}},
@@ -120,12 +134,13 @@ func TestDocumentedExampleDecodes(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("example does not validate: %v", err)
 	}
-	if c.SMTP == nil || c.SMTP.PasswordFile == "" || len(c.Webhooks) == 0 || c.Webhooks[0].Timeout == 0 || len(c.Rules) < 2 {
+	if c.SMTP == nil || c.SMTP.PasswordCredential == "" || len(c.Webhooks) == 0 || c.Webhooks[0].Timeout == 0 || len(c.Rules) < 2 {
 		t.Errorf("example decoded incompletely: %+v", c)
 	}
 }
 
 func TestNewReadsSecretsFromFiles(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
 	dir := t.TempDir()
 	write := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -145,8 +160,9 @@ func TestNewReadsSecretsFromFiles(t *testing.T) {
 		edit func(*notify.Config)
 		want string
 	}{
-		"missing password": {func(c *notify.Config) { c.SMTP.PasswordFile = filepath.Join(dir, "nope") }, "smtp password_file: open"},
-		"empty secret":     {func(c *notify.Config) { c.Webhooks[0].SecretFile = write("empty", "\n", 0o600) }, "is empty"},
+		"missing password":   {func(c *notify.Config) { c.SMTP.PasswordFile = filepath.Join(dir, "nope") }, "smtp password: open"},
+		"no credentials dir": {func(c *notify.Config) { c.SMTP.PasswordFile, c.SMTP.PasswordCredential = "", "smtp" }, "CREDENTIALS_DIRECTORY is not set"},
+		"empty secret":       {func(c *notify.Config) { c.Webhooks[0].SecretFile = write("empty", "\n", 0o600) }, "is empty"},
 		"two-line header": {func(c *notify.Config) {
 			c.Webhooks[0].HeaderFiles["Authorization"] = write("two", "a\nX-Evil: 1\n", 0o600)
 		}, "holds more than one line"},
@@ -177,5 +193,32 @@ func TestNewReadsSecretsFromFiles(t *testing.T) {
 	}
 	if err := n.Close(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCredentialsReachTheReceiver: secrets given as systemd credentials
+// are read from $CREDENTIALS_DIRECTORY and used.
+func TestCredentialsReachTheReceiver(t *testing.T) {
+	r := notifytest.NewReceiver(t, false)
+	creds := t.TempDir()
+	secret, err := os.ReadFile(r.SecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{"hook-secret": string(secret), "hook-url": r.URL + "\n", "hook-token": "Bearer t0k\n"} {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte(v), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	n, _ := start(t, notify.Config{Webhooks: []notify.WebhookConfig{{
+		Name: "hook", URLCredential: "hook-url", SecretCredential: "hook-secret",
+		HeaderCredentials: map[string]string{"Authorization": "hook-token"},
+	}}}, notify.Options{})
+	if err := n.SendTest(t.Context(), "webhook:hook"); err != nil {
+		t.Fatal(err)
+	}
+	if q := r.Requests()[0]; q.SigErr != nil || q.Header.Get("Authorization") != "Bearer t0k" {
+		t.Errorf("signature %v, headers %v", q.SigErr, q.Header)
 	}
 }

@@ -6,15 +6,27 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
 // maxSecret bounds what a secret file may hold.
 const maxSecret = 64 << 10
 
-// readSecret returns the contents of a secret file without its trailing
-// line break. A file every user may read is used, with a warning.
-func readSecret(log *slog.Logger, what, path string) (string, error) {
+// readSecret returns a secret from a file or, when file is "", from the
+// systemd credential of that name ($CREDENTIALS_DIRECTORY/credential),
+// without its trailing line break. A file every user may read is used,
+// with a warning.
+func readSecret(log *slog.Logger, what, file, credential string) (string, error) {
+	path := file
+	if path == "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", fmt.Errorf("%w: %s: credential %q: CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=%s:FILE)",
+				ErrSecretFile, what, credential, credential)
+		}
+		path = filepath.Join(dir, credential)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %w", ErrSecretFile, what, err)

@@ -41,8 +41,8 @@ func newMailer(log *slog.Logger, c *SMTPConfig, helo string) (*mailer, error) {
 	if m.timeout == 0 {
 		m.timeout = 30 * time.Second
 	}
-	if c.PasswordFile != "" {
-		if m.password, err = readSecret(log, "smtp password_file", c.PasswordFile); err != nil {
+	if c.PasswordFile != "" || c.PasswordCredential != "" {
+		if m.password, err = readSecret(log, "smtp password", c.PasswordFile, c.PasswordCredential); err != nil {
 			return nil, err
 		}
 	}

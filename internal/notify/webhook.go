@@ -35,19 +35,19 @@ func newWebhook(log *slog.Logger, c WebhookConfig) (*webhook, error) {
 		w.timeout = 10 * time.Second
 	}
 	what := "webhook " + c.Name
-	if c.URLFile != "" {
-		u, err := readSecret(log, what+" url_file", c.URLFile)
+	if c.URLFile != "" || c.URLCredential != "" {
+		u, err := readSecret(log, what+" url", c.URLFile, c.URLCredential)
 		if err != nil {
 			return nil, err
 		}
 		if err := checkURL(u); err != nil {
-			return nil, fmt.Errorf("%w: %s: url_file %s: %w", ErrSecretFile, what, c.URLFile, err)
+			return nil, fmt.Errorf("%w: %s url: %w", ErrSecretFile, what, err)
 		}
 		pu, _ := url.Parse(u)
 		w.url, w.shown = u, pu.Scheme+"://"+pu.Host+"/…"
 	}
-	if c.SecretFile != "" {
-		s, err := readSecret(log, what+" secret_file", c.SecretFile)
+	if c.SecretFile != "" || c.SecretCredential != "" {
+		s, err := readSecret(log, what+" secret", c.SecretFile, c.SecretCredential)
 		if err != nil {
 			return nil, err
 		}
@@ -57,7 +57,14 @@ func newWebhook(log *slog.Logger, c WebhookConfig) (*webhook, error) {
 		w.header.Set(k, v)
 	}
 	for k, f := range c.HeaderFiles {
-		v, err := readSecret(log, what+" header "+k, f)
+		v, err := readSecret(log, what+" header "+k, f, "")
+		if err != nil {
+			return nil, err
+		}
+		w.header.Set(k, v)
+	}
+	for k, cred := range c.HeaderCredentials {
+		v, err := readSecret(log, what+" header "+k, "", cred)
 		if err != nil {
 			return nil, err
 		}
