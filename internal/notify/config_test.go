@@ -77,7 +77,7 @@ func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
 				notify.Rule{Groups: []string{""}, Email: []string{"Ops <ops@example.com>", "nobody"}},
 				notify.Rule{Events: []notify.EventKind{notify.Test}})
 		}, []string{
-			`rules[2].events[0]: unknown event kind "job-fail" (known: job-succeeded, job-partial, job-failed, rpo-missed, verify-problem, repository-full, daily-summary, test)`,
+			`rules[2].events[0]: unknown event kind "job-fail" (known: job-succeeded, job-partial, job-failed, rpo-missed, verify-problem, repository-full, run-missed, daily-summary, test)`,
 			`rules[2].webhooks[1]: unknown webhook "pager" (defined: chat, ops.hook)`,
 			"rules[3].events: missing: list the event kinds", "rules[3].groups[0]: empty group name",
 			`rules[3].email[0]: "Ops <ops@example.com>": give the bare address "ops@example.com"`, `rules[3].email[1]: "nobody" is not an e-mail address`,

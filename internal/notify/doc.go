@@ -1,8 +1,8 @@
 // Package notify tells administrators what kura's server did: it routes
 // events (job succeeded / partial / failed, RPO missed, verify problem,
-// repository nearly full, daily summary, test) to e-mail recipients over
-// SMTP and to webhooks, by rules that match event kinds and protection
-// groups.
+// repository nearly full, missed runs, daily summary, test) to e-mail
+// recipients over SMTP and to webhooks, by rules that match event kinds
+// and protection groups.
 //
 // Concepts (docs/design/notifications.md has the details):
 //

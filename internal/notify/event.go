@@ -25,6 +25,9 @@ const (
 	VerifyProblem EventKind = "verify-problem"
 	// RepositoryFull: a repository is nearly full.
 	RepositoryFull EventKind = "repository-full"
+	// RunMissed: scheduled runs did not happen (server down, or no start
+	// within the window).
+	RunMissed EventKind = "run-missed"
 	// DailySummary: the once-a-day report.
 	DailySummary EventKind = "daily-summary"
 	// Test: a test notification ("send test notification").
@@ -32,7 +35,7 @@ const (
 )
 
 // Kinds lists every event kind, in documentation order.
-var Kinds = []EventKind{JobSucceeded, JobPartial, JobFailed, RPOMissed, VerifyProblem, RepositoryFull, DailySummary, Test}
+var Kinds = []EventKind{JobSucceeded, JobPartial, JobFailed, RPOMissed, VerifyProblem, RepositoryFull, RunMissed, DailySummary, Test}
 
 // Valid reports whether k is a known event kind.
 func (k EventKind) Valid() bool { return slices.Contains(Kinds, k) }
@@ -52,7 +55,7 @@ func (k EventKind) Severity() Severity {
 	switch k {
 	case JobFailed, VerifyProblem:
 		return Error
-	case JobPartial, RPOMissed, RepositoryFull:
+	case JobPartial, RPOMissed, RepositoryFull, RunMissed:
 		return Warning
 	}
 	return Info
