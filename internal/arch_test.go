@@ -30,6 +30,7 @@ var layers = []struct {
 	{"internal/engine", 4},
 	{"internal/benchmark", 4},
 	{"internal/service", 5},
+	{"internal/notify", 5},
 	{"internal/config", 5},
 	{"internal/auth", 5},
 	{"internal/server", 6},
@@ -46,6 +47,7 @@ var forbidden = map[string][]string{
 	"internal/fsread":     {"internal/repo", "internal/hypervisor"},
 	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
 	"internal/progress":   {"internal/engine", "internal/repo"},
+	"internal/notify":     {"internal/engine", "internal/service", "internal/config", "internal/auth", "internal/cli", "internal/server", "internal/repo", "internal/catalog", "internal/hypervisor"},
 }
 
 const module = "github.com/kurabackup/kura/"
