@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kurabackup/kura/internal/notify"
 )
 
 // ErrInvalid is wrapped by every validation error.
@@ -224,7 +226,7 @@ func (c *Config) validate() Problems {
 			}
 		}
 		if u.PasswordHash != "" && !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
-			bad(path+".password_hash", "not an argon2id hash (set passwords with kura server user passwd)")
+			bad(path+".password_hash", "not an argon2id hash (set passwords with kura server passwd)")
 		}
 		for j, t := range u.Tokens {
 			tp := fmt.Sprintf("%s.tokens[%d]", path, j)
@@ -237,6 +239,23 @@ func (c *Config) validate() Problems {
 			}
 			if t.Role != "" && !roleAtMost(t.Role, u.Role) {
 				bad(tp+".role", "%q exceeds the owner's role %q", t.Role, u.Role)
+			}
+		}
+	}
+	if err := c.Notifications.Validate(); err != nil {
+		var fe *notify.FieldError
+		for _, e := range unjoin(err) {
+			if errors.As(e, &fe) {
+				bad("notifications."+fe.Path, "%v", fe.Err)
+			} else {
+				bad("notifications", "%v", e)
+			}
+		}
+	}
+	for _, r := range c.Notifications.Rules {
+		for _, g := range r.Groups {
+			if !groups[g] {
+				bad("notifications.rules", "no group %q", g)
 			}
 		}
 	}
@@ -339,6 +358,14 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 			bad(fmt.Sprintf("%s.restore.storage[%d]", path, j), "%q: an absolute directory or pool:NAME", st)
 		}
 	}
+}
+
+// unjoin splits an errors.Join error.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func checkName(bad func(string, string, ...any), path, name string, seen map[string]bool) {

@@ -16,7 +16,7 @@ package config
 import (
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/kurabackup/kura/internal/notify"
 )
 
 // DefaultPath is where kura server looks for its configuration.
@@ -29,7 +29,7 @@ type Config struct {
 	Connections   []Connection   `yaml:"connections" json:"connections"`
 	Groups        []Group        `yaml:"groups" json:"groups"`
 	Limits        Limits         `yaml:"limits,omitempty" json:"limits,omitempty"`
-	Notifications yaml.Node      `yaml:"notifications,omitempty" json:"-"`
+	Notifications notify.Config  `yaml:"notifications,omitempty" json:"notifications,omitempty"`
 	Users         []User         `yaml:"users,omitempty" json:"users,omitempty"`
 	path          string         // where it was loaded from
 	lines         map[string]int // YAML path → line, for error messages

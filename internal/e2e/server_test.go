@@ -22,6 +22,8 @@ import (
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/notify/notifytest"
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/server"
 	"github.com/kurabackup/kura/internal/testenv"
@@ -225,6 +227,20 @@ groups:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Failures of group broken go by e-mail (a real exim) and webhook.
+	exim := notifytest.StartExim(t, testenv.NeedTool(t, "exim4"))
+	hook := notifytest.NewReceiver(t, false)
+	conf, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.Notifications = notify.Config{SMTP: exim.SMTP(),
+		Webhooks: []notify.WebhookConfig{{Name: "ops", URL: hook.URL, SecretFile: hook.SecretFile}},
+		Rules: []notify.Rule{{Events: []notify.EventKind{notify.JobFailed}, Groups: []string{"broken"},
+			Email: []string{"ops@test.example"}, Webhooks: []string{"ops"}}}}
+	if err := conf.Save(cfgPath); err != nil {
+		t.Fatal(err)
+	}
 	pw := func(s string) string {
 		f := filepath.Join(t.TempDir(), "pw")
 		if err := os.WriteFile(f, []byte(s+"\n"), 0o600); err != nil {
@@ -288,6 +304,14 @@ groups:
 	}
 	if j = sp.waitJob(ops, j.ID, 2*time.Minute); j.State != phase.Failed || len(j.VMs) != 1 || j.VMs[0].Error == "" {
 		t.Errorf("backup of the broken VM: %+v", j)
+	}
+	if reqs := hook.Wait(t, 1); reqs[0].SigErr != nil || reqs[0].PayloadErr != nil || reqs[0].Payload.Kind != notify.JobFailed ||
+		reqs[0].Payload.Group != "broken" {
+		t.Errorf("webhook for the failed job: %+v", reqs[0])
+	}
+	if msgs := exim.Messages(t, 1); !strings.Contains(msgs[0].Header.Get("Subject"), "broken") ||
+		!strings.Contains(msgs[0].Body, broken.Name()) {
+		t.Errorf("e-mail for the failed job: %s\n%s", msgs[0].Header.Get("Subject"), msgs[0].Body)
 	}
 
 	// Restore through the API, as a new VM that boots with the same files.

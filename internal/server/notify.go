@@ -2,46 +2,36 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
+	"github.com/kurabackup/kura/internal/auth"
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
+	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
 )
 
-// Event kinds the server notifies about.
-const (
-	EventJobSucceeded  = "job-succeeded"
-	EventJobPartial    = "job-partial"
-	EventJobFailed     = "job-failed"
-	EventRPOMissed     = "rpo-missed"
-	EventVerifyProblem = "verify-problem"
-	EventRepoFull      = "repository-full"
-	EventDailySummary  = "daily-summary"
-	EventRunMissed     = "run-missed"
-)
-
-// event is something to tell.
-type event struct {
-	Kind    string
-	Time    time.Time
-	Group   string
-	VM      string
-	Job     string
-	Subject string
-	Text    string
-	Data    map[string]any
-}
-
-// tell records an event in the log and hands it to the notifier.
-func (s *Server) tell(ctx context.Context, ev event) {
+// tell records an event in the log and hands it to the notifier, which
+// delivers it to every destination whose rules match, in the background.
+func (s *Server) tell(ctx context.Context, ev notify.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = s.opts.Now()
 	}
 	s.log.Info("event", "kind", ev.Kind, "group", ev.Group, "vm", ev.VM, "job", ev.Job, "subject", ev.Subject)
-	s.deliver(ctx, ev)
+	s.mu.RLock()
+	n := s.notifier
+	s.mu.RUnlock()
+	if n == nil {
+		return
+	}
+	if err := n.Notify(ctx, ev); err != nil {
+		s.log.Warn("notification not queued", "kind", ev.Kind, "err", err)
+	}
 }
 
 // notifyJob tells about an ended job.
@@ -54,12 +44,12 @@ func (s *Server) notifyJob(ctx context.Context, j catalog.Job, res jobResult) {
 		s.recordRuns(j)
 	}
 	s.jobMetrics(j, res)
-	kind := EventJobSucceeded
+	kind := notify.JobSucceeded
 	switch res.state {
 	case phase.PartiallyFailed:
-		kind = EventJobPartial
+		kind = notify.JobPartial
 	case phase.Failed:
-		kind = EventJobFailed
+		kind = notify.JobFailed
 	case phase.Cancelled:
 		return
 	}
@@ -77,7 +67,7 @@ func (s *Server) notifyJob(ctx context.Context, j catalog.Job, res jobResult) {
 	if res.err != nil {
 		text += "\n" + res.err.Error()
 	}
-	s.tell(ctx, event{Kind: kind, Group: j.Group, Job: j.ID, Subject: fmt.Sprintf("kura: %s of %s %s", j.Kind, j.Group, res.state),
+	s.tell(ctx, notify.Event{Kind: kind, Group: j.Group, Job: j.ID, Subject: fmt.Sprintf("%s of %s %s", j.Kind, j.Group, res.state),
 		Text: text, Data: map[string]any{"job": j, "failed_vms": failed}})
 }
 
@@ -93,7 +83,7 @@ func (s *Server) notifyVerifyProblems(ctx context.Context, g config.Group, rep *
 		text += fmt.Sprintf("\n  %s %s (%d points affected)", p.Kind, p.Object, len(p.Affected))
 	}
 	text += "\nThe next backups store the damaged data again where they meet it; a new full backup repairs the rest."
-	s.tell(ctx, event{Kind: EventVerifyProblem, Group: g.Name, Subject: "kura: verify problems in group " + g.Name, Text: text,
+	s.tell(ctx, notify.Event{Kind: notify.VerifyProblem, Group: g.Name, Repository: s.repoNameOf(g), Subject: "verify problems in group " + g.Name, Text: text,
 		Data: map[string]any{"problems": rep.Problems}})
 }
 
@@ -105,7 +95,7 @@ func (s *Server) cfgRepoName(g config.Group) (string, bool) {
 
 // notifyMissed tells about schedule runs that did not happen.
 func (s *Server) notifyMissed(ctx context.Context, g config.Group, sc config.Sched, n int, since time.Time) {
-	s.tell(ctx, event{Kind: EventRunMissed, Group: g.Name, Subject: fmt.Sprintf("kura: %d %s runs of %s missed", n, sc.Kind, g.Name),
+	s.tell(ctx, notify.Event{Kind: notify.RunMissed, Group: g.Name, Subject: fmt.Sprintf("%d %s runs of %s missed", n, sc.Kind, g.Name),
 		Text: fmt.Sprintf("%d runs of the %s schedule of group %s were missed since %s (server down, or could not start within its window).",
 			n, sc.Kind, g.Name, since.Format(time.RFC3339))})
 }
@@ -127,8 +117,8 @@ func (s *Server) checkRPO(ctx context.Context) {
 		if late && !s.rpoLate[st.UUID] {
 			age := time.Duration(st.AgeSeconds * float64(time.Second)).Round(time.Minute)
 			rpo := time.Duration(st.RPOSeconds * float64(time.Second))
-			s.tell(ctx, event{Kind: EventRPOMissed, VM: st.Name, Group: first(st.Groups),
-				Subject: "kura: " + st.Name + " is beyond its RPO",
+			s.tell(ctx, notify.Event{Kind: notify.RPOMissed, VM: st.Name, Group: first(st.Groups),
+				Subject: st.Name + " is beyond its RPO",
 				Text:    fmt.Sprintf("The newest good recovery point of %s is %s old; the RPO of its group is %s.", st.Name, age, rpo)})
 		}
 		s.rpoLate[st.UUID] = late
@@ -142,5 +132,74 @@ func first(s []string) string {
 	return ""
 }
 
-// deliver hands an event to the notifier.
-func (s *Server) deliver(ctx context.Context, ev event) {}
+func (s *Server) repoNameOf(g config.Group) string {
+	n, _ := s.cfgRepoName(g)
+	return n
+}
+
+// newNotifier builds the notifier of a configuration.
+func (s *Server) newNotifier(cfg *config.Config) (*notify.Notifier, error) {
+	return notify.New(cfg.Notifications, notify.Options{Logger: s.log, Now: s.opts.Now, OnResult: func(r notify.Result) {
+		if r.Status != notify.Delivered {
+			s.log.Warn("notification not delivered", "destination", r.Destination, "kind", r.Kind, "status", r.Status,
+				"attempts", r.Attempts, "err", r.Err)
+		}
+	}})
+}
+
+// NotifyTestRequest sends a test notification.
+type NotifyTestRequest struct {
+	// Destination is "webhook:NAME" or "email:ADDRESS".
+	Destination string `json:"destination"`
+}
+
+func (s *Server) notifyTest(rc *reqCtx) (any, error) {
+	if err := rc.p.Check(auth.Configure, ""); err != nil {
+		return nil, err
+	}
+	var req NotifyTestRequest
+	if err := rc.decode(&req); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	n := s.notifier
+	s.mu.RUnlock()
+	if n == nil {
+		return nil, badRequest("no notifications configured")
+	}
+	err := n.SendTest(rc.ctx, req.Destination)
+	s.audit(rc, map[bool]string{true: "ok", false: "failed"}[err == nil], "notifications.test", req.Destination, err)
+	if err != nil {
+		if errors.Is(err, notify.ErrUnknownDestination) {
+			return nil, badRequest("%v (destinations: %v)", err, n.Destinations())
+		}
+		return nil, &httpError{code: http.StatusBadGateway, err: err}
+	}
+	return map[string]string{"sent": req.Destination}, nil
+}
+
+// dailySummary tells the protection status of everything, once a day.
+func (s *Server) dailySummary(ctx context.Context) {
+	sts, err := s.statuses(ctx)
+	if err != nil {
+		return
+	}
+	count := map[string]int{}
+	var text strings.Builder
+	for _, st := range sts {
+		count[st.Status]++
+	}
+	fmt.Fprintf(&text, "%d VMs: %d ok, %d late, %d failed, %d never backed up, %d unprotected, %d missing.\n",
+		len(sts), count[StatusOK], count[StatusLate], count[StatusFailed], count[StatusNever], count[StatusUnprotected], count[StatusMissing])
+	for _, st := range sts {
+		if st.Status != StatusOK {
+			fmt.Fprintf(&text, "  %s: %s", st.Name, st.Status)
+			if st.LastError != "" {
+				fmt.Fprintf(&text, " (%s)", st.LastError)
+			}
+			text.WriteByte('\n')
+		}
+	}
+	s.tell(ctx, notify.Event{Kind: notify.DailySummary, Subject: fmt.Sprintf("daily summary: %d of %d VMs ok", count[StatusOK], len(sts)),
+		Text: text.String(), Data: map[string]any{"counts": count}})
+}

@@ -184,6 +184,7 @@ func (s *Server) housekeeping(ctx context.Context, now time.Time) {
 		if _, err := s.SelfBackup(ctx); err != nil {
 			s.log.Error("daily self backup", "err", err)
 		}
+		s.dailySummary(ctx)
 	}
 }
 

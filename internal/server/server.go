@@ -25,6 +25,7 @@ import (
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/service"
 )
@@ -56,6 +57,8 @@ type Server struct {
 	cfg   *config.Config
 	authn *auth.Authenticator
 	repos map[string]*repo.Repository // by configuration name
+	// notifier delivers events (nil when the configuration has none).
+	notifier *notify.Notifier
 
 	cat      catalog.Catalog
 	throttle *auth.Throttle
@@ -157,9 +160,28 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config) error {
 			s.log.Warn("catalog: record repository", "err", err)
 		}
 	}
+	n, err := s.newNotifier(cfg)
+	if err != nil {
+		for name, r := range repos {
+			if old[name] != r {
+				_ = r.Close()
+			}
+		}
+		return fmt.Errorf("notifications: %w", err)
+	}
 	s.mu.Lock()
-	s.cfg, s.repos, s.authn = cfg, repos, auth.New(cfg, s.opts.Now)
+	oldN := s.notifier
+	s.cfg, s.repos, s.authn, s.notifier = cfg, repos, auth.New(cfg, s.opts.Now), n
 	s.mu.Unlock()
+	if oldN != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = oldN.Close(cctx) // deliveries queued before the change go out
+		}()
+	}
 	for name, r := range old {
 		if repos[name] != r {
 			_ = r.Close()
@@ -290,6 +312,12 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.bg.Wait()
 	s.mu.Lock()
+	if s.notifier != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = s.notifier.Close(cctx)
+		cancel()
+		s.notifier = nil
+	}
 	defer s.mu.Unlock()
 	for _, r := range s.repos {
 		_ = r.Close()
