@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/retention"
 	"github.com/kurabackup/kura/internal/schedule"
 	"github.com/kurabackup/kura/internal/service"
@@ -43,9 +44,9 @@ are shown in UTC. Nothing is read or changed.`,
 			if p.Empty() {
 				return usageError("%v", service.ErrEmptyPolicy)
 			}
-			d, err := schedule.ParseDuration(span)
-			if err != nil {
-				return usageError("--span: %v", err)
+			d, err := config.ParseDuration(span)
+			if err != nil || d <= 0 {
+				return usageError("--span %q: give a positive duration such as 400d or 10w", span)
 			}
 			to := time.Now()
 			if end != "" {
@@ -64,13 +65,13 @@ are shown in UTC. Nothing is read or changed.`,
 				}
 				tl = sc
 			default:
-				iv, err := schedule.ParseDuration(every)
+				iv, err := config.ParseDuration(every)
 				if err != nil || iv <= 0 {
 					return usageError("--every %q: give a positive duration such as 24h or 1d", every)
 				}
-				tl = retention.Interval(iv)
+				tl = retention.Interval(iv.D())
 			}
-			sim, err := retention.Simulate(p, to.Add(-d), to, tl)
+			sim, err := retention.Simulate(p, to.Add(-d.D()), to, tl)
 			if err != nil {
 				return usageError("%v", err)
 			}

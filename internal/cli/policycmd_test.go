@@ -60,8 +60,8 @@ func TestPolicySimulateBadInput(t *testing.T) {
 	}{
 		{[]string{}, "no retention policy"},
 		{[]string{"--keep-daily", "7", "--every", "0"}, "give a positive duration"},
-		{[]string{"--keep-daily", "7", "--span", "long"}, `--span: "long" is not a duration`},
-		{[]string{"--keep-daily", "7", "--every", "1m", "--span", "1y"}, "not a duration"},
+		{[]string{"--keep-daily", "7", "--span", "long"}, `--span "long": give a positive duration`},
+		{[]string{"--keep-daily", "7", "--every", "1m", "--span", "1y"}, `--span "1y"`},
 		{[]string{"--keep-daily", "7", "--every", "1m", "--span", "1000d"}, "more than 200000 hypothetical backups"},
 		{[]string{"--keep-daily", "7", "--cron", "0 2 * * *", "--every", "1h"}, "not both"},
 		{[]string{"--keep-daily", "7", "--cron", "0 26 * * *"}, `field 2 (hour) "26": 26 is out of range 0-23`},

@@ -16,9 +16,9 @@ func scaleEntries() []Entry {
 	for g := range 800 {
 		z := zones[g%len(zones)]
 		es = append(es,
-			Entry{ID: fmt.Sprintf("g%03d/backup", g), Spec: Spec{Cron: fmt.Sprintf("%d %d * * *", g%60, 20+g%6%4), Timezone: z, Window: "4h"}},
+			Entry{ID: fmt.Sprintf("g%03d/backup", g), Spec: Spec{Cron: fmt.Sprintf("%d %d * * *", g%60, 20+g%6%4), Timezone: z, Window: 4 * time.Hour}},
 			Entry{ID: fmt.Sprintf("g%03d/verify", g), Spec: Spec{Cron: fmt.Sprintf("%d 3 * * sun", g%60), Timezone: z}},
-			Entry{ID: fmt.Sprintf("g%03d/prune", g), Spec: Spec{Every: "6h", CatchUp: "skip"}},
+			Entry{ID: fmt.Sprintf("g%03d/prune", g), Spec: Spec{Every: 6 * time.Hour, CatchUp: "skip"}},
 		)
 	}
 	return es

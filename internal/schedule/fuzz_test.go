@@ -6,21 +6,18 @@ import (
 	"time"
 )
 
-// FuzzSpec feeds arbitrary cron expressions and durations to the parsers.
+// FuzzSpec feeds arbitrary cron expressions to the parser.
 // Nothing may panic; a spec that compiles fires strictly later each time,
 // and every cron firing in UTC is a matching minute.
 func FuzzSpec(f *testing.F) {
 	for _, s := range []string{"30 2 * * *", "*/15 9-17 * * mon-fri", "0 0 1,15 * sun", "@daily", "@every 1h",
 		"0 0 29 2 *", "5/20 * * * *", "0-59/61 * * * *", "1-2,3-4/2 1 1 jan-dec/3 7", "* * * * * *", "0 0 L * *",
-		"4h", "1w2d3h", "90s"} {
+		"1 2 3 4 5 6", "*/5,7-9 1-23/2 ? * *"} {
 		f.Add(s, uint8(0))
 	}
 	f.Add("0 2 * * *", uint8(2))
 	zones := []string{"UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Havana"}
 	f.Fuzz(func(t *testing.T, expr string, zi uint8) {
-		if d, err := ParseDuration(expr); err == nil && (d < 0 || d > 200*366*24*time.Hour) {
-			t.Fatalf("duration %q parsed as %v", expr, d)
-		}
 		zone := zones[int(zi)%len(zones)]
 		sc, err := Spec{Cron: expr, Timezone: zone}.Compile()
 		if err != nil {

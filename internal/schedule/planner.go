@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kurabackup/kura/internal/catalog"
 )
 
 // ErrDuplicateID means two entries share an id.
@@ -17,14 +19,13 @@ type Entry struct {
 	Spec Spec
 }
 
-// Store keeps, for each entry, the time up to which its runs are handled:
-// the slot of the newest run started or reported missed, or the time the
-// planner first saw the entry. The server implements it over its catalog.
+// Store keeps, for each entry, the time up to which its runs are handled
+// (catalog.ScheduleRun.Last): the slot of the newest run started or
+// reported missed, or the time the planner first saw the entry (with no
+// job). catalog.Catalog satisfies it.
 type Store interface {
-	// LastFires returns the recorded time of every entry known.
-	LastFires(ctx context.Context) (map[string]time.Time, error)
-	// SetLastFires records the times given (one transaction, ideally).
-	SetLastFires(ctx context.Context, times map[string]time.Time) error
+	ScheduleRuns(ctx context.Context) (map[string]catalog.ScheduleRun, error)
+	RecordScheduleRun(ctx context.Context, run catalog.ScheduleRun) error
 }
 
 // Run is a run to start now.
@@ -78,24 +79,6 @@ type Plan struct {
 	Wake time.Time
 }
 
-// Handled returns, per entry, the newest slot the plan reports (due or
-// missed): what to Record once the runs are started or queued.
-func (pl Plan) Handled() map[string]time.Time {
-	m := map[string]time.Time{}
-	put := func(id string, t time.Time) {
-		if t.After(m[id]) {
-			m[id] = t
-		}
-	}
-	for _, r := range pl.Due {
-		put(r.ID, r.Slot)
-	}
-	for _, ms := range pl.Missed {
-		put(ms.ID, ms.Last)
-	}
-	return m
-}
-
 type entryState struct {
 	id    string
 	sched *Schedule
@@ -104,9 +87,10 @@ type entryState struct {
 }
 
 // Planner decides which schedules are due. It has no goroutine and no
-// clock: the server calls Plan with its clock's time, starts (queues) the
-// runs, reports the misses, calls Record(ctx, plan.Handled()), and sleeps
-// until plan.Wake (or a reload). A Planner is not safe for concurrent use.
+// clock: the server calls Plan with its clock's time, queues each due run
+// and records it (Record with the run's slot and job), reports each miss
+// and records it (Record with Miss.Last), and sleeps until Plan.Wake or a
+// reload. A Planner is not safe for concurrent use.
 type Planner struct {
 	store   Store
 	started time.Time
@@ -145,23 +129,19 @@ func (p *Planner) Update(ctx context.Context, entries []Entry, now time.Time) er
 		states = append(states, st)
 		byID[e.ID] = st
 	}
-	last, err := p.store.LastFires(ctx)
+	runs, err := p.store.ScheduleRuns(ctx)
 	if err != nil {
-		return fmt.Errorf("load last run times: %w", err)
+		return fmt.Errorf("load schedule runs: %w", err)
 	}
-	added := map[string]time.Time{}
 	for _, st := range states {
-		t, ok := last[st.id]
-		if !ok {
+		t := runs[st.id].Last
+		if t.IsZero() {
 			t = now
-			added[st.id] = t
+			if err := p.store.RecordScheduleRun(ctx, catalog.ScheduleRun{ID: st.id, Last: t}); err != nil {
+				return fmt.Errorf("record new schedule %s: %w", st.id, err)
+			}
 		}
 		st.last, st.next = t, st.sched.Next(t)
-	}
-	if len(added) > 0 {
-		if err := p.store.SetLastFires(ctx, added); err != nil {
-			return fmt.Errorf("record new schedules: %w", err)
-		}
 	}
 	p.entries, p.byID = states, byID
 	return nil
@@ -196,31 +176,23 @@ func (p *Planner) Next(id string) time.Time {
 	return time.Time{}
 }
 
-// Record marks entries handled up to the slots given (runs started or
-// queued, misses reported; see Plan.Handled) and stores them in one call.
-// Unknown ids and slots older than recorded are ignored.
-func (p *Planner) Record(ctx context.Context, slots map[string]time.Time) error {
-	newer := map[string]time.Time{}
-	for id, t := range slots {
-		if st := p.byID[id]; st != nil && t.After(st.last) {
-			newer[id] = t
-		}
-	}
-	if len(newer) == 0 {
+// Record marks an entry handled up to run.Last (the slot of a run queued,
+// with its job, or Miss.Last of misses reported) and stores it. Unknown
+// ids and slots older than recorded are ignored.
+func (p *Planner) Record(ctx context.Context, run catalog.ScheduleRun) error {
+	st := p.byID[run.ID]
+	if st == nil || !run.Last.After(st.last) {
 		return nil
 	}
-	if err := p.store.SetLastFires(ctx, newer); err != nil {
-		return fmt.Errorf("record schedule runs: %w", err)
+	if err := p.store.RecordScheduleRun(ctx, run); err != nil {
+		return fmt.Errorf("record schedule run %s: %w", run.ID, err)
 	}
-	for id, t := range newer {
-		st := p.byID[id]
-		st.last, st.next = t, st.sched.Next(t)
-	}
+	st.last, st.next = run.Last, st.sched.Next(run.Last)
 	return nil
 }
 
 // Plan says what is due at now, what was missed, and when to wake. It
-// changes nothing: Record what it reports (Plan.Handled).
+// changes nothing: Record what it reports.
 //
 // Of the slots of one entry that passed since its recorded time at most
 // one runs, the newest eligible one: a slot after the server's start, or,

@@ -3,7 +3,6 @@ package schedule
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // IANA zones even on hosts without /usr/share/zoneinfo
@@ -42,23 +41,23 @@ const (
 	CatchUpSkip CatchUp = "skip"
 )
 
-// Spec is a schedule as written in the configuration file or sent to the
-// API. Exactly one of Cron and Every is set. Compile checks it and gives
-// the Schedule that is evaluated.
+// Spec is a schedule as configured (a group's schedule in kura.yaml, or
+// sent to the API). Exactly one of Cron and Every is set. Compile checks
+// it and gives the Schedule that is evaluated.
 type Spec struct {
 	// Cron is a five-field cron expression ("30 2 * * mon-fri") or a
 	// macro (@yearly, @monthly, @weekly, @daily, @hourly), evaluated in
 	// Timezone.
 	Cron string `yaml:"cron,omitempty" json:"cron,omitempty"`
-	// Every is an interval ("4h", "30m", "1d"): runs at every multiple of it
+	// Every is an interval (4h, 30m, 24h): runs at every multiple of it
 	// since the Unix epoch (1970-01-01 00:00 UTC), whatever the time zone.
-	Every string `yaml:"every,omitempty" json:"every,omitempty"`
+	Every time.Duration `yaml:"every,omitempty" json:"every,omitempty"`
 	// Timezone is an IANA zone name ("Europe/Berlin"); empty is the
 	// server's local zone.
 	Timezone string `yaml:"timezone,omitempty" json:"timezone,omitempty"`
-	// Window is the start window ("2h"): a run that cannot start within it
-	// after its due time is skipped and reported. Empty: no limit.
-	Window string `yaml:"window,omitempty" json:"window,omitempty"`
+	// Window is the start window (2h): a run that cannot start within it
+	// after its due time is skipped and reported. 0: no limit.
+	Window time.Duration `yaml:"window,omitempty" json:"window,omitempty"`
 	// CatchUp is "once" (default) or "skip".
 	CatchUp string `yaml:"catch_up,omitempty" json:"catch_up,omitempty"`
 }
@@ -93,25 +92,20 @@ func (s Spec) compile(load func(string) (*time.Location, error)) (*Schedule, err
 		return nil, &FieldError{Field: field, Value: value, Err: err}
 	}
 	switch {
-	case s.Cron == "" && s.Every == "":
+	case s.Cron == "" && s.Every == 0:
 		return bad("cron", "", errors.New("a schedule needs cron or every"))
-	case s.Cron != "" && s.Every != "":
-		return bad("every", s.Every, errors.New("give cron or every, not both"))
+	case s.Cron != "" && s.Every != 0:
+		return bad("every", s.Every.String(), errors.New("give cron or every, not both"))
 	case s.Cron != "":
 		c, err := parseCron(s.Cron)
 		if err != nil {
 			return bad("cron", s.Cron, err)
 		}
 		sc.cron = c
+	case s.Every < minEvery:
+		return bad("every", s.Every.String(), fmt.Errorf("shorter than %v", minEvery))
 	default:
-		d, err := ParseDuration(s.Every)
-		if err != nil {
-			return bad("every", s.Every, err)
-		}
-		if d < minEvery {
-			return bad("every", s.Every, fmt.Errorf("shorter than %v", minEvery))
-		}
-		sc.every = d
+		sc.every = s.Every
 	}
 	if s.Timezone != "" {
 		loc, err := load(s.Timezone)
@@ -120,13 +114,10 @@ func (s Spec) compile(load func(string) (*time.Location, error)) (*Schedule, err
 		}
 		sc.loc = loc
 	}
-	if s.Window != "" {
-		d, err := ParseDuration(s.Window)
-		if err != nil {
-			return bad("window", s.Window, err)
-		}
-		sc.window = d
+	if s.Window < 0 {
+		return bad("window", s.Window.String(), errors.New("negative"))
 	}
+	sc.window = s.Window
 	switch CatchUp(s.CatchUp) {
 	case "", CatchUpOnce:
 	case CatchUpSkip:
@@ -182,51 +173,11 @@ func (sc *Schedule) String() string {
 	if sc.cron != nil {
 		fmt.Fprintf(&b, "cron %s %s", strings.TrimSpace(sc.spec.Cron), sc.loc)
 	} else {
-		fmt.Fprintf(&b, "every %s", sc.spec.Every)
+		fmt.Fprintf(&b, "every %s", sc.every)
 	}
 	if sc.window > 0 {
-		fmt.Fprintf(&b, ", window %s", sc.spec.Window)
+		fmt.Fprintf(&b, ", window %s", sc.window)
 	}
 	fmt.Fprintf(&b, ", catch-up %s", sc.catchUp)
 	return b.String()
-}
-
-// ParseDuration parses a Go duration ("90m", "4h30m") that may start with
-// whole weeks and days ("2w", "7d", "1d12h"). Negative durations are
-// refused.
-func ParseDuration(s string) (time.Duration, error) {
-	rest := strings.TrimSpace(s)
-	bad := fmt.Errorf("%q is not a duration (examples: 90m, 4h, 7d, 2w)", s)
-	if rest == "" {
-		return 0, bad
-	}
-	const limit = 200 * 366 * 24 * time.Hour // 200 years, far from overflowing
-	var total time.Duration
-	for _, u := range []struct {
-		unit string
-		d    time.Duration
-	}{{"w", 7 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
-		num, after, ok := strings.Cut(rest, u.unit)
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil || n < 0 || strings.HasPrefix(num, "+") || n > int(limit/u.d) {
-			return 0, bad
-		}
-		if d := time.Duration(n) * u.d; d <= limit-total {
-			total += d
-		} else {
-			return 0, bad
-		}
-		rest = after
-	}
-	if rest != "" {
-		d, err := time.ParseDuration(rest)
-		if err != nil || d < 0 || d > limit-total {
-			return 0, bad
-		}
-		total += d
-	}
-	return total, nil
 }
