@@ -21,7 +21,9 @@ type memStore struct {
 	writes int
 }
 
-func newMemStore() *memStore { return &memStore{times: map[string]time.Time{}, jobs: map[string]string{}} }
+func newMemStore() *memStore {
+	return &memStore{times: map[string]time.Time{}, jobs: map[string]string{}}
+}
 
 func (s *memStore) ScheduleRuns(context.Context) (map[string]catalog.ScheduleRun, error) {
 	out := make(map[string]catalog.ScheduleRun, len(s.times))
