@@ -168,8 +168,8 @@ func TestSetSchedule(t *testing.T) {
 
 // TestReadRateWithinLimit reads a real file through one limiter from four
 // goroutines for 2.5 s: the rate achieved stays under the limit plus 10 %
-// (strictly), and reaches at least half of it (loosely, for a loaded
-// machine).
+// (strictly), and reaches at least 30 % of it (loosely: on a loaded
+// machine the readers may not get the CPU to use every token).
 func TestReadRateWithinLimit(t *testing.T) {
 	const limit = 16 << 20 // 16 MiB/s
 	path := filepath.Join(t.TempDir(), "disk.img")
@@ -220,7 +220,7 @@ func TestReadRateWithinLimit(t *testing.T) {
 	if rate > 1.10*limit {
 		t.Fatalf("%.0f B/s exceeds the limit %d B/s by more than 10%%", rate, limit)
 	}
-	if rate < 0.5*limit {
-		t.Fatalf("%.0f B/s is less than half the limit %d B/s", rate, limit)
+	if rate < 0.3*limit {
+		t.Fatalf("%.0f B/s is less than 30%% of the limit %d B/s", rate, limit)
 	}
 }
