@@ -13,6 +13,7 @@ import (
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // Sentinel errors.
@@ -86,6 +87,9 @@ type BackupOptions struct {
 	// Unmatched are selectors that matched no VM: each is a failed item of
 	// the job (a typo must not pass for success).
 	Unmatched []hypervisor.Match
+	// Throttle limits the disks' reads (nil: no limit); one limiter is
+	// shared by every disk and VM of the job.
+	Throttle *throttle.Limiter
 }
 
 // VMResult is the outcome for one VM.
