@@ -273,29 +273,38 @@ func (p *Planner) planEntry(st *entryState, now time.Time, plan *Plan) time.Time
 }
 
 // newestUpTo returns the newest slot s with after < s <= t, or zero. It
-// probes backwards from t in doubling steps, so a long downtime of a
-// frequent schedule costs a few dozen evaluations, not one per slot.
+// walks forward a few slots; when there are more, it probes backwards from
+// t in doubling steps, so a long downtime of a frequent schedule costs a
+// few dozen evaluations, not one per slot.
 func (sc *Schedule) newestUpTo(t, after time.Time) time.Time {
-	if !t.After(after) {
+	x := sc.Next(after)
+	if x.IsZero() || x.After(t) {
 		return time.Time{}
 	}
-	const maxStep = 100 * 365 * 24 * time.Hour
-	for w := time.Minute; ; w *= 2 {
-		lo, last := t.Add(-w), false
-		if w > maxStep || !lo.After(after) {
-			lo, last = after, true
+	for range 64 {
+		y := sc.Next(x)
+		if y.IsZero() || y.After(t) {
+			return x
 		}
-		if x := sc.Next(lo); !x.IsZero() && !x.After(t) {
+		x = y
+	}
+	// x is a slot at or before t; the newest lies in (x, t].
+	for w := time.Minute; ; w *= 2 {
+		lo := t.Add(-w)
+		if !lo.After(x) {
+			lo = x
+		}
+		if y := sc.Next(lo); !y.IsZero() && !y.After(t) {
 			for {
-				y := sc.Next(x)
-				if y.IsZero() || y.After(t) {
-					return x
+				z := sc.Next(y)
+				if z.IsZero() || z.After(t) {
+					return y
 				}
-				x = y
+				y = z
 			}
 		}
-		if last {
-			return time.Time{}
+		if lo.Equal(x) {
+			return x
 		}
 	}
 }
