@@ -39,7 +39,7 @@ func TestBackupThrottled(t *testing.T) {
 	w.write("a", "vda", 0, randBytes(1, 3*chunk))
 	w.write("b", "vda", chunk/2, randBytes(2, chunk))
 	const rate = 1e6
-	sched, err := throttle.Config{Default: rate}.Compile()
+	sched, err := throttle.Config{Limit: rate}.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 
 func weekdayLimit(t *testing.T, limit, def Rate) *Schedule {
 	t.Helper()
-	s, err := Config{Timezone: "Europe/Berlin", Default: def,
+	s, err := Config{Timezone: "Europe/Berlin", Limit: def,
 		Windows: []Window{{Days: "mon-fri", Hours: "08:00-18:00", Limit: limit}}}.Compile()
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestUnlimitedNeverBlocks(t *testing.T) {
 }
 
 func TestWaitHonoursContext(t *testing.T) {
-	s, err := Config{Default: 1000}.Compile() // 1 kB/s
+	s, err := Config{Limit: 1000}.Compile() // 1 kB/s
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestReadRateWithinLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s, err := Config{Default: limit}.Compile()
+	s, err := Config{Limit: limit}.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}

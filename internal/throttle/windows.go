@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // IANA zones even on hosts without /usr/share/zoneinfo
 )
 
 // ErrInvalid is wrapped by every validation error (see FieldError).
@@ -45,11 +46,12 @@ type Window struct {
 	Limit Rate `yaml:"limit" json:"limit"`
 }
 
-// Config is a bandwidth limit: a default and the windows that override it.
-// When windows overlap, the lowest limit of those in effect applies.
+// Config is a bandwidth limit and the windows that override it, as a
+// group's "bandwidth" in kura.yaml. When windows overlap, the lowest limit
+// of those in effect applies.
 type Config struct {
-	// Default applies outside every window (0: unlimited).
-	Default Rate     `yaml:"default,omitempty" json:"default,omitempty"`
+	// Limit applies outside every window (0: unlimited).
+	Limit   Rate     `yaml:"limit,omitempty" json:"limit,omitempty"`
 	Windows []Window `yaml:"windows,omitempty" json:"windows,omitempty"`
 	// Timezone of the windows (IANA name; empty: the server's local zone).
 	Timezone string `yaml:"timezone,omitempty" json:"timezone,omitempty"`
@@ -76,9 +78,9 @@ func Unlimited() *Schedule { return &Schedule{loc: time.UTC} }
 
 // Compile checks c and returns its Schedule. Errors are *FieldError.
 func (c Config) Compile() (*Schedule, error) {
-	s := &Schedule{def: c.Default, loc: time.Local}
-	if c.Default < 0 {
-		return nil, &FieldError{"default", c.Default.String(), errors.New("negative")}
+	s := &Schedule{def: c.Limit, loc: time.Local}
+	if c.Limit < 0 {
+		return nil, &FieldError{"limit", c.Limit.String(), errors.New("negative")}
 	}
 	if c.Timezone != "" {
 		loc, err := time.LoadLocation(c.Timezone)

@@ -26,7 +26,7 @@ func berlin(t testing.TB, s string) time.Time {
 func TestConfigFromYAML(t *testing.T) {
 	src := `
 timezone: Europe/Berlin
-default: unlimited
+limit: unlimited
 windows:
   - {days: mon-fri, hours: "08:00-18:00", limit: 50MB/s}
   - {days: fri, hours: "22:00-06:00", limit: 1GiB/s}
@@ -36,7 +36,7 @@ windows:
 	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Windows[0].Limit != 50e6 || c.Windows[1].Limit != 1<<30 || c.Windows[2].Limit != 200000 || c.Default != 0 {
+	if c.Windows[0].Limit != 50e6 || c.Windows[1].Limit != 1<<30 || c.Windows[2].Limit != 200000 || c.Limit != 0 {
 		t.Fatalf("decoded %+v", c)
 	}
 	s, err := c.Compile()
@@ -76,7 +76,7 @@ windows:
 
 func TestConfigJSONAndDefaults(t *testing.T) {
 	var c Config
-	if err := json.Unmarshal([]byte(`{"default":"10MB/s","windows":[{"days":"daily","hours":"00:00-06:00","limit":"unlimited"}],"timezone":"UTC"}`), &c); err != nil {
+	if err := json.Unmarshal([]byte(`{"limit":"10MB/s","windows":[{"days":"daily","hours":"00:00-06:00","limit":"unlimited"}],"timezone":"UTC"}`), &c); err != nil {
 		t.Fatal(err)
 	}
 	s, err := c.Compile()
@@ -94,7 +94,7 @@ func TestConfigJSONAndDefaults(t *testing.T) {
 		t.Fatalf("unlimited: %v %v", r, u)
 	}
 	out, _ := json.Marshal(c)
-	if !strings.Contains(string(out), `"default":"10MB/s"`) || !strings.Contains(string(out), `"limit":"unlimited"`) {
+	if !strings.Contains(string(out), `"limit":"10MB/s"`) || !strings.Contains(string(out), `"limit":"unlimited"`) {
 		t.Fatalf("json %s", out)
 	}
 }
@@ -116,7 +116,7 @@ func TestConfigErrors(t *testing.T) {
 		{w("", "08:00-08:00"), "windows[1].hours", "empty"},
 		{w("", "08:60-09:00"), "windows[1].hours", "not a time of day"},
 		{Config{Windows: []Window{{Limit: -1}}}, "windows[0].limit", "negative"},
-		{Config{Default: -5}, "default", "negative"},
+		{Config{Limit: -5}, "limit", "negative"},
 		{Config{Timezone: "Mars/Olympus"}, "timezone", "unknown time zone"},
 	}
 	for _, c := range cases {
