@@ -112,8 +112,10 @@ func NewPlanner(ctx context.Context, entries []Entry, store Store, started time.
 }
 
 // Update replaces the entries (a configuration reload at now): entries
-// kept keep their recorded times, new ones are recorded as handled up to
-// now. Nothing changes when an entry is invalid.
+// kept unchanged keep their recorded times; new ones, and ones whose spec
+// changed, are recorded as handled up to now (a new spec does not make up
+// for slots of its own before the change). Nothing changes when an entry
+// is invalid.
 func (p *Planner) Update(ctx context.Context, entries []Entry, now time.Time) error {
 	states := make([]*entryState, 0, len(entries))
 	byID := make(map[string]*entryState, len(entries))
@@ -135,7 +137,7 @@ func (p *Planner) Update(ctx context.Context, entries []Entry, now time.Time) er
 	}
 	for _, st := range states {
 		t := runs[st.id].Last
-		if t.IsZero() {
+		if old := p.byID[st.id]; t.IsZero() || old != nil && old.sched.spec != st.sched.spec {
 			t = now
 			if err := p.store.RecordScheduleRun(ctx, catalog.ScheduleRun{ID: st.id, Last: t}); err != nil {
 				return fmt.Errorf("record new schedule %s: %w", st.id, err)

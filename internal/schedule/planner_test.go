@@ -244,8 +244,12 @@ func TestPlannerUpdateAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPlan(t, p.Plan(t1), time.UTC, "wake Mon 02:00")
-	if p.Schedule("b") != nil || !st.times["c"].Equal(t1) || !p.Next("a").Equal(t0.Add(2*time.Hour)) {
+	if p.Schedule("b") != nil || !st.times["c"].Equal(t1) || !st.times["a"].Equal(t1) || !p.Next("a").Equal(t0.Add(2*time.Hour)) {
 		t.Fatalf("after reload: b %v, c %v, a next %v", p.Schedule("b"), st.times["c"], p.Next("a"))
+	}
+	// The same entries again: nothing moves.
+	if err := p.Update(ctx, []Entry{{ID: "a", Spec: Spec{Every: 2 * time.Hour}}, {ID: "c", Spec: Spec{Every: 30 * time.Minute}}}, t1.Add(time.Hour)); err != nil || !st.times["a"].Equal(t1) {
+		t.Fatalf("unchanged reload: %v, a recorded %v", err, st.times["a"])
 	}
 	bad := []Entry{{ID: "a", Spec: Spec{Every: 2 * time.Hour}}, {ID: "x", Spec: Spec{Cron: "0 24 * * *"}}}
 	err = p.Update(ctx, bad, t1)
