@@ -87,9 +87,7 @@ type BackupOptions struct {
 	// Unmatched are selectors that matched no VM: each is a failed item of
 	// the job (a typo must not pass for success).
 	Unmatched []hypervisor.Match
-	// Throttle limits the disks' reads (nil: no limit). Every disk of
-	// every VM reads through it: the limit is the job's (or, shared
-	// between jobs, the group's or server's), not a disk's.
+	// Throttle limits the reads of every disk together (nil: no limit).
 	Throttle *throttle.Limiter
 }
 
