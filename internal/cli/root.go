@@ -121,6 +121,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.benchmarkCommand(),
 		a.verifyCommand(),
 		a.pruneCommand(),
+		a.policyCommand(),
 		a.gcCommand(),
 		a.locksCommand(),
 		a.vmCommand(),
