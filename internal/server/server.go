@@ -28,6 +28,7 @@ import (
 	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/service"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // Options configure a Server.
@@ -75,7 +76,10 @@ type Server struct {
 	bg       sync.WaitGroup // background tasks (self backups)
 	rpoMu    sync.Mutex
 	rpoLate  map[string]bool // VMs beyond their RPO (told once per crossing)
-	lastSelf time.Time       // last daily self backup
+	full     map[string]bool // repositories nearly full (told once per crossing)
+	limMu    sync.Mutex
+	limiters map[string]*throttle.Limiter // by group
+	lastSelf time.Time                    // last daily self backup
 }
 
 // Version is kura's version, set by the command line.
