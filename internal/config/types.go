@@ -93,17 +93,17 @@ type Group struct {
 	Connections []string `yaml:"connections,omitempty" json:"connections,omitempty"`
 	// Selectors are evaluated at every run (name:GLOB, uuid:, ipaddr:,
 	// powerstate:, any:, tag:NAME, or a plain name).
-	Selectors   []string  `yaml:"selectors" json:"selectors"`
-	Consistency string    `yaml:"consistency,omitempty" json:"consistency,omitempty"` // auto, application, crash, pause
-	Retries     *int      `yaml:"retries,omitempty" json:"retries,omitempty"`         // 2
-	RetryDelay  Duration  `yaml:"retry_delay,omitempty" json:"retry_delay,omitempty"` // 1m
-	Parallel    int       `yaml:"parallel,omitempty" json:"parallel,omitempty"`       // VMs of the group at once (2)
-	RPO         Duration  `yaml:"rpo,omitempty" json:"rpo,omitempty"`                 // newest good point no older than this
-	Schedules   []Sched   `yaml:"schedules,omitempty" json:"schedules,omitempty"`
-	Retention   Retention `yaml:"retention,omitempty" json:"retention,omitempty"`
+	Selectors   []string        `yaml:"selectors" json:"selectors"`
+	Consistency string          `yaml:"consistency,omitempty" json:"consistency,omitempty"` // auto, application, crash, pause
+	Retries     *int            `yaml:"retries,omitempty" json:"retries,omitempty"`         // 2
+	RetryDelay  Duration        `yaml:"retry_delay,omitempty" json:"retry_delay,omitempty"` // 1m
+	Parallel    int             `yaml:"parallel,omitempty" json:"parallel,omitempty"`       // VMs of the group at once (2)
+	RPO         Duration        `yaml:"rpo,omitempty" json:"rpo,omitempty"`                 // newest good point no older than this
+	Schedules   []Sched         `yaml:"schedules,omitempty" json:"schedules,omitempty"`
+	Retention   Retention       `yaml:"retention,omitempty" json:"retention,omitempty"`
 	Bandwidth   throttle.Config `yaml:"bandwidth,omitempty" json:"bandwidth,omitempty"`
-	Restore     Rights    `yaml:"restore,omitempty" json:"restore,omitempty"`
-	Unprotected string    `yaml:"unprotected,omitempty" json:"unprotected,omitempty"` // skip (default) or fail
+	Restore     Rights          `yaml:"restore,omitempty" json:"restore,omitempty"`
+	Unprotected string          `yaml:"unprotected,omitempty" json:"unprotected,omitempty"` // skip (default) or fail
 }
 
 // Schedule kinds.

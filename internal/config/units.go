@@ -69,7 +69,6 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 // IsZero lets omitempty leave zero durations out.
 func (d Duration) IsZero() bool { return d == 0 }
 
-
 // MarshalJSON writes a Duration as its string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
@@ -91,4 +90,3 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	*d = v
 	return nil
 }
-
