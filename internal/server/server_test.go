@@ -45,7 +45,7 @@ type testServer struct {
 	done    chan error
 }
 
-func writeConfig(t *testing.T, dir string, edit func(string) string) string {
+func writeConfig(t testing.TB, dir string, edit func(string) string) string {
 	t.Helper()
 	repoDir := filepath.Join(dir, "repo")
 	if err := os.MkdirAll(repoDir, 0o700); err != nil {
