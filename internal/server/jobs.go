@@ -100,13 +100,16 @@ func (s *Server) runBackup(ctx context.Context, j catalog.Job, g config.Group, p
 	}
 	if !p.Slot.IsZero() {
 		opts.Skip = func(vm hypervisor.VM) string {
+			if other := s.claimSlot(vm.UUID, p.Slot, g.Name); other != "" {
+				log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "by_group", other)
+				return fmt.Sprintf("backed up in this schedule slot by group %s", other)
+			}
 			last, err := s.cat.LatestPoint(ctx, r.Config().ID, vm.UUID)
-			if err != nil || last.Started.Before(p.Slot) {
+			if err != nil || last.Started.Before(p.Slot) || pointGroup(last.Tags) == g.Name {
 				return ""
 			}
-			log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "point", last.ID,
-				"tags", last.Tags)
-			return fmt.Sprintf("already backed up in this schedule slot (point %s %v)", last.ID, last.Tags)
+			log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "point", last.ID, "tags", last.Tags)
+			return fmt.Sprintf("already backed up in this schedule slot (point %s of group %s)", last.ID, pointGroup(last.Tags))
 		}
 	}
 	perHost, perRepo := orDefault(cfg.Limits.VMsPerHost, config.DefaultVMsPerHost), orDefault(cfg.Limits.VMsPerRepository, config.DefaultVMsPerRepo)
@@ -285,4 +288,24 @@ func (s *Server) limiter(g config.Group) (*throttle.Limiter, error) {
 		l.SetSchedule(sched)
 	}
 	return l, nil
+}
+
+// claimSlot records that group backs vm up in the schedule slot and
+// returns "" — or, when another group claimed it first, that group.
+func (s *Server) claimSlot(vm string, slot time.Time, group string) string {
+	s.slotMu.Lock()
+	defer s.slotMu.Unlock()
+	if s.slots == nil {
+		s.slots = map[string]string{}
+	}
+	key := vm + "@" + slot.UTC().Format(time.RFC3339)
+	if other, ok := s.slots[key]; ok && other != group {
+		return other
+	}
+	s.slots[key] = group
+	if len(s.slots) > 100_000 {
+		clear(s.slots) // claims matter within one slot only
+		s.slots[key] = group
+	}
+	return ""
 }

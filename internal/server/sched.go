@@ -63,6 +63,9 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 		s.log.Error("schedules not planned", "err", err)
 		return
 	}
+	s.plannerMu.Lock()
+	s.planner = planner
+	s.plannerMu.Unlock()
 	t := time.NewTicker(s.opts.Tick)
 	defer t.Stop()
 	lastInv, lastInfo := s.opts.Now(), s.opts.Now()
@@ -145,4 +148,40 @@ func (s *Server) launch(ctx context.Context, f firing, slot time.Time, trigger s
 	}
 	s.log.Info("scheduled job queued", "group", f.group.Name, "kind", f.sched.Kind, "job", j.ID, "slot", slot)
 	return j.ID, nil
+}
+
+// ScheduleInfo is one schedule and when it runs next.
+type ScheduleInfo struct {
+	ID       string        `json:"id"`
+	Group    string        `json:"group"`
+	Kind     string        `json:"kind"`
+	Schedule schedule.Spec `json:"schedule"`
+	Next     time.Time     `json:"next"`
+	Last     time.Time     `json:"last,omitzero"`
+	LastJob  string        `json:"last_job,omitempty"`
+}
+
+func (s *Server) listSchedules(rc *reqCtx) (any, error) {
+	runs, err := s.cat.ScheduleRuns(rc.ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.plannerMu.Lock()
+	planner := s.planner
+	s.plannerMu.Unlock()
+	out := []ScheduleInfo{}
+	for _, g := range rc.cfg.Groups {
+		if !rc.p.Allows("read", g.Name) {
+			continue
+		}
+		for _, sc := range g.Schedules {
+			id := scheduleID(g, sc)
+			si := ScheduleInfo{ID: id, Group: g.Name, Kind: sc.Kind, Schedule: Spec(sc), Last: runs[id].Last, LastJob: runs[id].Job}
+			if planner != nil {
+				si.Next = planner.Next(id)
+			}
+			out = append(out, si)
+		}
+	}
+	return out, nil
 }

@@ -558,3 +558,53 @@ func TestNotifyTestEndpoint(t *testing.T) {
 		t.Errorf("unknown destination: %d", code)
 	}
 }
+
+// TestVMInTwoGroups: a VM two groups select is backed up once per
+// schedule slot; the second group's job skips it with a warning.
+func TestVMInTwoGroups(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 10, 0, 30, 0, time.UTC)}
+	ts := startServerWith(t, clock.Now, func(cfg string) string {
+		every := "    schedules:\n      - {kind: backup, every: 1h}\n"
+		cfg = strings.Replace(cfg, "    rpo: 1h\n", "    rpo: 1h\n"+every, 1)
+		return strings.Replace(cfg, "  - name: db\n    selectors: [\"name:db-*\"]\n", "  - name: db\n    selectors: [\"name:db-*\", \"web-1\"]\n"+every, 1)
+	})
+	ops := ts.login("admin", "admin password", config.RoleOperator)
+	clock.set(time.Date(2026, 12, 1, 11, 0, 1, 0, time.UTC))
+	var jobs []catalog.Job
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list JobList
+		ts.call(ops, "GET", APIPrefix+"/jobs?kind=backup", nil, &list)
+		done := 0
+		for _, j := range list.Jobs {
+			if j.State.Final() {
+				done++
+			}
+		}
+		if done == 2 {
+			jobs = list.Jobs
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled jobs: %+v", list.Jobs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	backedUp, skipped := 0, 0
+	for _, j := range jobs {
+		for _, v := range j.VMs {
+			if v.VMName != "web-1" {
+				continue
+			}
+			switch v.State {
+			case phase.Succeeded:
+				backedUp++
+			case phase.Skipped:
+				skipped++
+			}
+		}
+	}
+	if backedUp != 1 || skipped != 1 {
+		t.Errorf("web-1 in two groups: backed up %d times, skipped %d times in one slot", backedUp, skipped)
+	}
+}
