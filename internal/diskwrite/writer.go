@@ -128,6 +128,10 @@ func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
 	return w, nil
 }
 
+// DataBytes is the number of bytes sent to the image so far (it makes a
+// Writer a hypervisor.DiskSink).
+func (w *Writer) DataBytes() int64 { return w.data.Load() }
+
 // Size is the image's virtual size.
 func (w *Writer) Size() int64 { return w.t.Size }
 

@@ -79,6 +79,9 @@ type BackupOptions struct {
 	// Unprotected is "skip" (record the disk as unprotected and go on) or
 	// "fail" (fail the VM).
 	Unprotected string
+	// Preexisting is what to do with a backup snapshot of kura a killed
+	// run left on a VM (vSphere): fail (the default) or delete.
+	Preexisting hypervisor.PreexistingPolicy
 }
 
 // VMResult is the outcome for one VM.

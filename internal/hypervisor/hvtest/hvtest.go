@@ -3,9 +3,13 @@
 //
 // The suite creates a VM through Target.MakeVM, writes patterns into its
 // first protectable disk through the write function MakeVM returns, and
-// checks inventory, full and incremental sessions, checkpoint handling on
-// failure, the missing-base error, leftover cleanup, and the restore-target
-// methods (define, start, stop, undefine).
+// checks the connector's capabilities against what it does, inventory,
+// full and incremental sessions (named checkpoints or per-disk change ids,
+// as Capabilities.ChangeTracking says), checkpoint handling on failure,
+// the missing-base error, leftover cleanup, a whole restore as a new VM
+// through the Restorer interface (plan, plan file, rendered configuration,
+// disk sinks, define), and the restore-target methods (define, start, stop,
+// undefine).
 package hvtest
 
 import (
@@ -41,6 +45,12 @@ type Target struct {
 	// NewConfig returns a configuration DefineVM accepts for a new VM of
 	// that name and UUID, which StartVM can boot. Required.
 	NewConfig func(t *testing.T, name, uuid string) []byte
+	// Storage returns the RestoreRequest.Storage of restores as a new VM
+	// (a directory the test owns, a datastore). Required.
+	Storage func(t *testing.T) string
+	// ReadDisk returns the guest-visible bytes of a restored image at a
+	// plan path (ReadLocalImage for images on this host). Required.
+	ReadDisk func(t *testing.T, path, format string) []byte
 }
 
 const mib = 1 << 20
@@ -56,11 +66,42 @@ func Run(t *testing.T, tg Target) {
 	if tg.Timeout == 0 {
 		tg.Timeout = 2 * time.Minute
 	}
+	if tg.NewConfig == nil || tg.Storage == nil || tg.ReadDisk == nil {
+		t.Fatal("hvtest.Target needs NewConfig, Storage and ReadDisk")
+	}
+	caps := tg.Connector.Capabilities()
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, caps) })
 	t.Run("Inventory", func(t *testing.T) { testInventory(t, tg) })
-	t.Run("FullThenIncremental", func(t *testing.T) { testFullIncremental(t, tg) })
-	t.Run("MissingBase", func(t *testing.T) { testMissingBase(t, tg) })
-	t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, tg) })
+	if !caps.Backup {
+		t.Run("NoBackup", func(t *testing.T) { testNoBackup(t, tg) })
+	} else {
+		t.Run("FullThenIncremental", func(t *testing.T) { testFullIncremental(t, tg) })
+		t.Run("MissingBase", func(t *testing.T) { testMissingBase(t, tg) })
+		t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, tg) })
+		t.Run("RestoreNewVM", func(t *testing.T) { testRestoreNewVM(t, tg) })
+	}
 	t.Run("RestoreTarget", func(t *testing.T) { testRestoreTarget(t, tg) })
+}
+
+func testCapabilities(t *testing.T, caps hypervisor.Capabilities) {
+	if caps.Kind == "" || caps.ConfigFormat == "" {
+		t.Errorf("capabilities %+v: kind and config format must be set", caps)
+	}
+	if !slices.Contains(caps.RestoreFormats, caps.ConfigFormat) {
+		t.Errorf("capabilities %+v: the connector cannot restore its own configuration format", caps)
+	}
+	switch caps.ChangeTracking {
+	case hypervisor.TrackNone, hypervisor.TrackCheckpoints, hypervisor.TrackChangeIDs:
+	default:
+		t.Errorf("capabilities: change tracking %q unknown", caps.ChangeTracking)
+	}
+}
+
+func testNoBackup(t *testing.T, tg Target) {
+	vm, _ := tg.MakeVM(t)
+	if _, err := tg.begin(t, tg.ctx(t), vm, "", "kura-hvt-nb", nil); !errors.Is(err, hypervisor.ErrUnsupported) {
+		t.Fatalf("BeginBackup on a connection without Backup: %v, want ErrUnsupported", err)
+	}
 }
 
 func (tg Target) ctx(t *testing.T) context.Context {
@@ -69,10 +110,10 @@ func (tg Target) ctx(t *testing.T) context.Context {
 	return ctx
 }
 
-func (tg Target) begin(t *testing.T, ctx context.Context, vm hypervisor.VM, base, next string) (hypervisor.BackupSession, error) {
+func (tg Target) begin(t *testing.T, ctx context.Context, vm hypervisor.VM, base, next string, ids map[string]string) (hypervisor.BackupSession, error) {
 	s, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{
 		Consistency: tg.Consistency, BaseCheckpoint: base, NewCheckpoint: next,
-		ScratchDir: tg.ScratchDir(t),
+		BaseChangeIDs: ids, ScratchDir: tg.ScratchDir(t),
 	})
 	if err == nil {
 		t.Cleanup(func() { _ = s.Close(context.Background(), false) })
@@ -179,13 +220,25 @@ func readEqual(t *testing.T, d hypervisor.SessionDisk, off int64, want []byte) {
 	}
 }
 
+// changeIDs returns the change ids a session reported, by target.
+func changeIDs(s hypervisor.BackupSession) map[string]string {
+	ids := map[string]string{}
+	for _, d := range s.Disks() {
+		if d.ChangeID != "" {
+			ids[d.Target] = d.ChangeID
+		}
+	}
+	return ids
+}
+
 func testFullIncremental(t *testing.T, tg Target) {
 	ctx := tg.ctx(t)
+	caps := tg.Connector.Capabilities()
 	vm, write := tg.MakeVM(t)
 	disk := firstProtectable(t, vm)
 	write(2*mib, pattern(0xa1))
 
-	s1, err := tg.begin(t, ctx, vm, "", "kura-hvt-1")
+	s1, err := tg.begin(t, ctx, vm, "", "kura-hvt-1", nil)
 	if err != nil {
 		t.Fatalf("full BeginBackup: %v", err)
 	}
@@ -211,8 +264,21 @@ func testFullIncremental(t *testing.T, tg Target) {
 	if cp := s1.Checkpoint(); cp != "" && cp != "kura-hvt-1" {
 		t.Errorf("Checkpoint() = %q, want kura-hvt-1", cp)
 	}
-	if _, f := s1.Config(); f == "" {
-		t.Errorf("Config() has no format")
+	if _, f := s1.Config(); f != caps.ConfigFormat {
+		t.Errorf("Config() format %q, capabilities say %q", f, caps.ConfigFormat)
+	}
+	ids := changeIDs(s1)
+	tracked := caps.ChangeTracking != hypervisor.TrackNone && (vm.State != hypervisor.PowerOff || caps.OfflineChangeTracking)
+	switch {
+	case tracked && s1.Checkpoint() == "":
+		t.Errorf("capabilities claim change tracking (%s, offline %v) for this %s vm, but the session has no checkpoint",
+			caps.ChangeTracking, caps.OfflineChangeTracking, vm.State)
+	case !tracked && s1.Checkpoint() != "":
+		t.Errorf("capabilities claim no change tracking for this %s vm, but the session made checkpoint %s", vm.State, s1.Checkpoint())
+	case caps.ChangeTracking == hypervisor.TrackChangeIDs && tracked && ids[disk.Target] == "":
+		t.Errorf("change-id tracking: disk %s reports no change id", disk.Target)
+	case caps.ChangeTracking != hypervisor.TrackChangeIDs && len(ids) > 0:
+		t.Errorf("change ids %v reported by a connector tracking by %s", ids, caps.ChangeTracking)
 	}
 	if err := s1.Close(ctx, true); err != nil {
 		t.Fatalf("Close(true): %v", err)
@@ -222,7 +288,7 @@ func testFullIncremental(t *testing.T, tg Target) {
 	}
 
 	write(5*mib, pattern(0xb2))
-	s2, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-2")
+	s2, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-2", ids)
 	if err != nil {
 		t.Fatalf("incremental BeginBackup: %v", err)
 	}
@@ -233,7 +299,7 @@ func testFullIncremental(t *testing.T, tg Target) {
 
 	// The failed session must leave kura-hvt-1 usable as a base, with the
 	// write still counted as changed.
-	s3, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-3")
+	s3, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-3", ids)
 	if err != nil {
 		t.Fatalf("BeginBackup after Close(false): %v", err)
 	}
@@ -241,8 +307,17 @@ func testFullIncremental(t *testing.T, tg Target) {
 	if err := s3.Close(ctx, true); err != nil {
 		t.Fatalf("Close(true): %v", err)
 	}
+	if caps.ChangeTracking == hypervisor.TrackChangeIDs {
+		// Change ids live with the points: an id the hypervisor never
+		// issued is a missing base.
+		bogus := map[string]string{disk.Target: "52 00 00 00 00 00 00 00-00 00 00 00 00 00 00 00/999"}
+		if _, err := tg.begin(t, ctx, vm, "kura-hvt-3", "kura-hvt-4", bogus); !errors.Is(err, hypervisor.ErrCheckpointMissing) {
+			t.Errorf("unknown change id: error %v, want ErrCheckpointMissing", err)
+		}
+		return
+	}
 	// After success the older kura checkpoint is gone.
-	if _, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-4"); !errors.Is(err, hypervisor.ErrCheckpointMissing) {
+	if _, err := tg.begin(t, ctx, vm, "kura-hvt-1", "kura-hvt-4", ids); !errors.Is(err, hypervisor.ErrCheckpointMissing) {
 		t.Errorf("base kura-hvt-1 after a later success: error %v, want ErrCheckpointMissing", err)
 	}
 }
@@ -272,12 +347,12 @@ func checkIncremental(t *testing.T, d hypervisor.SessionDisk, off int64, want []
 func testMissingBase(t *testing.T, tg Target) {
 	ctx := tg.ctx(t)
 	vm, _ := tg.MakeVM(t)
-	_, err := tg.begin(t, ctx, vm, "kura-hvt-never-made", "kura-hvt-x")
+	_, err := tg.begin(t, ctx, vm, "kura-hvt-never-made", "kura-hvt-x", nil)
 	if !errors.Is(err, hypervisor.ErrCheckpointMissing) {
 		t.Fatalf("BeginBackup with a missing base: error %v, want ErrCheckpointMissing", err)
 	}
 	// The failed attempt must not leave the new checkpoint behind.
-	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-x")
+	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-x", nil)
 	if err != nil {
 		t.Fatalf("full BeginBackup after the failure: %v", err)
 	}
@@ -291,10 +366,11 @@ func testLeftovers(t *testing.T, tg Target) {
 	vm, write := tg.MakeVM(t)
 	disk := firstProtectable(t, vm)
 	write(mib, pattern(0xc1))
-	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-l1")
+	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-l1", nil)
 	if err != nil {
 		t.Fatalf("BeginBackup: %v", err)
 	}
+	ids := changeIDs(s)
 	if err := s.Close(ctx, true); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -305,7 +381,7 @@ func testLeftovers(t *testing.T, tg Target) {
 	// An abandoned session (the process was killed before Close).
 	if _, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{
 		Consistency: tg.Consistency, BaseCheckpoint: "kura-hvt-l1", NewCheckpoint: "kura-hvt-l2",
-		ScratchDir: tg.ScratchDir(t),
+		BaseChangeIDs: ids, ScratchDir: tg.ScratchDir(t),
 	}); err != nil {
 		t.Fatalf("BeginBackup: %v", err)
 	}
@@ -334,7 +410,7 @@ func testLeftovers(t *testing.T, tg Target) {
 	}
 	// The kept base still works.
 	write(3*mib, pattern(0xc3))
-	s2, err := tg.begin(t, ctx, vm, "kura-hvt-l1", "kura-hvt-l3")
+	s2, err := tg.begin(t, ctx, vm, "kura-hvt-l1", "kura-hvt-l3", ids)
 	if err != nil {
 		t.Fatalf("BeginBackup after cleanup: %v", err)
 	}
