@@ -172,6 +172,7 @@ func TestWriteThin(t *testing.T) {
 		{"qcow2-writeback", "qcow2", Options{Cache: "writeback"}},
 		{"raw", "raw", Options{}},
 		{"raw-via-nbd", "raw", Options{RawViaNBD: true}},
+		{"vmdk", "vmdk", Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
