@@ -100,7 +100,7 @@ func changed(t *testing.T, s *Sim, vm *object.VirtualMachine, snap *types.Manage
 func dataDisk(t *testing.T, size int64) string {
 	t.Helper()
 	b := make([]byte, size)
-	copy(b[0:], bytes.Repeat([]byte{1}, 100<<10))   // blocks 0-1
+	copy(b[0:], bytes.Repeat([]byte{1}, 100<<10))    // blocks 0-1
 	copy(b[9*mib:], bytes.Repeat([]byte{2}, 64<<10)) // block 144
 	p := t.TempDir() + "/disk.raw"
 	if err := os.WriteFile(p, b, 0o600); err != nil {
