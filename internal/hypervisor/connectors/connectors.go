@@ -8,8 +8,10 @@ package connectors
 import (
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/libvirt"
+	"github.com/kurabackup/kura/internal/hypervisor/vsphere"
 )
 
 func init() {
 	hypervisor.Register(libvirt.Driver())
+	hypervisor.Register(vsphere.Driver())
 }
