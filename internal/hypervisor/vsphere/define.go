@@ -313,12 +313,15 @@ func (c *Connector) replace(ctx context.Context, vm hypervisor.VM, doc *defineDo
 	}
 	upd := types.VirtualMachineConfigSpec{MemoryMB: spec.MemoryMB, NumCPUs: spec.NumCPUs, NumCoresPerSocket: spec.NumCoresPerSocket}
 	have := map[string]bool{}
-	for _, dev := range cur.SelectByType((*types.VirtualDisk)(nil)) {
+	described := describeDisks(cur)
+	for i, dev := range cur.SelectByType((*types.VirtualDisk)(nil)) {
 		file := ""
 		if b, ok := dev.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
 			file = b.GetVirtualDeviceFileBackingInfo().FileName
 		}
-		if want[file] {
+		if want[file] || !described[i].Protectable {
+			// Disks the point could not hold (RDMs, independent disks)
+			// stay attached as they are.
 			have[file] = true
 			continue
 		}

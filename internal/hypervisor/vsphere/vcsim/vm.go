@@ -137,6 +137,30 @@ func run(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
+// Folder creates a VM folder under the datacenter's vm folder (when
+// missing) and returns its inventory path.
+func (s *Sim) Folder(t testing.TB, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	f := s.finder()
+	p := "/" + s.Datacenter + "/vm/" + name
+	if _, err := f.Folder(ctx, p); err == nil {
+		return p
+	}
+	dc, err := f.Datacenter(ctx, s.Datacenter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := folders.VmFolder.CreateFolder(ctx, name); err != nil {
+		t.Fatalf("vcsim: folder %s: %v", name, err)
+	}
+	return p
+}
+
 // NewVM creates a VM as the spec says, its disks made with qemu-img in the
 // datastore directory, and returns it.
 func (s *Sim) NewVM(t testing.TB, spec VMSpec) *object.VirtualMachine {
