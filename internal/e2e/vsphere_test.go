@@ -152,7 +152,9 @@ func TestVSphereBackupRestore(t *testing.T) {
 		len(p1.Disks) != 2 || p1.Disks[0].ChangeID == "" || p1.Checkpoint == "" {
 		t.Fatalf("first point %+v", p1)
 	}
-	if !slices.ContainsFunc(p1.Notes, func(n string) bool { return strings.Contains(n, "scsi0:2 not protected: raw device mapping in physical") }) ||
+	if !slices.ContainsFunc(p1.Notes, func(n string) bool {
+		return strings.Contains(n, "scsi0:2 not protected: raw device mapping in physical")
+	}) ||
 		!slices.ContainsFunc(p1.Notes, func(n string) bool { return strings.Contains(n, "changed block tracking was off") }) {
 		t.Fatalf("first point notes %v", p1.Notes)
 	}
