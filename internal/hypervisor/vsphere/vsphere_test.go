@@ -272,3 +272,7 @@ func TestIncompatiblePoint(t *testing.T) {
 		t.Fatalf("libvirt point on vsphere: %v", err)
 	}
 }
+
+func hypervisorOpts() hypervisor.OpenOptions {
+	return hypervisor.OpenOptions{Password: password(vcsim.Password)}
+}
