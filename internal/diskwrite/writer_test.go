@@ -341,8 +341,8 @@ func TestExistsAbortAndPartial(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := Create(ctx, Target{Path: "/tmp/x.vmdk", Format: "vmdk", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
-		t.Errorf("vmdk: %v", err)
+	if _, err := Create(ctx, Target{Path: "/tmp/x.vdi", Format: "vdi", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
+		t.Errorf("vdi: %v", err)
 	}
 	if _, err := Create(ctx, Target{Path: "rel.raw", Format: "raw", Size: 1 << 20}, Options{}); err == nil {
 		t.Error("relative path accepted")
