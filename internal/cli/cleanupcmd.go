@@ -15,7 +15,7 @@ func (a *App) cleanupCommand() *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "cleanup [VM...]",
-		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, sockets, scratch files, stale repository locks)",
+		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, vSphere snapshots, sockets, scratch files, stale repository locks)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			r, err := a.openRepo(ctx)

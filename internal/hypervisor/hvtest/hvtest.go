@@ -79,6 +79,7 @@ func Run(t *testing.T, tg Target) {
 		t.Run("MissingBase", func(t *testing.T) { testMissingBase(t, tg) })
 		t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, tg) })
 		t.Run("RestoreNewVM", func(t *testing.T) { testRestoreNewVM(t, tg) })
+		t.Run("Pause", func(t *testing.T) { testPause(t, tg) })
 	}
 	t.Run("RestoreTarget", func(t *testing.T) { testRestoreTarget(t, tg) })
 }
@@ -94,6 +95,31 @@ func testCapabilities(t *testing.T, caps hypervisor.Capabilities) {
 	case hypervisor.TrackNone, hypervisor.TrackCheckpoints, hypervisor.TrackChangeIDs:
 	default:
 		t.Errorf("capabilities: change tracking %q unknown", caps.ChangeTracking)
+	}
+}
+
+// testPause checks the Pause capability on a running VM: a pause session
+// reaches ConsistencyPause, or ModePause is refused as unsupported.
+func testPause(t *testing.T, tg Target) {
+	vm, _ := tg.MakeVM(t)
+	if vm.State != hypervisor.PowerOn {
+		t.Log("the target's VMs are not running: pause does not apply")
+		return
+	}
+	ctx := tg.ctx(t)
+	s, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{Consistency: hypervisor.ModePause, NewCheckpoint: "kura-hvt-p", ScratchDir: tg.ScratchDir(t)})
+	if !tg.Connector.Capabilities().Pause {
+		if !errors.Is(err, hypervisor.ErrUnsupported) {
+			t.Fatalf("ModePause without the Pause capability: %v, want ErrUnsupported", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("ModePause: %v", err)
+	}
+	defer s.Close(ctx, false)
+	if s.Consistency() != hypervisor.ConsistencyPause {
+		t.Errorf("ModePause reached %s", s.Consistency())
 	}
 }
 

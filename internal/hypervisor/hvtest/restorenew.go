@@ -168,7 +168,8 @@ func writeSink(t *testing.T, tg Target, pd hypervisor.PlanDisk, data []byte) {
 	if ok, err := c.DiskExists(ctx, pd.Path); ok || err != nil {
 		t.Fatalf("DiskExists(%s) before the restore = %v, %v", pd.Path, ok, err)
 	}
-	sink, err := c.CreateDisk(ctx, hypervisor.NewDisk{Path: pd.Path, Format: pd.Format, Size: int64(len(data)), ScratchDir: tg.ScratchDir(t)})
+	scratch := tg.ScratchDir(t)
+	sink, err := c.CreateDisk(ctx, hypervisor.NewDisk{Path: pd.Path, Format: pd.Format, Size: int64(len(data)), ScratchDir: scratch})
 	if err != nil {
 		t.Fatalf("CreateDisk(%s): %v", pd.Path, err)
 	}
@@ -185,8 +186,15 @@ func writeSink(t *testing.T, tg Target, pd hypervisor.PlanDisk, data []byte) {
 	if ok, err := c.DiskExists(ctx, pd.Path); ok || err != nil {
 		t.Fatalf("DiskExists(%s) before Commit = %v, %v", pd.Path, ok, err)
 	}
+	remote := c.Capabilities().RemoteDisks
+	if remote && countFiles(t, scratch) == 0 {
+		t.Errorf("the RemoteDisks capability says disks are staged in the scratch directory, but %s is empty", scratch)
+	}
 	if err := sink.Commit(ctx); err != nil {
 		t.Fatalf("Commit(%s): %v", pd.Path, err)
+	}
+	if remote && countFiles(t, scratch) != 0 {
+		t.Errorf("the staged image is left in %s after Commit", scratch)
 	}
 	if ok, err := c.DiskExists(ctx, pd.Path); !ok || err != nil {
 		t.Fatalf("DiskExists(%s) after Commit = %v, %v", pd.Path, ok, err)
@@ -194,6 +202,19 @@ func writeSink(t *testing.T, tg Target, pd hypervisor.PlanDisk, data []byte) {
 	if !bytes.Equal(tg.ReadDisk(t, pd.Path, pd.Format), data) {
 		t.Fatalf("restored image %s differs from the session's disk", pd.Path)
 	}
+}
+
+// countFiles counts the regular files under dir.
+func countFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // alongside inserts suffix before a path's extension.
