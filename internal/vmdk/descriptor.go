@@ -91,17 +91,6 @@ func (d *Descriptor) Get(key string) string {
 	return ""
 }
 
-// Set sets a DDB value, adding it at the end when absent.
-func (d *Descriptor) Set(key, value string) {
-	for i := range d.DDB {
-		if d.DDB[i].Key == key {
-			d.DDB[i].Value = value
-			return
-		}
-	}
-	d.DDB = append(d.DDB, DDB{key, value})
-}
-
 // maxDescriptor bounds a descriptor's size.
 const maxDescriptor = 1 << 20
 

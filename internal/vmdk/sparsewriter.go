@@ -188,10 +188,3 @@ func (w *SparseWriter) Close() error {
 	}
 	return nil
 }
-
-// DataBytes is the number of bytes of allocated grains.
-func (w *SparseWriter) DataBytes() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return int64(w.next-w.h.OverHead) * SectorSize
-}
