@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/vmware/govmomi/simulator"
@@ -43,7 +44,9 @@ func (e *extension) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refe
 	if vm != nil {
 		ctx.Session.Put(&vmExt{VirtualMachine: vm, ext: e})
 		e.mu.Lock()
-		e.sessions = append(e.sessions, ctx.Session)
+		if !slices.Contains(e.sessions, ctx.Session) {
+			e.sessions = append(e.sessions, ctx.Session)
+		}
 		e.mu.Unlock()
 	}
 	return nil, nil
