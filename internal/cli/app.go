@@ -32,6 +32,7 @@ type App struct {
 	passwordFile string
 	masterKey    string
 	connectURI   string
+	connectPass  string
 	catalogPath  string
 	jsonOut      bool
 	logLevel     string
@@ -51,7 +52,8 @@ func (a *App) bindGlobalFlags(root *cobra.Command) {
 	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
 	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
 	f.StringVar(&a.masterKey, "master-key-file", os.Getenv("KURA_MASTER_KEY_FILE"), "open the repository with a master key written by kura repo export-key instead of a passphrase (then kura repo key add sets a new one); env KURA_MASTER_KEY_FILE")
-	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "libvirt connection URI; env KURA_CONNECT")
+	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "hypervisor connection URI: qemu:///system, qemu+ssh://USER@HOST/system, vsphere://USER@VCENTER/DATACENTER; env KURA_CONNECT")
+	f.StringVar(&a.connectPass, "connect-password-file", os.Getenv("KURA_CONNECT_PASSWORD_FILE"), "read the hypervisor login's password (vSphere) from this file; env KURA_CONNECT_PASSWORD_FILE (or KURA_CONNECT_PASSWORD)")
 	f.StringVar(&a.catalogPath, "catalog", os.Getenv("KURA_CATALOG"), "catalog database (default /var/lib/kura/catalog.db as root, else ~/.cache/kura/catalog.db); env KURA_CATALOG")
 	f.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
 	f.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
@@ -155,6 +157,23 @@ func (a *App) askPassword(prompt string, confirm bool) (string, error) {
 		return "", errors.New("empty passphrase")
 	}
 	return string(p), nil
+}
+
+// connectPassword returns the hypervisor login's password from
+// --connect-password-file (or KURA_CONNECT_PASSWORD_FILE), else
+// KURA_CONNECT_PASSWORD, else a terminal prompt. Never from the URI.
+func (a *App) connectPassword() (string, error) {
+	if a.connectPass != "" {
+		data, err := os.ReadFile(a.connectPass)
+		if err != nil {
+			return "", fmt.Errorf("read connection password file: %w", err)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	if v, ok := os.LookupEnv("KURA_CONNECT_PASSWORD"); ok {
+		return v, nil
+	}
+	return a.askPassword("password for "+a.connectURI, false)
 }
 
 // openRepo opens the repository named by --repo with the passphrase.

@@ -11,16 +11,16 @@ import (
 
 func (a *App) backupCommand() *cobra.Command {
 	var opts engine.BackupOptions
-	var consistency string
+	var consistency, preexisting string
 	cmd := &cobra.Command{
 		Use:   "backup SPEC...",
 		Short: "Back up VMs: every disk and the configuration, incrementally",
 		Long: `Back up the VMs the selectors match (name:GLOB, uuid:UUID, ipaddr:ADDR|DNS,
 powerstate:on|off|paused, any:, or a plain VM name). Each VM gets one recovery
-point holding every protectable disk and its domain XML. Backups are
-incremental through libvirt checkpoints unless --full; every point is still
-restorable on its own. A selector that matches no VM is reported as a failed
-item of the job.
+point holding every protectable disk and its configuration (domain XML,
+.vmx). Backups are incremental (libvirt checkpoints, vSphere changed block
+tracking) unless --full; every point is still restorable on its own. A
+selector that matches no VM is reported as a failed item of the job.
 
 Exit code: 0 all VMs succeeded, 3 some failed (or a selector matched
 nothing), 4 all failed, 1 nothing ran.`,
@@ -35,6 +35,11 @@ nothing), 4 all failed, 1 nothing ran.`,
 			if opts.Unprotected != "skip" && opts.Unprotected != "fail" {
 				return usageError("invalid --unprotected %q: use skip or fail", opts.Unprotected)
 			}
+			p, err := hypervisor.ParsePreexisting(preexisting)
+			if err != nil {
+				return usageError("invalid --preexisting-snapshot: %v", err)
+			}
+			opts.Preexisting = p
 			ctx := cmd.Context()
 			if _, err := hypervisor.ParseSelectors(args); err != nil {
 				return usageError("%v", err)
@@ -72,6 +77,7 @@ nothing), 4 all failed, 1 nothing ran.`,
 	f.IntVar(&opts.Retries, "retries", 2, "retries for a failed VM")
 	f.DurationVar(&opts.RetryDelay, "retry-delay", 10*time.Second, "first retry delay (doubles each retry)")
 	f.StringVar(&opts.Unprotected, "unprotected", "skip", "disks kura cannot read: skip (record them) or fail the VM")
+	f.StringVar(&preexisting, "preexisting-snapshot", "fail", "a backup snapshot of kura already on a VM (vSphere; a killed run's): fail the VM, or delete it and go on")
 	return cmd
 }
 

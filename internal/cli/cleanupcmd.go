@@ -16,7 +16,7 @@ func (a *App) cleanupCommand() *cobra.Command {
 	var yes, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "cleanup [VM...]",
-		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, NBD servers, scratch files, partial restore images, stale repository locks)",
+		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, vSphere snapshots, NBD servers, scratch files, partial restore images, stale repository locks)",
 		Long: `Find and remove what killed runs left behind: backup jobs, checkpoints and
 bitmaps of this repository that no recovery point references, qemu-nbd
 servers and scratch files of dead kura processes, partial images of

@@ -103,7 +103,9 @@ incrementally through changed-block tracking, and restores whole VMs, disks or
 single files from any recovery point.
 
 Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
-(passphrase), KURA_CONNECT (libvirt URI), KURA_CATALOG (catalog database).`,
+(passphrase), KURA_CONNECT (hypervisor URI: qemu:///system, vsphere://...),
+KURA_CONNECT_PASSWORD or KURA_CONNECT_PASSWORD_FILE (vSphere login),
+KURA_CATALOG (catalog database).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version: fmt.Sprintf("%s (repository format: reads %d-%d, writes %d-%d)", Version,

@@ -15,16 +15,15 @@ import (
 	"github.com/kurabackup/kura/internal/auth"
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/server"
 )
 
-// connectURI opens a hypervisor connection for the server.
-func connectURI(ctx context.Context, uri string, log *slog.Logger) (hypervisor.Connector, error) {
-	c, err := libvirt.Connect(ctx, uri, log)
+// connectURI opens a configured hypervisor connection for the server.
+func connectURI(ctx context.Context, cn config.Connection, log *slog.Logger) (hypervisor.Connector, error) {
+	c, err := hypervisor.Open(ctx, cn.URI, hypervisor.OpenOptions{Logger: log, Password: cn.Password})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", uri, err)
+		return nil, fmt.Errorf("connection %s: %w", cn.Name, err)
 	}
 	return c, nil
 }

@@ -9,13 +9,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt"
+	// Every connector, registered by URI scheme.
+	_ "github.com/kurabackup/kura/internal/hypervisor/connectors"
 	"github.com/kurabackup/kura/internal/service"
 )
 
-// connect opens the hypervisor connection named by --connect.
+// connect opens the hypervisor connection named by --connect, through the
+// connector registered for its scheme.
 func (a *App) connect(ctx context.Context) (hypervisor.Connector, error) {
-	c, err := libvirt.Connect(ctx, a.connectURI, a.logger)
+	c, err := hypervisor.Open(ctx, a.connectURI, hypervisor.OpenOptions{Logger: a.logger, Password: a.connectPassword})
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", a.connectURI, err)
 	}
@@ -54,7 +56,7 @@ func (a *App) vmCommand() *cobra.Command {
 			return nil
 		},
 	}
-	list.Flags().StringVar(&search, "search", "", "selector: name:GLOB, uuid:UUID, ipaddr:ADDR|DNS, powerstate:on|off|paused, any:")
+	list.Flags().StringVar(&search, "search", "", "selector: name:GLOB, uuid:UUID, ipaddr:ADDR|DNS, powerstate:on|off|paused, any:, or ATTRIBUTE:GLOB (vSphere: folder, resource_pool, tag, moref)")
 	cmd.AddCommand(list)
 	return cmd
 }

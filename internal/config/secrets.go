@@ -40,6 +40,16 @@ func ReadSecret(file, credential string) (string, error) {
 	return "", ErrNoSecret
 }
 
+// Password returns a connection's login password; ErrNoSecret when none is
+// configured.
+func (c Connection) Password() (string, error) {
+	pw, err := ReadSecret(c.PasswordFile, c.PasswordCredential)
+	if err != nil && !errors.Is(err, ErrNoSecret) {
+		return "", fmt.Errorf("connection %s: %w", c.Name, err)
+	}
+	return pw, err
+}
+
 // Password returns a repository's passphrase ("" when none is configured:
 // an unencrypted repository).
 func (r Repository) Password() (string, error) {

@@ -84,6 +84,10 @@ type Repository struct {
 type Connection struct {
 	Name string `yaml:"name" json:"name"`
 	URI  string `yaml:"uri" json:"uri"`
+	// The login's password for connections that need one (vsphere://):
+	// from a file, or a systemd credential; never in the URI.
+	PasswordFile       string `yaml:"password_file,omitempty" json:"password_file,omitempty"`
+	PasswordCredential string `yaml:"password_credential,omitempty" json:"password_credential,omitempty"`
 }
 
 // Group is a protection group: which VMs, how, how often, for how long.

@@ -173,6 +173,7 @@ func TestWriteThin(t *testing.T) {
 		{"qcow2-writeback", "qcow2", Options{Cache: "writeback"}},
 		{"raw", "raw", Options{}},
 		{"raw-via-nbd", "raw", Options{RawViaNBD: true}},
+		{"vmdk", "vmdk", Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -341,8 +342,8 @@ func TestExistsAbortAndPartial(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := Create(ctx, Target{Path: "/tmp/x.vmdk", Format: "vmdk", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
-		t.Errorf("vmdk: %v", err)
+	if _, err := Create(ctx, Target{Path: "/tmp/x.vdi", Format: "vdi", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
+		t.Errorf("vdi: %v", err)
 	}
 	if _, err := Create(ctx, Target{Path: "rel.raw", Format: "raw", Size: 1 << 20}, Options{}); err == nil {
 		t.Error("relative path accepted")

@@ -298,7 +298,7 @@ func TestEngineRestoreInPlaceConflictsExport(t *testing.T) {
 	if err := conn.UndefineVM(ctx, g.Name()); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"define", ex.XML}, {"start", g.Name()}} {
+	for _, args := range [][]string{{"define", ex.ConfigFile}, {"start", g.Name()}} {
 		if out, err := exec.Command("virsh", append([]string{"-c", "qemu:///system"}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("virsh %v: %v: %s", args, err, out)
 		}

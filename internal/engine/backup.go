@@ -105,6 +105,9 @@ type BackupOptions struct {
 	Slot func(ctx context.Context, vm hypervisor.VM) (release func(), err error)
 	// Throttle limits the reads of every disk together (nil: no limit).
 	Throttle *throttle.Limiter
+	// Preexisting is what to do with a backup snapshot of kura a killed
+	// run left on a VM (vSphere): fail (the default) or delete.
+	Preexisting hypervisor.PreexistingPolicy
 }
 
 // VMResult is the outcome for one VM.

@@ -33,6 +33,7 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		NewCheckpoint: hypervisor.CheckpointName(owner, id),
 		Owner:         owner,
 		Disks:         targets,
+		Preexisting:   opts.Preexisting,
 	}
 	switch {
 	case parent == nil:
@@ -42,13 +43,21 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		notes = append(notes, fmt.Sprintf("previous point %s has no checkpoint: read all allocated data", parent.ID))
 	default:
 		hopts.BaseCheckpoint = parent.Checkpoint
+		for _, d := range parent.Disks {
+			if d.ChangeID != "" {
+				if hopts.BaseChangeIDs == nil {
+					hopts.BaseChangeIDs = map[string]string{}
+				}
+				hopts.BaseChangeIDs[d.Target] = d.ChangeID
+			}
+		}
 	}
 	sess, err := e.Conn.BeginBackup(ctx, vm, hopts)
 	if errors.Is(err, hypervisor.ErrCheckpointMissing) && hopts.BaseCheckpoint != "" {
 		notes = append(notes, fmt.Sprintf("repair: checkpoint %s of point %s is missing or broken (%v); read all allocated data, deduplicated against that point",
 			hopts.BaseCheckpoint, parent.ID, err))
 		e.log().Warn("checkpoint chain broken, reading in full", "vm", vm.Name, "checkpoint", hopts.BaseCheckpoint, "err", err)
-		hopts.BaseCheckpoint = ""
+		hopts.BaseCheckpoint, hopts.BaseChangeIDs = "", nil
 		sess, err = e.Conn.BeginBackup(ctx, vm, hopts)
 	}
 	if err != nil {
@@ -74,7 +83,7 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 
 	m := &repo.Manifest{
 		ID:          id,
-		VM:          repo.VMInfo{Name: vm.Name, UUID: vm.UUID, Hypervisor: "libvirt", URI: e.Conn.URI()},
+		VM:          repo.VMInfo{Name: vm.Name, UUID: vm.UUID, Hypervisor: e.Conn.Capabilities().Kind, URI: e.Conn.URI()},
 		Consistency: string(sess.Consistency()),
 		Checkpoint:  sess.Checkpoint(),
 		Started:     started,
@@ -176,6 +185,7 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 		Index:       idxID,
 		Stats:       st,
 		Incremental: incremental,
+		ChangeID:    sd.ChangeID,
 	}, incremental, nil
 }
 

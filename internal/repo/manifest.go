@@ -53,6 +53,9 @@ type DiskEntry struct {
 	Index       string    `json:"index"`
 	Stats       DiskStats `json:"stats"`
 	Incremental bool      `json:"incremental"`
+	// ChangeID is the hypervisor's change-tracking id of the disk at the
+	// point in time (vSphere CBT), the base of the next incremental.
+	ChangeID string `json:"change_id,omitempty"`
 }
 
 // Manifest describes a recovery point. It is stored encrypted under

@@ -73,7 +73,7 @@ func BenchmarkAPIAtScale(b *testing.B) {
 
 	startup := time.Now()
 	s, err := New(context.Background(), Options{ConfigPath: cfgPath, Logger: slog.New(slog.DiscardHandler),
-		Connect: func(context.Context, string, *slog.Logger) (hypervisor.Connector, error) { return hv, nil },
+		Connect: func(context.Context, config.Connection, *slog.Logger) (hypervisor.Connector, error) { return hv, nil },
 		OpenRepository: func(ctx context.Context, rc config.Repository, log *slog.Logger) (*repo.Repository, error) {
 			be, err := local.Open(rc.Location)
 			if err != nil {

@@ -57,7 +57,7 @@ func (s *Server) refreshInventory(ctx context.Context) {
 	var vms []invVM
 	errs := map[string]string{}
 	for _, cn := range cfg.Connections {
-		conn, err := s.opts.Connect(ctx, cn.URI, s.log)
+		conn, err := s.opts.Connect(ctx, cn, s.log)
 		if err != nil {
 			errs[cn.Name] = err.Error()
 			continue

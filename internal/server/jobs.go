@@ -120,7 +120,7 @@ func (s *Server) runBackup(ctx context.Context, j catalog.Job, g config.Group, p
 		opts.Slot = func(ctx context.Context, vm hypervisor.VM) (func(), error) {
 			return s.run.slots.acquire(ctx, map[string]int{"host:" + cn.URI: perHost, "repo:" + rc.Name: perRepo})
 		}
-		conn, err := s.opts.Connect(ctx, cn.URI, log)
+		conn, err := s.opts.Connect(ctx, cn, log)
 		if err != nil {
 			cr.Error = err.Error()
 			failed++
@@ -236,7 +236,7 @@ func (s *Server) cleanupInterrupted(ctx context.Context, jobs []catalog.Job) {
 			}
 		}
 		for _, cn := range cfg.ConnectionsOf(g) {
-			conn, err := s.opts.Connect(ctx, cn.URI, s.log)
+			conn, err := s.opts.Connect(ctx, cn, s.log)
 			if err != nil {
 				continue
 			}

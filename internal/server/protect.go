@@ -196,7 +196,7 @@ type RecoverOptions struct {
 	ConfigPath string
 	// Force overwrites an existing configuration and catalog.
 	Force   bool
-	Connect func(ctx context.Context, uri string, log *slog.Logger) (hypervisor.Connector, error)
+	Connect func(ctx context.Context, cn config.Connection, log *slog.Logger) (hypervisor.Connector, error)
 	Open    func(ctx context.Context, r config.Repository, log *slog.Logger) (*repo.Repository, error)
 	Logger  *slog.Logger
 }
@@ -290,7 +290,7 @@ func Recover(ctx context.Context, o RecoverOptions) (*RecoverReport, error) {
 		}
 	}
 	for _, cn := range cfg.Connections {
-		conn, err := o.Connect(ctx, cn.URI, log)
+		conn, err := o.Connect(ctx, cn, log)
 		if err != nil {
 			rep.Unreached[cn.Name] = err.Error()
 			continue

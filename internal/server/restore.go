@@ -82,21 +82,21 @@ func (req RestoreRequest) options(scratch string) (engine.RestoreOptions, error)
 // restoreEngine opens what restoring point m needs.
 func (s *Server) restoreEngine(ctx context.Context, m *repo.Manifest, r *repo.Repository, req RestoreRequest, log *slog.Logger) (*engine.Engine, func(), error) {
 	cfg, _ := s.config()
-	uri := ""
+	var target config.Connection
 	for _, cn := range cfg.Connections {
-		if req.Connection == cn.Name || (req.Connection == "" && uri == "") {
-			uri = cn.URI
+		if req.Connection == cn.Name || (req.Connection == "" && target.URI == "") {
+			target = cn
 		}
 	}
 	if g, ok := cfg.Group(pointGroup(m.Tags)); ok && req.Connection == "" {
 		if cs := cfg.ConnectionsOf(g); len(cs) > 0 {
-			uri = cs[0].URI
+			target = cs[0]
 		}
 	}
-	if uri == "" {
+	if target.URI == "" {
 		return nil, nil, badRequest("no connection %q", req.Connection)
 	}
-	conn, err := s.opts.Connect(ctx, uri, log)
+	conn, err := s.opts.Connect(ctx, target, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -39,8 +39,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the clock of the scheduler and of job records (time.Now).
 	Now func() time.Time
-	// Connect opens a hypervisor connection (the connector registry).
-	Connect func(ctx context.Context, uri string, log *slog.Logger) (hypervisor.Connector, error)
+	// Connect opens a configured hypervisor connection (the connector
+	// registry, with the connection's password).
+	Connect func(ctx context.Context, cn config.Connection, log *slog.Logger) (hypervisor.Connector, error)
 	// OpenRepository opens a configured repository.
 	OpenRepository func(ctx context.Context, r config.Repository, log *slog.Logger) (*repo.Repository, error)
 	// Listener, when set, is used instead of listening on the configured

@@ -121,7 +121,7 @@ func startServerWith(t *testing.T, now func() time.Time, edit func(string) strin
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	ts.s, err = New(ctx, Options{ConfigPath: ts.cfgPath, Logger: log, Listener: ln, Tick: 50 * time.Millisecond, Now: now,
-		Connect: func(context.Context, string, *slog.Logger) (hypervisor.Connector, error) { return hv, nil },
+		Connect: func(context.Context, config.Connection, *slog.Logger) (hypervisor.Connector, error) { return hv, nil },
 		OpenRepository: func(ctx context.Context, rc config.Repository, log *slog.Logger) (*repo.Repository, error) {
 			pw, err := rc.Password()
 			if err != nil {

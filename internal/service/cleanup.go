@@ -24,7 +24,8 @@ const (
 // CleanupOptions controls Cleanup.
 type CleanupOptions struct {
 	// VMs are names or UUIDs. Empty: the VMs this repository holds points
-	// of (a VM this repository never backed up is not touched).
+	// of, and what is named after this repository on any VM (a VM whose
+	// first backup was killed); other VMs are not touched.
 	VMs []string
 	// Confirm is asked, with what was found, before anything is removed;
 	// false removes nothing (ErrDeclined). Nil removes without asking.
@@ -67,15 +68,8 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		}
 	}
 	rep := &CleanupReport{Leftovers: []hypervisor.Leftover{}, DryRun: opts.DryRun}
-	if s.Conn != nil && len(scope) > 0 {
-		keep := map[string]bool{}
-		for _, p := range points {
-			if p.Checkpoint != "" {
-				keep[p.Checkpoint] = true
-			}
-		}
-		lo, err := s.Conn.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: scope, Keep: keep,
-			Owner: hypervisor.OwnerTag(s.Repo.Config().ID)})
+	if s.Conn != nil {
+		lo, err := s.hypervisorLeftovers(ctx, points, scope, len(opts.VMs) == 0)
 		if err != nil {
 			return nil, err
 		}
@@ -116,6 +110,42 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		rep.Removed++
 	}
 	return rep, nil
+}
+
+// hypervisorLeftovers asks the connector for the leftovers on the VMs of
+// scope; with ownedToo, also for those named after this repository on any
+// other VM (a VM whose first backup was killed has no point yet).
+func (s *Service) hypervisorLeftovers(ctx context.Context, points []*repo.Manifest, scope []string, ownedToo bool) ([]hypervisor.Leftover, error) {
+	keep := map[string]bool{}
+	for _, p := range points {
+		if p.Checkpoint != "" {
+			keep[p.Checkpoint] = true
+		}
+	}
+	owner := hypervisor.OwnerTag(s.Repo.Config().ID)
+	var out []hypervisor.Leftover
+	if len(scope) > 0 {
+		lo, err := s.Conn.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: scope, Keep: keep, Owner: owner})
+		if err != nil {
+			return nil, err
+		}
+		out = lo
+	}
+	if !ownedToo {
+		return out, nil
+	}
+	all, err := s.Conn.Leftovers(ctx, hypervisor.LeftoverQuery{Keep: keep, Owner: owner})
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range all {
+		if l.Owner == owner && !l.Foreign && !slices.ContainsFunc(out, func(o hypervisor.Leftover) bool {
+			return o.VM == l.VM && o.Kind == l.Kind && o.Name == l.Name
+		}) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 func (s *Service) removeLeftover(ctx context.Context, l hypervisor.Leftover) error {

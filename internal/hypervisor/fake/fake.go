@@ -1,6 +1,9 @@
 // Package fake is an in-memory hypervisor.Connector for tests of the
 // engine. VMs have disks held as byte slices, checkpoints are dirty-block
-// maps, and failures can be injected per VM. It passes hvtest.Run.
+// maps, and failures can be injected per VM. Its configurations are
+// libvirt domain XML and its restores write real image files (planned by
+// package domxml, written by diskwrite), so restore tests check real
+// bytes. It passes hvtest.Run.
 package fake
 
 import (
@@ -73,9 +76,12 @@ type Connector struct {
 	// the saved configuration) files <ImageDir>/<vm>-<target>.raw instead
 	// of "mem:" names, so that restores in place have somewhere to write.
 	ImageDir string
-	// Pools maps storage pool names to directories (StoragePoolPath).
+	// Pools maps storage pool names to directories (restore --storage).
 	Pools map[string]string
 }
+
+// Kind is the fake connector's kind (Capabilities.Kind).
+const Kind = "fake"
 
 // New returns an empty fake connector.
 func New() *Connector { return &Connector{} }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 )
 
 type session struct {
@@ -144,7 +145,7 @@ func appendExtent(ext []hypervisor.Extent, off, n int64, k hypervisor.ExtentKind
 }
 
 func (s *session) Disks() []hypervisor.SessionDisk     { return s.disks }
-func (s *session) Config() ([]byte, string)            { return s.config, "libvirt-domain-xml" }
+func (s *session) Config() ([]byte, string)            { return s.config, domxml.ConfigFormat }
 func (s *session) Consistency() hypervisor.Consistency { return s.consistency }
 func (s *session) Checkpoint() string                  { return s.checkpoint }
 func (s *session) Notes() []string                     { return s.notes }

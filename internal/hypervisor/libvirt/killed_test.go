@@ -47,7 +47,7 @@ func pidFiles(uuid string) []string {
 
 // abandon is hvtest's Target.Abandon: a child process opens the session
 // and exits without closing it.
-func abandon(t *testing.T, vm hypervisor.VM, base, next string) {
+func abandon(t *testing.T, vm hypervisor.VM, base, next string, _ map[string]string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAbandon$")
 	cmd.Env = append(os.Environ(), "KURA_HELPER_VM="+vm.Name, "KURA_HELPER_BASE="+base, "KURA_HELPER_NEXT="+next)
@@ -73,7 +73,7 @@ func TestKilledSession(t *testing.T) {
 			if err := s.Close(testCtx(t, time.Minute), true); err != nil {
 				t.Fatal(err)
 			}
-			abandon(t, vm, "kura-k1", "kura-k2")
+			abandon(t, vm, "kura-k1", "kura-k2", nil)
 			keep := hypervisor.LeftoverQuery{VMs: []string{vm.Name}, Keep: map[string]bool{"kura-k1": true}}
 			ctx := testCtx(t, 2*time.Minute)
 			if !running {
@@ -136,7 +136,7 @@ func TestOrphanNBDServer(t *testing.T) {
 	if err := s.Close(testCtx(t, time.Minute), true); err != nil {
 		t.Fatal(err)
 	}
-	abandon(t, vm, "kura-n1", "kura-n2")
+	abandon(t, vm, "kura-n1", "kura-n2", nil)
 	dirs, _ := filepath.Glob(filepath.Join(DefaultQemuScratchDir, Prefix+vm.UUID+"-*"))
 	if len(dirs) != 1 {
 		t.Fatalf("scratch dirs of the killed session: %v", dirs)

@@ -245,7 +245,13 @@ func (c *Connector) RemoveLeftover(ctx context.Context, l hypervisor.Leftover) e
 		if err != nil {
 			return err
 		}
-		return c.abortJob(d)
+		if err := c.abortJob(d); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, closeTimeout)
+		defer cancel()
+		c.waitJobEnd(wctx, d)
+		return nil
 	case KindCheckpoint:
 		d, err := c.lookup(l.VM)
 		if err != nil {

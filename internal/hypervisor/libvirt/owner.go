@@ -1,16 +1,15 @@
 package libvirt
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/kurabackup/kura/internal/procinfo"
 )
 
 // ownerFile, in a session's scratch directory, names the kura process that
@@ -31,7 +30,7 @@ var liveDirs sync.Map
 
 // writeOwner records this process as the owner of dir.
 func writeOwner(dir string) error {
-	b, err := json.Marshal(sessionOwner{PID: os.Getpid(), Start: procStart(os.Getpid()), Created: time.Now().UTC()})
+	b, err := json.Marshal(sessionOwner{PID: os.Getpid(), Start: procinfo.Self(), Created: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
@@ -57,31 +56,7 @@ func dirOwner(dir string) (sessionOwner, bool) {
 		_, open := liveDirs.Load(dir)
 		return o, open
 	}
-	start := procStart(o.PID)
-	return o, start != 0 && (o.Start == 0 || start == o.Start)
-}
-
-// procStart returns the start time of a live, non-zombie process in clock
-// ticks since boot, or 0 when there is no such process.
-func procStart(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return 0
-	}
-	n, err := strconv.ParseUint(f[19], 10, 64) // field 22 overall
-	if err != nil {
-		return 0
-	}
-	return n
+	return o, procinfo.Alive(o.PID, o.Start)
 }
 
 // ownerDetail describes the owner of a session for messages.

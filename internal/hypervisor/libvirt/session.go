@@ -65,6 +65,8 @@ func (s *session) end(ctx context.Context, success bool) error {
 	if s.online {
 		if err := s.c.abortJob(s.dom); err != nil {
 			errs = append(errs, err)
+		} else {
+			s.c.waitJobEnd(ctx, s.dom)
 		}
 	}
 	for _, p := range s.nbdProcs {
@@ -110,6 +112,27 @@ func (c *Connector) abortJob(d golibvirt.Domain) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("abort backup job of %s: %w: the job did not end within 30 s", d.Name, hypervisor.ErrBusy)
+}
+
+// waitJobEnd waits until the domain has no job: DomainAbortJob returns
+// before a loaded host has finished ending the job, and a session that
+// returned from Close must not leave it running (the next backup would be
+// refused as busy, cleanup would report it).
+func (c *Connector) waitJobEnd(ctx context.Context, d golibvirt.Domain) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		typ, _, _, _, _, _, _, _, _, _, _, _, err := c.lv.DomainGetJobInfo(d)
+		if err != nil || golibvirt.DomainJobType(typ) == golibvirt.DomainJobNone {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Warn("backup job still active after its abort", "vm", d.Name)
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // settleCheckpoints keeps the new checkpoint and drops the ones it
