@@ -1,0 +1,58 @@
+package s3_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/kurabackup/kura/internal/storage"
+	"github.com/kurabackup/kura/internal/storage/s3"
+	"github.com/kurabackup/kura/internal/storage/storagetest"
+	"github.com/kurabackup/kura/internal/testenv/s3server"
+)
+
+func open(t *testing.T, loc string) storage.Backend {
+	t.Helper()
+	be, err := storage.Open(context.Background(), loc, storage.OpenOptions{})
+	if err != nil {
+		t.Fatalf("open %s: %v", loc, err)
+	}
+	return be
+}
+
+// TestConformance runs the storage suite against versitygw, each subtest
+// in a fresh prefix of one bucket, in a plain and in a versioned bucket.
+func TestConformance(t *testing.T) {
+	srv := s3server.Start(t)
+	plain := srv.Bucket(t, "plain", false)
+	locked := srv.Bucket(t, "locked", true)
+	var n atomic.Int64
+	for _, bucket := range []string{plain, locked} {
+		t.Run(bucket, func(t *testing.T) {
+			storagetest.Run(t, func(t *testing.T) storage.Backend {
+				return open(t, srv.Location(bucket, fmt.Sprintf("t%d/repo", n.Add(1))))
+			})
+		})
+	}
+}
+
+func TestParseLocation(t *testing.T) {
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CA_BUNDLE", "")
+	c, err := s3.ParseLocation("https://s3.example.net:9000/bkt/a/b?region=eu-1&lookup=path&rate=50&parallel=4&retries=3&timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint != "s3.example.net:9000" || !c.Secure || c.Bucket != "bkt" || c.Prefix != "a/b/" || c.Region != "eu-1" ||
+		c.Rate != 50 || c.Parallel != 4 || c.Retries != 3 || c.Timeout.Seconds() != 2 {
+		t.Errorf("parsed %+v", c)
+	}
+	for _, bad := range []string{"ftp://h/b", "https:///b", "https://h", "https://h/", "https://key:secret@h/b",
+		"https://h/b?secret_key=x", "https://h/b?bogus=1", "https://h/b?parallel=0", "https://h/b/x//y", "https://h/b?lookup=x"} {
+		if _, err := s3.ParseLocation(bad); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
