@@ -19,7 +19,7 @@ import (
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/storage"
-	"github.com/kurabackup/kura/internal/storage/local"
+	_ "github.com/kurabackup/kura/internal/storage/backends" // every backend, chosen by location scheme
 )
 
 // App holds the global options and the resources commands open lazily.
@@ -46,7 +46,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
 
 func (a *App) bindGlobalFlags(root *cobra.Command) {
 	f := root.PersistentFlags()
-	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
+	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location: a directory, local:DIR or s3:https://host[:port]/bucket[/prefix]; env KURA_REPO")
 	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
 	f.StringVar(&a.masterKey, "master-key-file", os.Getenv("KURA_MASTER_KEY_FILE"), "open the repository with a master key written by kura repo export-key instead of a passphrase (then kura repo key add sets a new one); env KURA_MASTER_KEY_FILE")
 	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "libvirt connection URI; env KURA_CONNECT")
@@ -81,21 +81,21 @@ func (a *App) close() {
 
 func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
 
-// backend opens the storage backend named by --repo.
+// backend opens the storage backend named by --repo, through the
+// registry of backends linked in (storage/backends).
 func (a *App) backend(create bool) (storage.Backend, error) {
-	loc := a.repoLocation
+	return a.openLocation(a.repoLocation, create)
+}
+
+// openLocation opens a repository location (a path, local:DIR, s3:URL).
+func (a *App) openLocation(loc string, create bool) (storage.Backend, error) {
 	if loc == "" {
-		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
+		return nil, usageError("no repository given: use --repo LOCATION or set KURA_REPO")
 	}
-	loc = strings.TrimPrefix(loc, "local:")
-	if create {
-		if err := os.MkdirAll(loc, 0o700); err != nil {
-			return nil, fmt.Errorf("create repository directory: %w", err)
-		}
-	} else if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
+	be, err := storage.Open(context.Background(), loc, storage.OpenOptions{Create: create, Logger: a.logger})
+	if errors.Is(err, storage.ErrUnknownScheme) {
+		return nil, usageError("%v", err)
 	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true})
 	if err != nil {
 		return nil, err
 	}

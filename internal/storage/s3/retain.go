@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-
 )
 
 // RetentionSupported reports whether the bucket has Object Lock enabled.
@@ -85,4 +84,3 @@ func md5Base64(data []byte) string {
 	s := md5.Sum(data)
 	return base64.StdEncoding.EncodeToString(s[:])
 }
-

@@ -161,7 +161,7 @@ func transient(ctx context.Context, err error) bool {
 	// The HTTP client reports some broken connections only as text.
 	msg := err.Error()
 	for _, s := range []string{"connection reset", "broken pipe", "server closed idle connection",
-		"unexpected EOF", "EOF", "transport connection broken", "http2: server sent GOAWAY"} {
+		"unexpected EOF", "EOF", "Connection closed by foreign host", "transport connection broken", "http2: server sent GOAWAY"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
