@@ -36,6 +36,12 @@ type Config struct {
 	Encryption  string    `json:"encryption"`
 	Compression string    `json:"compression"`
 	Created     time.Time `json:"created"`
+	// Immutable is set for repositories whose objects the store locks
+	// (S3 Object Lock); see Immutability.
+	Immutable *Immutability `json:"immutable,omitempty"`
+	// CopyOf is the id of the repository this one was initialised as a
+	// copy of (same chunk size and master key).
+	CopyOf string `json:"copy_of,omitempty"`
 
 	// Encrypted is derived from Encryption.
 	Encrypted bool `json:"-"`

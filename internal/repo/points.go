@@ -148,7 +148,13 @@ func (r *Repository) DeletePoint(ctx context.Context, id string) error {
 	if !validPointID(id) {
 		return fmt.Errorf("point %q: %w", id, ErrPointNotFound)
 	}
+	if err := r.checkDeletable(ctx, id); err != nil {
+		return err
+	}
 	err := r.be.Delete(ctx, pointName(id))
+	if errors.Is(err, storage.ErrRetained) {
+		return fmt.Errorf("point %s: %w: %w", id, ErrStillLocked, err)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("point %q: %w", id, ErrPointNotFound)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/storage"
@@ -175,6 +176,21 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		r.readAll(ctx, g, toRead, rep, opts.Progress)
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+	}
+	if r.cfg.Immutable != nil {
+		rps, err := r.verifyRetention(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range rps {
+			detail := "not locked"
+			if !p.RetainUntil.IsZero() {
+				detail = "locked only until " + p.RetainUntil.UTC().Format(time.RFC3339)
+			}
+			rep.Problems = append(rep.Problems, Problem{Object: p.Object, Kind: "lock-too-short",
+				Detail: detail + ", the immutability period needs " + p.Need.UTC().Format(time.RFC3339) +
+					" (the store may have lost it, or someone shortened it in governance mode)"})
 		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return strings.Compare(rep.Problems[i].Object, rep.Problems[j].Object) < 0 })

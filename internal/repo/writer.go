@@ -50,6 +50,8 @@ type Writer struct {
 	gc   *gcView
 	mu   sync.Mutex
 	seen map[Digest]struct{} // digests known to exist (or being uploaded by us)
+	ret  *writerRetention    // immutable repositories only
+	reqs storage.RequestStats
 }
 
 // NewWriter takes a shared backup lock and returns a Writer.
@@ -59,6 +61,13 @@ func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, er
 		return nil, fmt.Errorf("take backup lock: %w", err)
 	}
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
+	if c, ok := r.be.(storage.Counter); ok {
+		w.reqs = c.Requests()
+	}
+	if w.ret, err = r.newWriterRetention(ctx, time.Now()); err != nil {
+		_ = lk.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	// Read the gc markers after the lock is visible, then record what we saw.
 	if w.gc, err = r.loadGCView(ctx); err != nil {
 		_ = lk.Release(context.WithoutCancel(ctx))
@@ -101,10 +110,17 @@ func (w *Writer) known(ctx context.Context, d Digest) (bool, error) {
 		return false, w.gc.waitGone(ctx, w.r, name)
 	}
 	fi, err := w.r.be.Stat(ctx, name)
+	if err == nil && fi.Size > 0 {
+		if err := w.keep(ctx, name, fi.RetainUntil, &d); err != nil {
+			w.forget(d)
+			return false, err
+		}
+		return true, nil
+	}
 	if err == nil {
 		// An empty file can only be the remains of a power loss in batch
 		// sync mode: store the chunk again.
-		return fi.Size > 0, nil
+		return false, nil
 	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -274,6 +290,18 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 	for _, s := range stats {
 		st.Add(s)
 	}
+	if w.ret != nil && hasUnchanged(exts) {
+		// Chunks taken from the parent: locked long enough already, or extended.
+		pu, err := w.r.parentRetention(ctx, w.r.codec.digest(src.Parent.encode()).String())
+		if err != nil {
+			return "", st, err
+		}
+		if err := w.keepReused(ctx, x, pu); err != nil {
+			return "", st, err
+		}
+	} else if err := w.keepReused(ctx, x, time.Time{}); err != nil {
+		return "", st, err
+	}
 	id, stored, err := w.putIndex(ctx, x)
 	st.BytesStored += stored
 	return id, st, err
@@ -339,10 +367,10 @@ func (w *Writer) putIndex(ctx context.Context, x *Index) (string, int64, error) 
 		if err := w.gc.waitGone(ctx, w.r, name); err != nil {
 			return "", 0, err
 		}
-	} else if _, err := w.r.be.Stat(ctx, name); err == nil {
-		return id, 0, nil
+	} else if fi, err := w.r.be.Stat(ctx, name); err == nil {
+		return id, 0, w.keep(ctx, name, fi.RetainUntil, nil)
 	}
-	n, err := w.r.putObject(ctx, typeIndex, name, plain)
+	n, err := w.putObject(ctx, typeIndex, name, plain)
 	return id, int64(n), err
 }
 
@@ -374,6 +402,15 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 			return fmt.Errorf("disk %s has no valid index id", d.Target)
 		}
 	}
+	if w.ret != nil {
+		m.RetainUntil = w.ret.min
+	}
+	if c, ok := w.r.be.(storage.Counter); ok {
+		// Requests of this point so far; the manifest's own PUT and syncs follow.
+		rs := c.Requests().Sub(w.reqs)
+		rs.Put++
+		m.Requests = &rs
+	}
 	plain, err := m.encode()
 	if err != nil {
 		return err
@@ -384,7 +421,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 	if err := w.r.syncBackend(ctx); err != nil {
 		return err
 	}
-	if _, err = w.r.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
+	if _, err = w.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
 		return err
 	}
 	return w.r.syncBackend(ctx)

@@ -52,16 +52,28 @@ func Binary() (string, error) {
 	return p, nil
 }
 
+// Options of a server.
+type Options struct {
+	// NoVersioning starts the gateway without bucket versioning: Object
+	// Lock buckets then refuse to overwrite or delete a locked object
+	// outright (a versitygw extension; AWS only has versioned lock buckets).
+	NoVersioning bool
+}
+
 // Start runs a server for the test; it is killed when the test ends. The
 // test's environment gets the server's credentials (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY), the way kura reads them.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Options) *Server {
 	t.Helper()
 	bin, err := Binary()
 	testenv.Need(t, "versitygw (S3 server): "+fmt.Sprint(err), err == nil)
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
-		s, err := start(bin, dir)
+		s, err := start(bin, dir, o)
 		if err == nil {
 			t.Cleanup(s.stop)
 			t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
@@ -84,7 +96,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func start(bin, dir string) (*Server, error) {
+func start(bin, dir string, o Options) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -97,8 +109,11 @@ func start(bin, dir string) (*Server, error) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	s := &Server{Addr: addr, Dir: root, log: &bytes.Buffer{}}
-	s.cmd = exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr,
-		"posix", "--versioning-dir", ver, root)
+	args := []string{"--access", AccessKey, "--secret", SecretKey, "--port", addr, "posix"}
+	if !o.NoVersioning {
+		args = append(args, "--versioning-dir", ver)
+	}
+	s.cmd = exec.Command(bin, append(args, root)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
