@@ -364,4 +364,3 @@ func (r *Repository) verifyPoint(ctx context.Context, id string) (int64, error) 
 	}
 	return n, ctx.Err()
 }
-

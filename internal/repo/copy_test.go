@@ -157,4 +157,3 @@ func TestCopyReencodes(t *testing.T) {
 		t.Error("copy of a repository into itself accepted")
 	}
 }
-
