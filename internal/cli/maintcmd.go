@@ -253,4 +253,13 @@ func printInfo(a *App, location string, in *repo.Info) {
 	a.out("unique       %s before compression", fmtBytes(in.UniqueRaw))
 	a.out("dedup        %.2fx", in.DedupRatio)
 	a.out("compression  %.2fx", in.CompressionRatio)
+	a.out("backend      %s, %d objects", in.Backend, in.Objects)
+	if im := in.Config.Immutable; im != nil {
+		a.out("immutable    every point's objects locked for %s (+%s slack)", im.Retain(), im.Slack())
+	}
+	if j := in.LastJob; j != nil {
+		q := j.Requests
+		a.out("last job     point %s (%s): %d requests (PUT %d, GET %d, HEAD %d, LIST %d, DELETE %d, retention %d, retried %d), %s sent, %s received",
+			j.Point, j.Kind, q.Total(), q.Put, q.Get, q.Head, q.List, q.Delete, q.Retention, q.Retries, fmtBytes(q.BytesUp), fmtBytes(q.BytesDown))
+	}
 }

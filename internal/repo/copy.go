@@ -47,8 +47,6 @@ type CopyOptions struct {
 	Latest int
 	// Verify re-reads and re-hashes every object this copy wrote.
 	Verify bool
-	// Progress is called after each object with bytes copied so far.
-	Progress func(point string, bytes int64)
 }
 
 // CopiedPoint is one point of a CopyReport.
@@ -117,7 +115,7 @@ func Copy(ctx context.Context, src, dst *Repository, opts CopyOptions) (*CopyRep
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return rep, fmt.Errorf("check point %s in the destination: %w", m.ID, err)
 		}
-		if err := copyPoint(ctx, src, dst, m, rep.Raw, opts, &cp); err != nil {
+		if err := copyPoint(ctx, src, dst, m, rep.Raw, &cp); err != nil {
 			return rep, fmt.Errorf("copy point %s: %w", m.ID, err)
 		}
 		if err := lk.Err(); err != nil {
@@ -180,7 +178,7 @@ func (r *Repository) selectPoints(ctx context.Context, opts CopyOptions) ([]*Man
 }
 
 // copyPoint copies one point's disks, then commits its manifest in dst.
-func copyPoint(ctx context.Context, src, dst *Repository, m *Manifest, raw bool, opts CopyOptions, cp *CopiedPoint) error {
+func copyPoint(ctx context.Context, src, dst *Repository, m *Manifest, raw bool, cp *CopiedPoint) error {
 	w, err := dst.NewWriter(ctx, "copy of "+m.ID)
 	if err != nil {
 		return err
@@ -196,7 +194,7 @@ func copyPoint(ctx context.Context, src, dst *Repository, m *Manifest, raw bool,
 			return err
 		}
 		if raw {
-			err = w.copyDiskRaw(ctx, src, d.Index, x, opts, cp)
+			err = w.copyDiskRaw(ctx, src, d.Index, x, cp)
 		} else {
 			out.Disks[i].Index, out.Disks[i].ChunkSize, err = w.copyDiskReencode(ctx, src, x, cp)
 		}
@@ -208,7 +206,7 @@ func copyPoint(ctx context.Context, src, dst *Repository, m *Manifest, raw bool,
 }
 
 // copyDiskRaw copies the chunks dst lacks and the index object as they are.
-func (w *Writer) copyDiskRaw(ctx context.Context, src *Repository, indexID string, x *Index, opts CopyOptions, cp *CopiedPoint) error {
+func (w *Writer) copyDiskRaw(ctx context.Context, src *Repository, indexID string, x *Index, cp *CopiedPoint) error {
 	var distinct []Digest
 	seen := map[Digest]bool{}
 	for _, d := range x.Digests {
@@ -234,10 +232,7 @@ func (w *Writer) copyDiskRaw(ctx context.Context, src *Repository, indexID strin
 					reused.Add(1)
 				} else {
 					written.Add(1)
-					b := bytes.Add(int64(n))
-					if opts.Progress != nil {
-						opts.Progress(cp.ID, cp.Bytes+b)
-					}
+					bytes.Add(int64(n))
 				}
 			}
 		})

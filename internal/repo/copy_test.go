@@ -61,9 +61,9 @@ func TestCopySameKeysResumes(t *testing.T) {
 	if !SameKeys(src, dst) || dst.Config().ChunkSize != src.Config().ChunkSize || dst.Config().CopyOf != src.Config().ID {
 		t.Fatalf("copy-of repository: %+v", dst.Config())
 	}
-	// The same passphrase opens it.
-	if _, err := Open(ctx, fb, "secret", OpenOptions{}); err != nil {
-		t.Fatalf("open the copy with the source's passphrase: %v", err)
+	// The same passphrase opens it, with the same keys.
+	if dst, err = Open(ctx, fb, "secret", OpenOptions{}); err != nil || !dst.Config().Encrypted || !SameKeys(src, dst) {
+		t.Fatalf("open the copy with the source's passphrase: %v, %+v", err, dst.Config())
 	}
 	interrupted := 0
 	for n := 3; ; n += 7 {

@@ -13,6 +13,8 @@ import (
 // Info summarises a repository.
 type Info struct {
 	Location      string `json:"location"`
+	Backend       string `json:"backend"` // location scheme: local, s3
+	Objects       int    `json:"objects"` // objects of every kind
 	Config        Config `json:"config"`
 	Points        int    `json:"points"`
 	Chunks        int    `json:"chunks"`         // chunk objects stored
@@ -25,14 +27,26 @@ type Info struct {
 	// UniqueRaw / ChunkBytes.
 	DedupRatio       float64 `json:"dedup_ratio"`
 	CompressionRatio float64 `json:"compression_ratio"`
+	// LastJob is the newest point that recorded the backend requests it
+	// took (S3 repositories).
+	LastJob *JobRequests `json:"last_job,omitempty"`
+}
+
+// JobRequests are the requests one point took.
+type JobRequests struct {
+	Point    string               `json:"point"`
+	Kind     string               `json:"kind"`
+	Requests storage.RequestStats `json:"requests"`
 }
 
 // Info computes repository statistics. It reads every manifest and index
 // and the 12-byte header of every chunk.
 func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	in := &Info{Location: r.be.Location(), Config: r.cfg}
+	in.Backend, _ = storage.SplitLocation(in.Location)
 	var chunks []string
 	err := r.be.List(ctx, "", func(oi storage.ObjectInfo) error {
+		in.Objects++
 		in.StoredBytes += oi.Size
 		if strings.HasPrefix(oi.Name, "chunks/") {
 			in.ChunkBytes += oi.Size
@@ -50,6 +64,9 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	}
 	in.Points = len(g.points)
 	for _, m := range g.points {
+		if m.Requests != nil && (in.LastJob == nil || m.ID > in.LastJob.Point) {
+			in.LastJob = &JobRequests{Point: m.ID, Kind: m.Kind, Requests: *m.Requests}
+		}
 		for _, d := range m.Disks {
 			in.LogicalBytes += d.Size
 			if x := g.loaded[d.Index]; x != nil {

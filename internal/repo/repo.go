@@ -123,7 +123,7 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	}
 	r := &Repository{be: be, log: slog.New(slog.DiscardHandler)}
 	if opts.CopyOf != nil {
-		cfg.CopyOf = opts.CopyOf.cfg.ID
+		cfg.CopyOf, cfg.Encryption = opts.CopyOf.cfg.ID, opts.CopyOf.cfg.Encryption
 		if err := r.copyKeys(ctx, opts.CopyOf); err != nil {
 			return nil, err
 		}
