@@ -33,7 +33,8 @@ func TestKilledWriterS3(t *testing.T) {
 // Points written and read through a proxy that answers 503, drops
 // connections before and after the server acted, cuts responses and holds
 // them back are all there and read back exactly: retries neither corrupt
-// nor drop anything.
+// nor drop anything; an upload damaged on the way is refused by the store
+// (checksum) and sent again.
 func TestFaultyS3KeepsEveryPoint(t *testing.T) {
 	ctx := context.Background()
 	srv := s3server.Start(t)
@@ -63,7 +64,8 @@ func TestFaultyS3KeepsEveryPoint(t *testing.T) {
 	counts := px.Counts()
 	stats := be.(storage.Counter).Requests()
 	t.Logf("faults injected: %v; requests %+v", counts, stats)
-	for _, k := range []string{s3server.Fault503, s3server.FaultDropEarly, s3server.FaultDropLate, s3server.FaultTruncate, s3server.FaultSlow} {
+	for _, k := range []string{s3server.Fault503, s3server.FaultDropEarly, s3server.FaultDropLate, s3server.FaultTruncate,
+		s3server.FaultSlow, s3server.FaultCorrupt} {
 		if counts[k] == 0 {
 			t.Errorf("no %q fault was injected: the test proves less than it says", k)
 		}

@@ -2,8 +2,6 @@ package s3
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/base64"
 	"fmt"
 	"time"
 
@@ -78,9 +76,4 @@ func (b *Backend) ExtendRetention(ctx context.Context, name string, until time.T
 func (b *Backend) retained(ctx context.Context, name string) bool {
 	oi, err := b.Stat(ctx, name)
 	return err == nil && oi.RetainUntil.After(time.Now())
-}
-
-func md5Base64(data []byte) string {
-	s := md5.Sum(data)
-	return base64.StdEncoding.EncodeToString(s[:])
 }

@@ -141,7 +141,9 @@ func transient(ctx context.Context, err error) bool {
 	var er minio.ErrorResponse
 	if errors.As(err, &er) && er.StatusCode != 0 {
 		switch er.Code {
-		case "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "OperationAborted":
+		case "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "OperationAborted",
+			// The body arrived damaged (the store checked its checksum) or short.
+			"BadDigest", "XAmzContentSHA256Mismatch", "IncompleteBody", "InvalidChunkSizeError":
 			return true
 		}
 		return er.StatusCode >= 500 || er.StatusCode == http.StatusTooManyRequests || er.StatusCode == http.StatusRequestTimeout

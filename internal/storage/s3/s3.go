@@ -23,8 +23,6 @@ package s3
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -178,15 +176,15 @@ func (b *Backend) put(ctx context.Context, name string, data []byte, until time.
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(data)
-	opts := minio.PutObjectOptions{DisableMultipart: true, ContentType: "application/octet-stream"}
-	md5 := ""
+	// The store checks the body against a CRC32C sent in a trailer (cheap
+	// on both sides), rather than a SHA-256 in the signature.
+	opts := minio.PutObjectOptions{DisableMultipart: true, ContentType: "application/octet-stream",
+		DisableContentSha256: true, Checksum: minio.ChecksumCRC32C}
 	if !until.IsZero() {
 		opts.Mode, opts.RetainUntilDate = minio.Compliance, until.UTC()
-		md5 = md5Base64(data) // S3 wants Content-MD5 (or a checksum) with a retention
 	}
 	err = b.lim.do(ctx, opPut, func(ctx context.Context) error {
-		_, err := b.core.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(data), int64(len(data)), md5, hex.EncodeToString(sum[:]), opts)
+		_, err := b.core.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(data), int64(len(data)), "", "", opts)
 		return err
 	})
 	if err != nil {

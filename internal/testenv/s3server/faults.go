@@ -21,6 +21,7 @@ const (
 	FaultDropLate  = "dropped after the server ran" // the request took effect, its answer is lost
 	FaultTruncate  = "response cut in the middle"   // headers and half the body, then closed
 	FaultSlow      = "slow response"                // the answer is held back for Faults.Slow
+	FaultCorrupt   = "request body damaged"         // one byte of an upload flipped on the way
 )
 
 // Faults says how often the proxy misbehaves.
@@ -91,7 +92,7 @@ func (p *Proxy) pick() string {
 	if p.rng.Float64() >= p.faults.Rate {
 		return ""
 	}
-	kinds := []string{Fault503, FaultDropEarly, FaultDropLate, FaultTruncate}
+	kinds := []string{Fault503, FaultDropEarly, FaultDropLate, FaultTruncate, FaultCorrupt}
 	if p.faults.Slow > 0 {
 		kinds = append(kinds, FaultSlow)
 	}
@@ -113,7 +114,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		closeConn(w)
 		return
 	}
-	resp, err := p.forward(req)
+	resp, err := p.forward(req, fault == FaultCorrupt)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -159,10 +160,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // forward sends the request on to the server, keeping its Host header
 // (the signature covers it).
-func (p *Proxy) forward(req *http.Request) (*http.Response, error) {
+func (p *Proxy) forward(req *http.Request, damage bool) (*http.Response, error) {
 	body, err := io.ReadAll(req.Body)
 	if err != nil {
 		return nil, err
+	}
+	if damage && len(body) > 1000 {
+		body[len(body)/2] ^= 0x40
 	}
 	out, err := http.NewRequestWithContext(req.Context(), req.Method, "http://"+p.target+req.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
