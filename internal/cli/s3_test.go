@@ -158,3 +158,29 @@ func sorted(s []string) []string {
 	}
 	return out
 }
+
+// kura benchmark --location measures an S3 store and leaves nothing there.
+func TestBenchmarkOnS3(t *testing.T) {
+	srv := s3server.Start(t)
+	bucket := srv.Bucket(t, "bench", false)
+	code, out, errs := run(t, nil, "--json", "benchmark", "--size", "16MiB", "--location", srv.Location(bucket, "b"))
+	if code != 0 {
+		t.Fatalf("benchmark: %s", errs)
+	}
+	var res struct {
+		Backend  string
+		Requests *struct{ Put int }
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !strings.HasPrefix(res.Backend, "s3:") || res.Requests == nil || res.Requests.Put == 0 {
+		t.Fatalf("benchmark result %q: %v", out, err)
+	}
+	be, err := storage.Open(context.Background(), srv.Location(bucket, ""), storage.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	_ = be.List(context.Background(), "", func(storage.ObjectInfo) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("benchmark left %d objects", n)
+	}
+}

@@ -31,7 +31,6 @@ const (
 	opCount
 )
 
-var opNames = [opCount]string{"put", "get", "head", "list", "delete", "retention"}
 
 // limits bounds and counts the requests of one backend.
 type limits struct {
