@@ -31,7 +31,6 @@ const (
 	opCount
 )
 
-
 // limits bounds and counts the requests of one backend.
 type limits struct {
 	cfg     *Config
