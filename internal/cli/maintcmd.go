@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -96,24 +97,29 @@ func (a *App) pruneCommand() *cobra.Command {
 			}
 			decisions := retention.Apply(items, p)
 			cat, _ := a.openCatalog(ctx)
-			var removed []string
+			var removed, locked []string
 			for _, d := range decisions {
 				if d.Keep {
 					continue
 				}
-				removed = append(removed, d.Item.ID)
 				if dryRun {
+					removed = append(removed, d.Item.ID)
 					continue
 				}
-				if err := r.DeletePoint(ctx, d.Item.ID); err != nil {
+				if err := r.DeletePoint(ctx, d.Item.ID); errors.Is(err, repo.ErrStillLocked) {
+					// Immutable repository: kept until its lock expires.
+					locked = append(locked, err.Error())
+					continue
+				} else if err != nil {
 					return fmt.Errorf("remove point %s: %w", d.Item.ID, err)
 				}
+				removed = append(removed, d.Item.ID)
 				if cat != nil {
 					_ = cat.DeletePoint(ctx, d.Item.ID)
 				}
 			}
 			if a.jsonOut {
-				if err := a.printJSON(map[string]any{"dry_run": dryRun, "decisions": decisions, "removed": removed}); err != nil {
+				if err := a.printJSON(map[string]any{"dry_run": dryRun, "decisions": decisions, "removed": removed, "locked": locked}); err != nil {
 					return err
 				}
 			} else {
@@ -126,6 +132,9 @@ func (a *App) pruneCommand() *cobra.Command {
 						}
 					}
 					a.out("%s %s %s %v", verb, d.Item.ID, d.Item.Time.Format(time.RFC3339), d.Reasons)
+				}
+				for _, l := range locked {
+					a.out("kept   %s", l)
 				}
 				a.out("%d points kept, %d removed%s", len(decisions)-len(removed), len(removed), map[bool]string{true: " (dry run)"}[dryRun])
 			}
