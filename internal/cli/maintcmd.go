@@ -249,6 +249,10 @@ func printGC(a *App, rep *repo.GCReport) {
 	if rep.TempRemoved > 0 {
 		a.out("removed %d leftover temporary files", rep.TempRemoved)
 	}
+	if rep.Locked > 0 {
+		a.out("%d more unused objects (%s) are still locked by the immutability period and were left alone: they become deletable between %s and %s",
+			rep.Locked, fmtBytes(rep.LockedBytes), rep.LockedFrom.UTC().Format(time.RFC3339), rep.LockedUntil.UTC().Format(time.RFC3339))
+	}
 }
 
 func printInfo(a *App, location string, in *repo.Info) {
