@@ -44,20 +44,34 @@ type JobRequests struct {
 func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	in := &Info{Location: r.be.Location(), Config: r.cfg}
 	in.Backend, _ = storage.SplitLocation(in.Location)
-	var chunks []string
+	// Chunk names go to the header readers as they are listed, never all
+	// held at once.
+	names := make(chan string, 256)
+	raw := make(chan rawResult, 1)
+	go func() { raw <- r.rawSizes(ctx, names) }()
 	err := r.be.List(ctx, "", func(oi storage.ObjectInfo) error {
 		in.Objects++
 		in.StoredBytes += oi.Size
 		if strings.HasPrefix(oi.Name, "chunks/") {
 			in.ChunkBytes += oi.Size
-			chunks = append(chunks, oi.Name)
+			in.Chunks++
+			select {
+			case names <- oi.Name:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		return nil
 	})
+	close(names)
+	rr := <-raw
 	if err != nil {
 		return nil, fmt.Errorf("list repository: %w", err)
 	}
-	in.Chunks = len(chunks)
+	if rr.err != nil {
+		return nil, rr.err
+	}
+	in.UniqueRaw = rr.total
 	g, err := r.loadGraph(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -78,9 +92,6 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 			}
 		}
 	}
-	if in.UniqueRaw, err = r.rawSizes(ctx, chunks); err != nil {
-		return nil, err
-	}
 	if in.UniqueRaw > 0 {
 		in.DedupRatio = float64(in.ReferencedRaw) / float64(in.UniqueRaw)
 	}
@@ -90,18 +101,23 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	return in, nil
 }
 
-// rawSizes sums the plain lengths recorded in chunk envelope headers.
-func (r *Repository) rawSizes(ctx context.Context, names []string) (int64, error) {
+type rawResult struct {
+	total int64
+	err   error
+}
+
+// rawSizes sums the plain lengths recorded in the envelope headers of the
+// chunks named on names, until it is closed.
+func (r *Repository) rawSizes(ctx context.Context, names <-chan string) rawResult {
 	var mu sync.Mutex
 	var total int64
 	var firstErr error
-	jobs := make(chan string)
 	var wg sync.WaitGroup
-	for range r.workers() {
+	for range r.ioWorkers() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range jobs {
+			for n := range names {
 				h, err := r.be.GetRange(ctx, n, 0, envHeaderSize)
 				mu.Lock()
 				if err == nil && len(h) == envHeaderSize {
@@ -113,10 +129,6 @@ func (r *Repository) rawSizes(ctx context.Context, names []string) (int64, error
 			}
 		}()
 	}
-	for _, n := range names {
-		jobs <- n
-	}
-	close(jobs)
 	wg.Wait()
-	return total, firstErr
+	return rawResult{total, firstErr}
 }

@@ -155,9 +155,15 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		return nil, err
 	}
 	rep.Points, rep.Indexes, rep.Chunks = len(g.points), len(g.loaded), len(g.chunks)
-	present := make(map[string]bool, len(g.chunks))
+	// Only referenced chunks are remembered while listing: memory follows
+	// what the points use, not what the store holds.
+	present := make(map[Digest]bool, len(g.chunks))
 	err = r.be.List(ctx, "chunks/", func(oi storage.ObjectInfo) error {
-		present[oi.Name] = true
+		if d, err := parseDigest(oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]); err == nil {
+			if _, used := g.chunks[d]; used && oi.Name == chunkName(d) {
+				present[d] = true
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -165,7 +171,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	}
 	var toRead []Digest
 	for d := range g.chunks {
-		if !present[chunkName(d)] {
+		if !present[d] {
 			rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: "missing",
 				Detail: "chunk referenced by an index is not in the repository", Affected: g.affectedByChunk(d)})
 		} else if opts.ReadData {

@@ -224,6 +224,10 @@ func (b *Backend) read(ctx context.Context, key string, opts minio.GetObjectOpti
 	defer body.Close()
 	n := oi.Size
 	if want >= 0 {
+		if oi.Size >= 0 && oi.Size < want {
+			// The store clips a range that runs past the end.
+			return nil, errPastEnd
+		}
 		n = want
 	}
 	if n < 0 || n > 1<<30 {
@@ -247,14 +251,15 @@ func (b *Backend) GetRange(ctx context.Context, name string, offset, length int6
 	if offset < 0 || length < 0 || offset > 1<<62 || length > 1<<62 {
 		return nil, fmt.Errorf("s3: getrange %q [%d,+%d): %w", name, offset, length, storage.ErrRange)
 	}
-	oi, err := b.Stat(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if offset+length > oi.Size {
-		return nil, fmt.Errorf("s3: getrange %q [%d,+%d) of %d bytes: %w", name, offset, length, oi.Size, storage.ErrRange)
-	}
 	if length == 0 {
+		// Nothing to fetch, but the object must exist and reach offset.
+		oi, err := b.Stat(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if offset > oi.Size {
+			return nil, fmt.Errorf("s3: getrange %q [%d,+0) of %d bytes: %w", name, offset, oi.Size, storage.ErrRange)
+		}
 		return []byte{}, nil
 	}
 	var data []byte
@@ -266,11 +271,17 @@ func (b *Backend) GetRange(ctx context.Context, name string, offset, length int6
 		data, err = b.read(ctx, key, opts, length)
 		return err
 	})
+	if errors.Is(err, errPastEnd) {
+		return nil, fmt.Errorf("s3: getrange %q [%d,+%d): %w", name, offset, length, storage.ErrRange)
+	}
 	if err != nil {
 		return nil, mapErr("getrange", name, err)
 	}
 	return data, nil
 }
+
+// errPastEnd is a range that the object does not cover entirely.
+var errPastEnd = errors.New("range past the end of the object")
 
 // Stat returns size, modification time and retention date.
 func (b *Backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, error) {
