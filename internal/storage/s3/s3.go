@@ -118,7 +118,11 @@ func (b *Backend) Location() string {
 	if b.cfg.Secure {
 		scheme = "https"
 	}
-	return "s3:" + scheme + "://" + b.cfg.Endpoint + "/" + b.cfg.Bucket + "/" + strings.TrimSuffix(b.cfg.Prefix, "/")
+	loc := "s3:" + scheme + "://" + b.cfg.Endpoint + "/" + b.cfg.Bucket
+	if b.cfg.Prefix != "" {
+		loc += "/" + strings.TrimSuffix(b.cfg.Prefix, "/")
+	}
+	return loc
 }
 
 // Close releases idle connections.

@@ -37,6 +37,25 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// Object Lock through storage.Retainer, in a versioned lock bucket and in
+// versitygw's unversioned one; a bucket without Object Lock says so.
+func TestRetainer(t *testing.T) {
+	for _, versioned := range []bool{true, false} {
+		t.Run(map[bool]string{true: "versioned", false: "unversioned"}[versioned], func(t *testing.T) {
+			srv := s3server.Start(t, s3server.Options{NoVersioning: !versioned})
+			bucket := srv.Bucket(t, "locked", true)
+			storagetest.RunRetainer(t, func(t *testing.T) storage.Backend { return open(t, srv.Location(bucket, "r")) })
+			be := open(t, srv.Location(srv.Bucket(t, "plain", false), ""))
+			if ok, err := be.(storage.Retainer).RetentionSupported(context.Background()); ok || err != nil {
+				t.Errorf("bucket without Object Lock: supported %v, %v", ok, err)
+			}
+			if be.Location() != "s3:http://"+srv.Addr+"/plain" {
+				t.Errorf("location %s", be.Location())
+			}
+		})
+	}
+}
+
 func TestParseLocation(t *testing.T) {
 	t.Setenv("AWS_REGION", "")
 	t.Setenv("AWS_DEFAULT_REGION", "")
