@@ -272,5 +272,9 @@ func (r *Repository) workers() int {
 	if r.opts.Workers > 0 {
 		return r.opts.Workers
 	}
-	return 2 * maxProcs()
+	n := 2 * maxProcs()
+	if c, ok := r.be.(storage.Concurrent); ok {
+		n = max(n, min(c.Concurrency(), 16))
+	}
+	return n
 }

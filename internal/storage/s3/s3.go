@@ -54,9 +54,10 @@ type Backend struct {
 }
 
 var (
-	_ storage.Backend  = (*Backend)(nil)
-	_ storage.Retainer = (*Backend)(nil)
-	_ storage.Counter  = (*Backend)(nil)
+	_ storage.Backend    = (*Backend)(nil)
+	_ storage.Retainer   = (*Backend)(nil)
+	_ storage.Counter    = (*Backend)(nil)
+	_ storage.Concurrent = (*Backend)(nil)
 )
 
 // Open connects to the store and checks that the bucket exists.
@@ -127,6 +128,9 @@ func (b *Backend) Location() string {
 
 // Close releases idle connections.
 func (b *Backend) Close() error { return nil }
+
+// Concurrency is the number of requests allowed in flight (parallel=).
+func (b *Backend) Concurrency() int { return b.cfg.Parallel }
 
 // Requests returns the requests made since Open.
 func (b *Backend) Requests() storage.RequestStats { return b.lim.stats() }
