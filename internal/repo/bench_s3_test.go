@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"io"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/kurabackup/kura/internal/storage"
@@ -41,6 +43,11 @@ func benchBackends(b *testing.B) map[string]func(b *testing.B) storage.Backend {
 func benchRepoOn(b *testing.B, be storage.Backend) *Repository {
 	r, err := Init(context.Background(), be, InitOptions{Password: "p", Encrypt: true, KDF: cheapKDF, ChunkSize: benchChunk()})
 	if err != nil {
+		b.Fatal(err)
+	}
+	r.Close()
+	workers, _ := strconv.Atoi(os.Getenv("KURA_BENCH_WORKERS"))
+	if r, err = Open(context.Background(), be, "p", OpenOptions{Workers: workers}); err != nil {
 		b.Fatal(err)
 	}
 	return r

@@ -138,10 +138,10 @@ type Counter interface {
 	Requests() RequestStats
 }
 
-// Concurrent is implemented by backends whose requests are bound by
-// latency rather than by the CPU (S3): Concurrency is how many requests
-// they serve in flight at once, and the repository runs up to that many
-// chunk workers (at most 16).
+// Concurrent is implemented by backends whose requests may be bound by
+// latency rather than by the CPU (S3): Concurrency, when positive, is how
+// many requests the user wants in flight, and the repository runs up to
+// that many chunk workers (at most 16).
 type Concurrent interface {
 	Concurrency() int
 }

@@ -36,8 +36,12 @@ type Config struct {
 	Timeout time.Duration
 	// Rate limits requests per second (0 = unlimited).
 	Rate float64
-	// Parallel bounds the requests in flight at once.
-	Parallel int
+	// Parallel bounds the requests in flight at once. Set explicitly (the
+	// parallel= parameter), it is also the number of chunk workers the
+	// repository runs, for stores far away: more requests in flight hide
+	// the latency. By default the repository runs 2 per CPU, as locally.
+	Parallel    int
+	parallelSet bool
 
 	creds *credentials.Credentials
 }
@@ -53,7 +57,7 @@ const (
 // "https://host[:port]/bucket[/prefix][?param=value&...]". Parameters:
 // region, lookup (path, dns or auto), ca (a PEM file), retries, timeout (a
 // Go duration), rate (requests per second), parallel (requests in
-// flight). AWS_REGION and AWS_CA_BUNDLE apply when region and ca are not
+// flight; also the repository's chunk workers when given). AWS_REGION and AWS_CA_BUNDLE apply when region and ca are not
 // given. Credentials never come from the location: they are read from
 // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), else
 // from the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or
@@ -139,6 +143,7 @@ func (c *Config) set(k, v string) error {
 			err = errors.New("want a number of requests per second, 0 for no limit")
 		}
 	case "parallel":
+		c.parallelSet = true
 		c.Parallel, err = strconv.Atoi(v)
 		if err == nil && c.Parallel < 1 {
 			err = errors.New("want at least 1")

@@ -129,8 +129,14 @@ func (b *Backend) Location() string {
 // Close releases idle connections.
 func (b *Backend) Close() error { return nil }
 
-// Concurrency is the number of requests allowed in flight (parallel=).
-func (b *Backend) Concurrency() int { return b.cfg.Parallel }
+// Concurrency is the number of requests allowed in flight when set with
+// parallel=, else 0 (the repository's default applies).
+func (b *Backend) Concurrency() int {
+	if !b.cfg.parallelSet {
+		return 0
+	}
+	return b.cfg.Parallel
+}
 
 // Requests returns the requests made since Open.
 func (b *Backend) Requests() storage.RequestStats { return b.lim.stats() }
