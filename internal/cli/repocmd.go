@@ -12,7 +12,7 @@ import (
 
 func (a *App) repoCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "repo", Short: "Create and inspect repositories, manage their keys"}
-	cmd.AddCommand(a.repoInitCommand(), a.repoInfoCommand(), a.repoKeyCommand(), a.repoExportKeyCommand())
+	cmd.AddCommand(a.repoInitCommand(), a.repoInfoCommand(), a.repoKeyCommand(), a.repoExportKeyCommand(), a.repoUnhideCommand())
 	return cmd
 }
 

@@ -139,6 +139,12 @@ func TestS3RepositoryAndCopies(t *testing.T) {
 			t.Fatalf("verify: %s %s", out, errs)
 		}
 	}
+	if code, out, errs := run(t, env, "repo", "unhide"); code != 0 || !strings.Contains(out, "0 objects made current again") {
+		t.Fatalf("unhide on S3: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := run(t, lenv, "repo", "unhide"); code == 0 || !strings.Contains(errs, "keeps no versions") {
+		t.Fatalf("unhide on a directory: %d %s", code, errs)
+	}
 	if code, _, errs := run(t, env, "prune", "--keep-last", "1", "--gc"); code != 0 {
 		t.Fatalf("prune --gc on S3: %s", errs)
 	}

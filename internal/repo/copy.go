@@ -29,7 +29,7 @@ func (r *Repository) copyKeys(ctx context.Context, src *Repository) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", n, err)
 		}
-		if err := r.be.Put(ctx, n, data); err != nil {
+		if err := r.putMeta(ctx, n, data); err != nil {
 			return fmt.Errorf("copy key file: %w", err)
 		}
 	}

@@ -58,10 +58,9 @@ type writerRetention struct {
 	need  time.Time // start + period: every referenced object must be locked at least until then
 	until time.Time // need + slack: the date new objects and extensions get
 
-	mu       sync.Mutex
-	min      time.Time           // the earliest date any referenced object is known to have
-	trusted  map[Digest]struct{} // chunks whose date this writer set or checked
-	extended int64
+	mu      sync.Mutex
+	min     time.Time           // the earliest date any referenced object is known to have
+	trusted map[Digest]struct{} // chunks whose date this writer set or checked
 }
 
 func (r *Repository) newWriterRetention(ctx context.Context, start time.Time) (*writerRetention, error) {
@@ -122,9 +121,6 @@ func (w *Writer) keep(ctx context.Context, name string, current time.Time, d *Di
 	if err := wr.rt.ExtendRetention(ctx, name, wr.until); err != nil {
 		return fmt.Errorf("extend retention of %s: %w", name, err)
 	}
-	wr.mu.Lock()
-	wr.extended++
-	wr.mu.Unlock()
 	wr.note(wr.until, d)
 	return nil
 }
@@ -340,4 +336,35 @@ func (r *Repository) dropLocked(ctx context.Context, cand map[string]int64, rep 
 	close(jobs)
 	wg.Wait()
 	return firstErr
+}
+
+// putMeta stores config or a key file. In an immutable repository they are
+// locked too (a deleted config or key file would make every point
+// unreadable without an exported master key), for the period plus slack,
+// and every point extends them (keepMeta).
+func (r *Repository) putMeta(ctx context.Context, name string, data []byte) error {
+	im := r.cfg.Immutable
+	if im == nil {
+		return r.be.Put(ctx, name, data)
+	}
+	rt, err := retainer(ctx, r.be)
+	if err != nil {
+		return err
+	}
+	return rt.PutRetained(ctx, name, data, time.Now().Add(im.Retain()+im.Slack()))
+}
+
+// keepMeta extends the retention of config and of the key files to the
+// point's date: one request each.
+func (w *Writer) keepMeta(ctx context.Context) error {
+	names, err := w.r.listNames(ctx, "keys/")
+	if err != nil {
+		return err
+	}
+	for _, n := range append(names, configName) {
+		if err := w.ret.rt.ExtendRetention(ctx, n, w.ret.until); err != nil {
+			return fmt.Errorf("extend retention of %s: %w", n, err)
+		}
+	}
+	return nil
 }

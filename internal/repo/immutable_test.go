@@ -9,6 +9,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/testenv/s3server"
 )
 
@@ -57,8 +58,11 @@ func immutableScenario(t *testing.T, versioned bool) {
 	}
 	a := point(1)
 	b := point(2)
-	if b.Requests == nil || b.Requests.Retention != 0 {
-		t.Errorf("incremental within the slack extended retentions: %+v", b.Requests)
+	// config and the key file are extended by every point; chunks only
+	// past the slack.
+	const meta = 2
+	if b.Requests == nil || b.Requests.Retention != meta {
+		t.Errorf("incremental within the slack extended chunk retentions: %+v", b.Requests)
 	}
 	checkPoints(t, r, want)
 	if err := r.DeletePoint(ctx, a.ID); !errors.Is(err, ErrStillLocked) {
@@ -80,11 +84,25 @@ func immutableScenario(t *testing.T, versioned bool) {
 	}
 	attack(t, srv, bucket, r, a, versioned)
 	checkPoints(t, r, want)
+	if versioned {
+		hide(t, srv, bucket, r, a)
+		if _, err := Open(ctx, be, "p", OpenOptions{}); err == nil {
+			t.Fatal("repository still opens with its config and key hidden")
+		}
+		names, err := be.(storage.Unhider).Unhide(ctx)
+		if err != nil || len(names) != 5 {
+			t.Fatalf("unhide: %v, %v", names, err)
+		}
+		if r, err = Open(ctx, be, "p", OpenOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		checkPoints(t, r, want)
+	}
 
 	// Past the slack, the next incremental extends the chunks it reuses.
 	time.Sleep(time.Until(a.RetainUntil.Add(time.Second)))
 	c := point(3)
-	if c.Requests == nil || c.Requests.Retention == 0 || c.Disks[0].Stats.ChunksReused == 0 {
+	if c.Requests == nil || c.Requests.Retention <= meta || c.Disks[0].Stats.ChunksReused == 0 {
 		t.Errorf("incremental past the slack extended nothing: %+v, %+v", c.Requests, c.Disks[0].Stats)
 	}
 	t.Logf("requests: full %+v, incremental %+v, incremental with extensions %+v", *a.Requests, *b.Requests, *c.Requests)
@@ -137,7 +155,11 @@ func attack(t *testing.T, srv *s3server.Server, bucket string, r *Repository, m 
 	cl := srv.Client(t)
 	soon := time.Now().Add(time.Second)
 	gov, comp := minio.Governance, minio.Compliance
-	for _, name := range []string{chunk, indexName(m.Disks[0].Index), pointName(m.ID)} {
+	keys, err := r.listNames(ctx, "keys/")
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys %v, %v", keys, err)
+	}
+	for _, name := range []string{chunk, indexName(m.Disks[0].Index), pointName(m.ID), configName, keys[0]} {
 		key := "repo/" + name
 		oi, err := cl.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
 		if err != nil {
@@ -160,5 +182,26 @@ func attack(t *testing.T, srv *s3server.Server, bucket string, r *Repository, m 
 				t.Errorf("%s: delete was allowed", name)
 			}
 		}
+	}
+}
+
+// hide does what a versioned bucket lets anyone with the repository's
+// credentials do to locked objects: delete them (a delete marker) and
+// overwrite them (a newer version).
+func hide(t *testing.T, srv *s3server.Server, bucket string, r *Repository, m *Manifest) {
+	ctx := context.Background()
+	x, err := r.LoadIndex(ctx, m.Disks[0].Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := r.listNames(ctx, "keys/")
+	cl := srv.Client(t)
+	for _, name := range []string{chunkName(x.Digests[0]), pointName(m.ID), configName, keys[0]} {
+		if err := cl.RemoveObject(ctx, bucket, "repo/"+name, minio.RemoveObjectOptions{}); err != nil {
+			t.Fatalf("delete marker on %s: %v", name, err)
+		}
+	}
+	if _, err := cl.PutObject(ctx, bucket, "repo/"+indexName(m.Disks[0].Index), bytes.NewReader([]byte("ransom")), 6, minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("overwrite: %v", err)
 	}
 }

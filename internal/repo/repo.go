@@ -121,7 +121,7 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 		}
 		cfg.Immutable = &Immutability{RetainSeconds: int64(opts.Immutable / time.Second), SlackSeconds: int64(slack / time.Second)}
 	}
-	r := &Repository{be: be, log: slog.New(slog.DiscardHandler)}
+	r := &Repository{be: be, cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	if opts.CopyOf != nil {
 		cfg.CopyOf, cfg.Encryption = opts.CopyOf.cfg.ID, opts.CopyOf.cfg.Encryption
 		if err := r.copyKeys(ctx, opts.CopyOf); err != nil {
@@ -147,7 +147,7 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	if err != nil {
 		return nil, err
 	}
-	if err := be.Put(ctx, configName, data); err != nil {
+	if err := r.putMeta(ctx, configName, data); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
 	r.cfg = cfg

@@ -404,6 +404,9 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 	}
 	if w.ret != nil {
 		m.RetainUntil = w.ret.min
+		if err := w.keepMeta(ctx); err != nil {
+			return err
+		}
 	}
 	if c, ok := w.r.be.(storage.Counter); ok {
 		// Requests of this point so far; the manifest's own PUT and syncs follow.

@@ -145,3 +145,13 @@ type Counter interface {
 type Concurrent interface {
 	Concurrency() int
 }
+
+// Unhider is implemented by versioned stores (S3 buckets with Object
+// Lock). In them a plain DELETE only adds a delete marker and a PUT a newer
+// version: a locked version stays, hidden. Unhide makes the newest
+// retained version of every object current again where newer unretained
+// versions or delete markers hide it (by deleting those), and returns the
+// names of the objects it brought back.
+type Unhider interface {
+	Unhide(ctx context.Context) ([]string, error)
+}

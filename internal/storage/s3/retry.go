@@ -130,7 +130,7 @@ func (l *limits) backoff(ctx context.Context, attempt int) error {
 // transient reports whether err is worth another attempt: throttling and
 // server errors, timeouts, and connections that broke.
 func transient(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, errStopped) {
 		return false
 	}
 	if errors.Is(err, errAttemptTimeout) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errShort) {
