@@ -64,7 +64,7 @@ func (a *App) repoInitCommand() *cobra.Command {
 				a.out("copy of repository %s: same chunk size and keys, opened by the same passphrases", cfg.CopyOf)
 			}
 			if im := cfg.Immutable; im != nil {
-				a.out("immutable: the store locks every object of a point for %s after it (plus up to %s); export the master key and keep it offline, key files are not locked",
+				a.out("immutable: the store locks every object of a point, config and key files for %s after it (plus up to %s); prune and gc wait for the locks to expire",
 					im.Retain(), im.Slack())
 			}
 			if cfg.Encrypted {
