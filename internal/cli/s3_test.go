@@ -190,3 +190,33 @@ func TestBenchmarkOnS3(t *testing.T) {
 		t.Errorf("benchmark left %d objects", n)
 	}
 }
+
+// repo init --immutable on an Object Lock bucket: prune keeps locked
+// points and says until when, gc leaves locked objects and says so.
+func TestImmutableRepositoryCLI(t *testing.T) {
+	srv := s3server.Start(t)
+	loc := srv.Location(srv.Bucket(t, "locked", true), "r")
+	env := map[string]string{"KURA_REPO": loc, "KURA_PASSWORD": "correct horse", "KURA_CATALOG": filepath.Join(t.TempDir(), "c.db")}
+	if code, out, errs := run(t, env, "repo", "init", "--chunk-size", "1MiB", "--immutable", "0.001"); code != 0 || !strings.Contains(out, "immutable") {
+		t.Fatalf("init --immutable: %d %s %s", code, out, errs)
+	}
+	plain := srv.Location(srv.Bucket(t, "plain", false), "r")
+	penv := map[string]string{"KURA_REPO": plain, "KURA_PASSWORD": "x"}
+	if code, _, errs := run(t, penv, "repo", "init", "--immutable", "1"); code == 0 || !strings.Contains(errs, "Object Lock") {
+		t.Fatalf("init --immutable without Object Lock: %d %s", code, errs)
+	}
+	addPointsAt(t, loc, "web", 2, 1)
+	code, out, errs := run(t, env, "prune", "--keep-last", "1", "--gc")
+	if code != 0 || !strings.Contains(out, "locked by the repository's immutability period until") || !strings.Contains(out, "0 removed") {
+		t.Fatalf("prune of locked points: %d %s %s", code, out, errs)
+	}
+	if got := pointIDs(t, env); len(got) != 2 {
+		t.Fatalf("points after prune: %v", got)
+	}
+	if code, out, _ := run(t, env, "repo", "info"); code != 0 || !strings.Contains(out, "immutable") {
+		t.Fatalf("info: %s", out)
+	}
+	if code, out, errs := run(t, env, "verify"); code != 0 || !strings.Contains(out, "no problems") {
+		t.Fatalf("verify: %s %s", out, errs)
+	}
+}
