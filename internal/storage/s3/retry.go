@@ -150,6 +150,10 @@ func transient(ctx context.Context, err error) bool {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary
+	}
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNABORTED) {
 		return true

@@ -90,8 +90,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("s3: %w", err)
 	}
 	b := &Backend{cfg: cfg, core: core, lim: newLimits(&cfg)}
+	// A wrong host or port fails in seconds, not after every retry.
+	probeCfg := cfg
+	probeCfg.Retries = min(cfg.Retries, 3)
+	probe := newLimits(&probeCfg)
 	var exists bool
-	err = b.lim.do(ctx, opHead, func(ctx context.Context) (err error) {
+	err = probe.do(ctx, opHead, func(ctx context.Context) (err error) {
 		exists, err = core.BucketExists(ctx, cfg.Bucket)
 		return err
 	})

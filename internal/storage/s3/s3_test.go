@@ -3,6 +3,8 @@ package s3_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -73,5 +75,31 @@ func TestParseLocation(t *testing.T) {
 		if _, err := s3.ParseLocation(bad); err == nil {
 			t.Errorf("%s: accepted", bad)
 		}
+	}
+}
+
+// Mistakes in a location or the credentials get errors that say what to fix.
+func TestOpenErrors(t *testing.T) {
+	srv := s3server.Start(t)
+	ctx := context.Background()
+	_, err := storage.Open(ctx, srv.Location("missing", ""), storage.OpenOptions{})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing bucket: %v", err)
+	}
+	bucket := srv.Bucket(t, "present", false)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	_, err = storage.Open(ctx, srv.Location(bucket, ""), storage.OpenOptions{})
+	if err == nil || !strings.Contains(err.Error(), "AWS_ACCESS_KEY_ID") {
+		t.Errorf("wrong secret: %v", err)
+	}
+	// Nothing listens on the port a listener just gave back.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if _, err := storage.Open(ctx, "s3:http://"+addr+"/b?retries=2", storage.OpenOptions{}); err == nil {
+		t.Error("open of a closed port succeeded")
 	}
 }
