@@ -337,8 +337,10 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 	}
 	after := ""
 	var fnErr error
-	err := b.lim.do(ctx, opList, func(actx context.Context) error {
-		// The attempt timeout bounds a page, not the whole listing.
+	err := b.lim.do(ctx, opList, func(context.Context) error {
+		// The listing as a whole is not bound by the attempt timeout (a
+		// million keys take longer); a stuck page is, by the transport's
+		// response header timeout.
 		lctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		opts := minio.ListObjectsOptions{Prefix: b.cfg.Prefix + prefix, Recursive: true, StartAfter: after, MaxKeys: 1000}
@@ -359,7 +361,6 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 				return errStopped
 			}
 		}
-		_ = actx
 		return ctx.Err()
 	})
 	if fnErr != nil {
