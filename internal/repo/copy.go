@@ -3,8 +3,10 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"sort"
 	"sync"
@@ -262,9 +264,10 @@ func (w *Writer) copyDiskRaw(ctx context.Context, src *Repository, indexID strin
 }
 
 // copyRaw copies one chunk (d set) or index object unless dst has it. The
-// envelope is authenticated (and decoded) before it is written, so a
+// envelope is authenticated (not decompressed) before it is written, so a
 // damaged source object is reported rather than copied. It returns the
-// bytes written, 0 when dst had the object.
+// bytes written, 0 when dst had the object. (--verify decodes and
+// re-hashes what was written.)
 func (w *Writer) copyRaw(ctx context.Context, src *Repository, t objType, name string, d *Digest) (int, error) {
 	if d != nil {
 		known, err := w.known(ctx, *d)
@@ -281,7 +284,7 @@ func (w *Writer) copyRaw(ctx context.Context, src *Repository, t objType, name s
 		}
 		return 0, fmt.Errorf("read %s from the source: %w", name, err)
 	}
-	if _, _, err := src.codec.open(nil, nil, t, name, env); err != nil {
+	if _, err := src.codec.authenticate(nil, t, name, env); err != nil {
 		if d != nil {
 			w.forget(*d)
 		}
@@ -358,4 +361,40 @@ func (r *Repository) verifyPoint(ctx context.Context, id string) (int64, error) 
 		}
 	}
 	return n, ctx.Err()
+}
+
+// authenticate checks an envelope as open does (header, type, encryption
+// flag, authentication tag or CRC) without decompressing it: enough to
+// know that a raw copy carries what the repository's writer sealed.
+func (c *codec) authenticate(scratch []byte, t objType, name string, env []byte) ([]byte, error) {
+	h, err := parseEnvHeader(name, env)
+	if err != nil {
+		return scratch, err
+	}
+	if objType(h.typ) != t {
+		return scratch, corrupt(name, "stored %v where a %v was expected", objType(h.typ), t)
+	}
+	encrypted := h.flags&flagEncrypted != 0
+	if encrypted != (c.keys != nil) {
+		return scratch, corrupt(name, "encryption flag does not match the repository")
+	}
+	body := env[envHeaderSize:]
+	if encrypted {
+		aad := make([]byte, 0, envHeaderSize+len(name))
+		aad = append(append(aad, env[:envHeaderSize]...), name...)
+		if scratch, err = c.keys.Open(scratch[:0], body, aad); err != nil {
+			return scratch, corrupt(name, "authentication failed")
+		}
+		return scratch, nil
+	}
+	if len(body) < 4 {
+		return scratch, corrupt(name, "envelope truncated")
+	}
+	crc := crc32.Update(0, castagnoli, env[:envHeaderSize])
+	crc = crc32.Update(crc, castagnoli, []byte(name))
+	crc = crc32.Update(crc, castagnoli, body[:len(body)-4])
+	if crc != binary.LittleEndian.Uint32(body[len(body)-4:]) {
+		return scratch, corrupt(name, "checksum mismatch")
+	}
+	return scratch, nil
 }

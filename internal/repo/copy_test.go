@@ -157,3 +157,35 @@ func TestCopyReencodes(t *testing.T) {
 		t.Error("copy of a repository into itself accepted")
 	}
 }
+
+// A damaged source object is reported, not copied.
+func TestCopyRefusesDamagedSource(t *testing.T) {
+	ctx := context.Background()
+	mb := mem.New()
+	src, err := Init(ctx, mb, InitOptions{Password: "secret", ChunkSize: testCS, Encrypt: true, KDF: cheapKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := chainPoints(t, src, "vm1", 60, 1)
+	var id string
+	for id = range want {
+	}
+	m, _ := src.LoadPoint(ctx, id)
+	x, _ := src.LoadIndex(ctx, m.Disks[0].Index)
+	name := chunkName(x.Digests[0])
+	env, _ := mb.Get(ctx, name)
+	env[len(env)/2] ^= 1
+	if err := mb.Put(ctx, name, env); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := Init(ctx, mem.New(), InitOptions{CopyOf: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(ctx, src, dst, CopyOptions{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("copy of a damaged chunk: %v", err)
+	}
+	if ids, _ := dst.PointIDs(ctx); len(ids) != 0 {
+		t.Fatalf("point committed despite a damaged chunk: %v", ids)
+	}
+}
