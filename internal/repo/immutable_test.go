@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -116,6 +117,28 @@ func immutableScenario(t *testing.T, versioned bool) {
 		t.Fatalf("gc after the locks expired: %+v %v", g, err)
 	}
 	checkPoints(t, r, want)
+	if versioned {
+		// A policy longer than the locks (a config version written by hand):
+		// verify names every object locked for too short a time.
+		cfg := r.Config()
+		cfg.Immutable = &Immutability{RetainSeconds: 3600, SlackSeconds: 60}
+		data, _ := json.Marshal(cfg)
+		if err := be.Put(ctx, configName, data); err != nil {
+			t.Fatal(err)
+		}
+		if r, err = Open(ctx, be, "p", OpenOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := r.Verify(ctx, VerifyOptions{})
+		if err != nil || len(rep.Problems) == 0 {
+			t.Fatalf("verify with a longer policy: %v %+v", err, rep)
+		}
+		for _, p := range rep.Problems {
+			if p.Kind != "lock-too-short" {
+				t.Errorf("problem %+v", p)
+			}
+		}
+	}
 }
 
 // dirtyMap marks as unchanged every window of img equal to prev's, like a
