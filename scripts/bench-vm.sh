@@ -130,7 +130,7 @@ if [ -x "$VGW" ]; then
 		"$VGW" --access benchaccess --secret benchsecret0123456789 --port "127.0.0.1:$S3PORT" posix "$W/s3" >"$W/versitygw.log" 2>&1 &
 	VGWPID=$!
 	mkdir -p "$W/s3/bench"
-	until curl -s -o /dev/null "http://127.0.0.1:$S3PORT/"; do sleep 0.2; done
+	until (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null; do sleep 0.2; done
 	S3REPO="s3:http://127.0.0.1:$S3PORT/bench/kura"
 	export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret0123456789
 	KURA_REPO="$S3REPO" "$KURA" repo init >/dev/null

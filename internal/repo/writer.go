@@ -40,6 +40,9 @@ type DiskSource struct {
 	Size    int64
 	Extents []Extent // sorted, contiguous, covering [0,Size); nil = all ExtentData
 	Parent  *Index   // needed when an extent is ExtentUnchanged
+	// ParentRetainUntil is the parent point's RetainUntil (immutable
+	// repositories; zero = look the parent point up).
+	ParentRetainUntil time.Time
 }
 
 // Writer writes disks and commits recovery points. It holds a shared
@@ -292,9 +295,11 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 	}
 	if w.ret != nil && hasUnchanged(exts) {
 		// Chunks taken from the parent: locked long enough already, or extended.
-		pu, err := w.r.parentRetention(ctx, w.r.codec.digest(src.Parent.encode()).String())
-		if err != nil {
-			return "", st, err
+		pu := src.ParentRetainUntil
+		if pu.IsZero() {
+			if pu, err = w.r.parentRetention(ctx, w.r.codec.digest(src.Parent.encode()).String()); err != nil {
+				return "", st, err
+			}
 		}
 		if err := w.keepReused(ctx, x, pu); err != nil {
 			return "", st, err
