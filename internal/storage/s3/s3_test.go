@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -101,5 +103,55 @@ func TestOpenErrors(t *testing.T) {
 	l.Close()
 	if _, err := storage.Open(ctx, "s3:http://"+addr+"/b?retries=2", storage.OpenOptions{}); err == nil {
 		t.Error("open of a closed port succeeded")
+	}
+}
+
+// A listing of more keys than one page holds, through a proxy that breaks
+// requests, delivers every name exactly once (it resumes after the last
+// key delivered).
+func TestListPagesThroughFaults(t *testing.T) {
+	srv := s3server.Start(t)
+	bucket := srv.Bucket(t, "many", false)
+	ctx := context.Background()
+	be := open(t, srv.Location(bucket, "r"))
+	const n = 2500
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := be.Put(ctx, fmt.Sprintf("chunks/%02x/c%05d", i%256, i), []byte{byte(i)}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Faults on listing pages only (deterministic for a seed: one lister).
+	px := srv.FaultProxy(t, s3server.Faults{Rate: 0.5, Seed: 1,
+		Only: func(r *http.Request) bool { return r.URL.Query().Get("list-type") == "2" }})
+	faulty := open(t, px.Location(bucket, "r", "retries=30&timeout=2s"))
+	seen := map[string]int{}
+	err := faulty.List(ctx, "chunks/", func(oi storage.ObjectInfo) error { seen[oi.Name]++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Fatalf("listed %d names, want %d", len(seen), n)
+	}
+	for name, c := range seen {
+		if c != 1 {
+			t.Fatalf("%s listed %d times", name, c)
+		}
+	}
+	st := faulty.(storage.Counter).Requests()
+	t.Logf("%d list requests, %d retried; faults %v", st.List, st.Retries, px.Counts())
+	if st.Retries == 0 {
+		t.Error("no listing request was retried")
 	}
 }

@@ -29,6 +29,8 @@ type Faults struct {
 	Rate float64       // probability that a request gets a fault
 	Slow time.Duration // how long a slow response is held back
 	Seed uint64
+	// Only, when set, limits faults to the requests it accepts.
+	Only func(*http.Request) bool
 }
 
 // Proxy is a fault-injecting HTTP proxy in front of a Server.
@@ -83,8 +85,8 @@ func (p *Proxy) Counts() map[string]int {
 	return out
 }
 
-func (p *Proxy) pick() string {
-	if !p.enabled.Load() {
+func (p *Proxy) pick(req *http.Request) string {
+	if !p.enabled.Load() || (p.faults.Only != nil && !p.faults.Only(req)) {
 		return ""
 	}
 	p.mu.Lock()
@@ -102,7 +104,7 @@ func (p *Proxy) pick() string {
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	fault := p.pick()
+	fault := p.pick(req)
 	switch fault {
 	case Fault503:
 		w.Header().Set("Content-Type", "application/xml")
