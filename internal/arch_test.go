@@ -14,6 +14,7 @@ var layers = []struct {
 	prefix string
 	rank   int
 }{
+	{"internal/phase", 0},
 	{"internal/storage", 1},
 	{"internal/crypto", 2},
 	{"internal/lock", 2},
@@ -25,12 +26,19 @@ var layers = []struct {
 	{"internal/diskwrite", 3},
 	{"internal/fsread", 3},
 	{"internal/testenv", 3},
+	{"internal/throttle", 3},
 	{"internal/progress", 4},
 	{"internal/engine", 4},
 	{"internal/benchmark", 4},
-	{"internal/cli", 5},
-	{"cmd/kura", 6},
-	{"internal/e2e", 6},
+	{"internal/service", 5},
+	{"internal/notify", 5},
+	{"internal/schedule", 5},
+	{"internal/config", 5},
+	{"internal/auth", 5},
+	{"internal/server", 6},
+	{"internal/cli", 7},
+	{"cmd/kura", 8},
+	{"internal/e2e", 8},
 }
 
 // forbidden lists imports that would couple siblings of one layer.
@@ -41,6 +49,7 @@ var forbidden = map[string][]string{
 	"internal/fsread":     {"internal/repo", "internal/hypervisor"},
 	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
 	"internal/progress":   {"internal/engine", "internal/repo"},
+	"internal/notify":     {"internal/engine", "internal/service", "internal/config", "internal/auth", "internal/cli", "internal/server", "internal/repo", "internal/catalog", "internal/hypervisor"},
 }
 
 const module = "github.com/kurabackup/kura/"

@@ -353,7 +353,7 @@ func (r *Repository) verifyPoint(ctx context.Context, id string) (int64, error) 
 			}
 		}
 		rep := &VerifyReport{}
-		r.readAll(ctx, &refGraph{}, ds, rep, nil)
+		r.readAll(ctx, &refGraph{}, ds, rep, VerifyOptions{ReadData: true})
 		n += int64(len(ds))
 		if len(rep.Problems) > 0 {
 			p := rep.Problems[0]

@@ -10,8 +10,8 @@ import (
 	"github.com/kurabackup/kura/internal/storage"
 )
 
-// ErrStillLocked means a point (or object) cannot be deleted yet: its
-// retention in an immutable repository has not expired.
+// ErrStillLocked means a point cannot be deleted yet: its retention in an
+// immutable repository has not expired.
 var ErrStillLocked = errors.New("locked by the repository's immutability period")
 
 // Immutability is the policy of an immutable repository (config field
@@ -202,20 +202,17 @@ func (r *Repository) parentRetention(ctx context.Context, id string) (time.Time,
 // ioWorkers is the parallelism of work bound by request latency.
 func (r *Repository) ioWorkers() int { return max(r.workers(), 16) }
 
-// checkDeletable refuses to delete a point of an immutable repository
-// before its manifest's retention expired.
-func (r *Repository) checkDeletable(ctx context.Context, id string) error {
+// lockedUntil reports whether point id of an immutable repository is
+// still locked (its manifest's retention is in the future), and until when.
+func (r *Repository) lockedUntil(ctx context.Context, id string) (time.Time, bool) {
 	if r.cfg.Immutable == nil {
-		return nil
+		return time.Time{}, false
 	}
 	oi, err := r.be.Stat(ctx, pointName(id))
 	if err != nil {
-		return nil // Delete reports it
+		return time.Time{}, false // the deletion reports it
 	}
-	if oi.RetainUntil.After(time.Now()) {
-		return fmt.Errorf("point %s: %w until %s", id, ErrStillLocked, oi.RetainUntil.UTC().Format(time.RFC3339))
-	}
-	return nil
+	return oi.RetainUntil, oi.RetainUntil.After(time.Now())
 }
 
 // RetentionProblem is a referenced object locked for less time than the

@@ -22,6 +22,10 @@ type OpenOptions struct {
 	// check that it exists either way.
 	Create bool
 	Logger *slog.Logger
+	// ReserveFor names the objects (locks, gc markers) that may use space
+	// a backend sets aside for when its store is full (a local directory
+	// keeps a reserve file); nil = no reserve.
+	ReserveFor func(name string) bool
 }
 
 // Opener opens a backend for the part of a location after "<scheme>:".

@@ -13,8 +13,8 @@ import (
 func init() { storage.Register("local", openLocation) }
 
 // openLocation opens "local:<dir>" (or a bare directory) in batch sync
-// mode, which the repository's per-point Sync makes safe. With
-// opts.Create the directory is created.
+// mode, which the repository's per-point Sync makes safe, with a reserve
+// for opts.ReserveFor. With opts.Create the directory is created.
 func openLocation(_ context.Context, dir string, opts storage.OpenOptions) (storage.Backend, error) {
 	if strings.HasPrefix(dir, "//") {
 		dir = dir[1:] // local://srv/kura reads as local:/srv/kura
@@ -29,5 +29,9 @@ func openLocation(_ context.Context, dir string, opts storage.OpenOptions) (stor
 	} else if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", dir, err)
 	}
-	return OpenOptions(dir, Options{Batch: true})
+	o := Options{Batch: true}
+	if opts.ReserveFor != nil {
+		o.Reserve, o.ReserveFor = DefaultReserve, opts.ReserveFor
+	}
+	return OpenOptions(dir, o)
 }
