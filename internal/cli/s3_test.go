@@ -207,7 +207,7 @@ func TestImmutableRepositoryCLI(t *testing.T) {
 	}
 	addPointsAt(t, loc, "web", 2, 1)
 	code, out, errs := run(t, env, "prune", "--keep-last", "1", "--gc")
-	if code != 0 || !strings.Contains(out, "locked by the repository's immutability period until") || !strings.Contains(out, "0 removed") {
+	if code != 0 || !strings.Contains(out, "locked by the immutability period until") || !strings.Contains(out, "0 removed") {
 		t.Fatalf("prune of locked points: %d %s %s", code, out, errs)
 	}
 	if got := pointIDs(t, env); len(got) != 2 {

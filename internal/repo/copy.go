@@ -288,7 +288,7 @@ func (w *Writer) copyRaw(ctx context.Context, src *Repository, t objType, name s
 		if d != nil {
 			w.forget(*d)
 		}
-		return 0, fmt.Errorf("source object damaged, not copied (run kura repo verify --read-data on the source): %w", err)
+		return 0, fmt.Errorf("source object damaged, not copied (run kura verify --read-data on the source): %w", err)
 	}
 	if err := w.put(ctx, name, env); err != nil {
 		if d != nil {
