@@ -131,6 +131,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.cleanupCommand(),
 		a.jobsCommand(),
 		a.serverCommand(),
+		a.capacityCommand(),
 		a.copyCommand(),
 	)
 	a.addRecoveryCommands(root)
