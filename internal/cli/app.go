@@ -20,7 +20,7 @@ import (
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/service"
 	"github.com/kurabackup/kura/internal/storage"
-	"github.com/kurabackup/kura/internal/storage/local"
+	_ "github.com/kurabackup/kura/internal/storage/backends" // every backend, chosen by location scheme
 )
 
 // App holds the global options and the resources commands open lazily.
@@ -49,7 +49,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
 
 func (a *App) bindGlobalFlags(root *cobra.Command) {
 	f := root.PersistentFlags()
-	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
+	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location: a directory, local:DIR or s3:https://host[:port]/bucket[/prefix]; env KURA_REPO")
 	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
 	f.StringVar(&a.masterKey, "master-key-file", os.Getenv("KURA_MASTER_KEY_FILE"), "open the repository with a master key written by kura repo export-key instead of a passphrase (then kura repo key add sets a new one); env KURA_MASTER_KEY_FILE")
 	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "hypervisor connection URI: qemu:///system, qemu+ssh://USER@HOST/system, vsphere://USER@VCENTER/DATACENTER; env KURA_CONNECT")
@@ -85,12 +85,16 @@ func (a *App) close() {
 
 func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
 
-// backend opens the storage backend named by --repo.
-func (a *App) backend(create bool) (storage.Backend, error) {
-	if a.repoLocation == "" {
-		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
-	}
-	be, err := openBackend(a.repoLocation, create)
+// backend opens the storage backend named by --repo, through the
+// registry of backends linked in (storage/backends).
+func (a *App) backend(ctx context.Context, create bool) (storage.Backend, error) {
+	return a.openLocation(ctx, a.repoLocation, create)
+}
+
+// openLocation opens a repository location (a path, local:DIR, s3:URL)
+// and closes it with the App.
+func (a *App) openLocation(ctx context.Context, loc string, create bool) (storage.Backend, error) {
+	be, err := openBackend(ctx, loc, create)
 	if err != nil {
 		return nil, err
 	}
@@ -98,17 +102,17 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	return be, nil
 }
 
-// openBackend opens the storage backend at a repository location.
-func openBackend(loc string, create bool) (storage.Backend, error) {
-	loc = strings.TrimPrefix(loc, "local:")
-	if create {
-		if err := os.MkdirAll(loc, 0o700); err != nil {
-			return nil, fmt.Errorf("create repository directory: %w", err)
-		}
-	} else if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
+// openBackend opens the storage backend at a repository location through
+// the registry; locks and gc markers may use a full local disk's reserve.
+func openBackend(ctx context.Context, loc string, create bool) (storage.Backend, error) {
+	if loc == "" {
+		return nil, usageError("no repository given: use --repo LOCATION or set KURA_REPO")
 	}
-	return local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
+	be, err := storage.Open(ctx, loc, storage.OpenOptions{Create: create, ReserveFor: repo.MaintenanceObject})
+	if errors.Is(err, storage.ErrUnknownScheme) {
+		return nil, usageError("%v", err)
+	}
+	return be, err
 }
 
 // password returns the passphrase from --password-file (or
@@ -178,7 +182,7 @@ func (a *App) connectPassword() (string, error) {
 
 // openRepo opens the repository named by --repo with the passphrase.
 func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
-	be, err := a.backend(false)
+	be, err := a.backend(ctx, false)
 	if err != nil {
 		return nil, err
 	}

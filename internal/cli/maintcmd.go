@@ -142,6 +142,10 @@ freed by kura gc (or --gc).`,
 // printKept lists points a policy or a delete would remove but a reader holds.
 func printKept(a *App, kept map[string]string) {
 	for id, who := range kept {
+		if strings.HasPrefix(who, "locked") { // immutable repository
+			a.out("kept %s: %s", id, who)
+			continue
+		}
 		a.out("kept %s: in use (%s); it goes at the next prune", id, who)
 	}
 }
@@ -179,7 +183,7 @@ func (a *App) locksCommand() *cobra.Command {
 		Short: "List repository locks; --remove-stale deletes locks of dead processes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			be, err := a.backend(false)
+			be, err := a.backend(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -230,6 +234,10 @@ func printGC(a *App, rep *repo.GCReport) {
 	if rep.TempRemoved > 0 {
 		a.out("removed %d leftover temporary files", rep.TempRemoved)
 	}
+	if rep.Locked > 0 {
+		a.out("%d more unused objects (%s) are still locked by the immutability period and were left alone: they become deletable between %s and %s",
+			rep.Locked, fmtBytes(rep.LockedBytes), rep.LockedFrom.UTC().Format(time.RFC3339), rep.LockedUntil.UTC().Format(time.RFC3339))
+	}
 }
 
 func printInfo(a *App, location string, in *repo.Info) {
@@ -243,4 +251,13 @@ func printInfo(a *App, location string, in *repo.Info) {
 	a.out("unique       %s before compression", fmtBytes(in.UniqueRaw))
 	a.out("dedup        %.2fx", in.DedupRatio)
 	a.out("compression  %.2fx", in.CompressionRatio)
+	a.out("backend      %s, %d objects", in.Backend, in.Objects)
+	if im := in.Config.Immutable; im != nil {
+		a.out("immutable    every point's objects locked for %s (+%s slack)", im.Retain(), im.Slack())
+	}
+	if j := in.LastJob; j != nil {
+		q := j.Requests
+		a.out("last job     point %s (%s): %d requests (PUT %d, GET %d, HEAD %d, LIST %d, DELETE %d, retention %d, retried %d), %s sent, %s received",
+			j.Point, j.Kind, q.Total(), q.Put, q.Get, q.Head, q.List, q.Delete, q.Retention, q.Retries, fmtBytes(q.BytesUp), fmtBytes(q.BytesDown))
+	}
 }

@@ -134,6 +134,7 @@ KURA_CATALOG (catalog database).`,
 		a.jobsCommand(),
 		a.serverCommand(),
 		a.capacityCommand(),
+		a.copyCommand(),
 	)
 	a.addRecoveryCommands(root)
 	strictGroups(root)

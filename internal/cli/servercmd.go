@@ -34,7 +34,7 @@ func openConfigured(ctx context.Context, rc config.Repository, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	be, err := openBackend(rc.Location, false)
+	be, err := openBackend(ctx, rc.Location, false)
 	if err != nil {
 		return nil, err
 	}

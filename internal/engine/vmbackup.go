@@ -161,7 +161,11 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 	}
 	e.emit(progress.Event{Kind: "disk-start", Job: jobID, VM: vm.Name, Disk: sd.Target, Total: sd.Size})
 	last := time.Time{}
-	idxID, st, err := w.WriteDisk(ctx, repo.DiskSource{Reader: sd.Reader, Size: sd.Size, Extents: exts, Parent: pidx},
+	src := repo.DiskSource{Reader: sd.Reader, Size: sd.Size, Extents: exts, Parent: pidx}
+	if pidx != nil {
+		src.ParentRetainUntil = parent.RetainUntil
+	}
+	idxID, st, err := w.WriteDisk(ctx, src,
 		func(done, total int64) {
 			now := e.now()
 			if now.Sub(last) < 100*time.Millisecond && done < total {

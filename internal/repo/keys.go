@@ -82,7 +82,7 @@ func (r *Repository) putKey(ctx context.Context, password, host, usr string) (st
 		return "", err
 	}
 	id := randomHex(8)
-	if err := r.be.Put(ctx, keyName(id), data); err != nil {
+	if err := r.putMeta(ctx, keyName(id), data); err != nil {
 		return "", fmt.Errorf("write key file: %w", err)
 	}
 	return id, r.syncBackend(ctx)

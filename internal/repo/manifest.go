@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kurabackup/kura/internal/storage"
 )
 
 // ManifestVersion is the manifest schema version written by this code.
@@ -81,6 +83,11 @@ type Manifest struct {
 	// (spec §2): a config changed since, even with its MAC removed, no
 	// longer matches it.
 	ConfigMAC string `json:"config_mac,omitempty"`
+	// RetainUntil (immutable repositories): every object this point
+	// references is locked by the store until at least this time.
+	RetainUntil time.Time `json:"retain_until,omitzero"`
+	// Requests the backend served while the point was written (S3).
+	Requests *storage.RequestStats `json:"requests,omitempty"`
 }
 
 // NewPointID returns a fresh sortable point id: UTC time, "-", 8 random hex.

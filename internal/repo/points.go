@@ -160,6 +160,9 @@ type DeleteResult struct {
 	// Kept are points not deleted because a reader holds a lease on them,
 	// with the holder ("restore by host pid 123").
 	Kept map[string]string `json:"kept,omitempty"`
+	// Locked are the points of Kept that an immutable repository's lock
+	// still protects, with the date it expires.
+	Locked map[string]time.Time `json:"locked,omitempty"`
 }
 
 // DeletePoints removes recovery points' manifests (format spec §8.1).
@@ -181,7 +184,7 @@ func (r *Repository) DeletePoints(ctx context.Context, ids []string, opts Delete
 		return nil, fmt.Errorf("take prune lock: %w", err)
 	}
 	defer func() { _ = lk.Release(context.WithoutCancel(ctx)) }()
-	res := &DeleteResult{Kept: map[string]string{}}
+	res := &DeleteResult{Kept: map[string]string{}, Locked: map[string]time.Time{}}
 	leased, err := r.leasedPoints(ctx)
 	if err != nil {
 		return nil, err
@@ -192,6 +195,12 @@ func (r *Repository) DeletePoints(ctx context.Context, ids []string, opts Delete
 			res.Kept[id] = who
 			continue
 		}
+		// Immutable repository: kept until its lock expires.
+		if until, locked := r.lockedUntil(ctx, id); locked {
+			res.Kept[id] = "locked by the immutability period until " + until.UTC().Format(time.RFC3339)
+			res.Locked[id] = until
+			continue
+		}
 		name := pointName(id)
 		env, err := r.be.Get(ctx, name)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -200,7 +209,11 @@ func (r *Repository) DeletePoints(ctx context.Context, ids []string, opts Delete
 		if err != nil {
 			return res, fmt.Errorf("read %s: %w", name, err)
 		}
-		if err := r.be.Delete(ctx, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		if err := r.be.Delete(ctx, name); errors.Is(err, storage.ErrRetained) {
+			res.Kept[id] = "locked by the store's retention"
+			res.Locked[id] = time.Time{}
+			continue
+		} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return res, fmt.Errorf("delete point %s: %w", id, err)
 		}
 		saved[id] = env
@@ -244,6 +257,9 @@ func (r *Repository) DeletePoint(ctx context.Context, id string) error {
 	res, err := r.DeletePoints(ctx, []string{id}, DeleteOptions{})
 	if err != nil {
 		return err
+	}
+	if until, ok := res.Locked[id]; ok {
+		return fmt.Errorf("point %s: %w until %s", id, ErrStillLocked, until.UTC().Format(time.RFC3339))
 	}
 	if who, ok := res.Kept[id]; ok {
 		return fmt.Errorf("point %s: %w (%s)", id, ErrLeased, who)

@@ -28,6 +28,15 @@ type InitOptions struct {
 	Encrypt            bool
 	KDF                KDFParams // zero = crypto.DefaultKDF()
 	Hostname, Username string    // recorded in the key file; empty = this host/user
+	// Immutable > 0 makes an immutable repository: the store (an S3 bucket
+	// with Object Lock) locks every object a point references for this
+	// long after the point, plus ImmutableSlack (0 = DefaultSlack).
+	Immutable, ImmutableSlack time.Duration
+	// CopyOf initialises the repository as a copy of another one: same
+	// chunk size, encryption and master key (its key files are copied, so
+	// the same passphrases open it), so that kura copy moves encrypted
+	// chunks as they are. ChunkSize, Encrypt and Password are ignored.
+	CopyOf *Repository
 }
 
 // OpenOptions configure an opened repository.
@@ -92,6 +101,9 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
 	}
+	if opts.CopyOf != nil {
+		opts.ChunkSize, opts.Encrypt = opts.CopyOf.cfg.ChunkSize, opts.CopyOf.cfg.Encrypted
+	}
 	cs := opts.ChunkSize
 	if cs == 0 {
 		cs = DefaultChunkSize
@@ -101,8 +113,23 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	}
 	cfg := Config{Magic: configMagic, Version: CurrentVersion, ID: randomHex(16), ChunkSize: cs,
 		Encryption: "none", Compression: "zstd", Created: time.Now().UTC().Truncate(time.Second)}
-	r := &Repository{be: be, log: slog.New(slog.DiscardHandler)}
-	if opts.Encrypt {
+	if opts.Immutable > 0 {
+		if _, err := retainer(ctx, be); err != nil {
+			return nil, err
+		}
+		slack := opts.ImmutableSlack
+		if slack <= 0 {
+			slack = DefaultSlack(opts.Immutable)
+		}
+		cfg.Immutable = &Immutability{RetainSeconds: int64(opts.Immutable / time.Second), SlackSeconds: int64(slack / time.Second)}
+	}
+	r := &Repository{be: be, cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	if opts.CopyOf != nil {
+		cfg.CopyOf, cfg.Encryption = opts.CopyOf.cfg.ID, opts.CopyOf.cfg.Encryption
+		if err := r.copyKeys(ctx, opts.CopyOf); err != nil {
+			return nil, err
+		}
+	} else if opts.Encrypt {
 		if opts.Password == "" {
 			return nil, errors.New("an encrypted repository needs a passphrase")
 		}
@@ -144,7 +171,7 @@ func (r *Repository) writeConfig(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.be.Put(ctx, configName, data); err != nil {
+	if err := r.putMeta(ctx, configName, data); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
 	return nil
@@ -272,7 +299,7 @@ func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opt
 	if err != nil {
 		return nil, err
 	}
-	if ek.RepositoryID != cfg.ID {
+	if ek.RepositoryID != cfg.ID && ek.RepositoryID != cfg.CopyOf {
 		return nil, fmt.Errorf("master key belongs to repository %s, not %s", ek.RepositoryID, cfg.ID)
 	}
 	mk, err := crypto.MasterKeyFromBytes(ek.MasterKey)
@@ -290,7 +317,11 @@ func (r *Repository) workers() int {
 	if r.opts.Workers > 0 {
 		return r.opts.Workers
 	}
-	return 2 * maxProcs()
+	n := 2 * maxProcs()
+	if c, ok := r.be.(storage.Concurrent); ok {
+		n = max(n, min(c.Concurrency(), 16))
+	}
+	return n
 }
 
 // lockOptions are the options of every lock the repository takes.

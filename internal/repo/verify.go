@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/storage"
@@ -170,9 +171,15 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		return nil, err
 	}
 	rep.Points, rep.Indexes, rep.Chunks = len(g.points), len(g.loaded), len(g.chunks)
-	present := make(map[string]bool, len(g.chunks))
+	// Only referenced chunks are remembered while listing: memory follows
+	// what the points use, not what the store holds.
+	present := make(map[Digest]bool, len(g.chunks))
 	err = r.be.List(ctx, "chunks/", func(oi storage.ObjectInfo) error {
-		present[oi.Name] = true
+		if d, err := parseDigest(oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]); err == nil {
+			if _, used := g.chunks[d]; used && oi.Name == chunkName(d) {
+				present[d] = true
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -180,7 +187,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	}
 	var toRead []Digest
 	for d := range g.chunks {
-		if !present[chunkName(d)] {
+		if !present[d] {
 			rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: "missing",
 				Detail: "chunk referenced by an index is not in the repository", Affected: g.affectedByChunk(d)})
 		} else if opts.ReadData && opts.Fresh != nil && opts.Fresh(d) {
@@ -193,6 +200,21 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		r.readAll(ctx, g, toRead, rep, opts)
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+	}
+	if r.cfg.Immutable != nil {
+		rps, err := r.verifyRetention(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range rps {
+			detail := "not locked"
+			if !p.RetainUntil.IsZero() {
+				detail = "locked only until " + p.RetainUntil.UTC().Format(time.RFC3339)
+			}
+			rep.Problems = append(rep.Problems, Problem{Object: p.Object, Kind: "lock-too-short",
+				Detail: detail + ", the immutability period needs " + p.Need.UTC().Format(time.RFC3339) +
+					" (the store may have lost it, or someone shortened it in governance mode)"})
 		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return strings.Compare(rep.Problems[i].Object, rep.Problems[j].Object) < 0 })

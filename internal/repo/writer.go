@@ -40,6 +40,9 @@ type DiskSource struct {
 	Size    int64
 	Extents []Extent // sorted, contiguous, covering [0,Size); nil = all ExtentData
 	Parent  *Index   // needed when an extent is ExtentUnchanged
+	// ParentRetainUntil is the parent point's RetainUntil (immutable
+	// repositories; zero = look the parent point up).
+	ParentRetainUntil time.Time
 }
 
 // Writer writes disks and commits recovery points. It holds a shared
@@ -50,6 +53,8 @@ type Writer struct {
 	gc   *gcView
 	mu   sync.Mutex
 	seen map[Digest]struct{} // digests known to exist (or being uploaded by us)
+	ret  *writerRetention    // immutable repositories only
+	reqs storage.RequestStats
 	// distrust names objects a verify found missing or corrupt: never
 	// reused, stored again when met (which heals every point using them).
 	distrust map[string]bool
@@ -95,6 +100,13 @@ func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, er
 		r.log.Info("repository config authenticated", "repository", r.cfg.ID)
 	}
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
+	if c, ok := r.be.(storage.Counter); ok {
+		w.reqs = c.Requests()
+	}
+	if w.ret, err = r.newWriterRetention(ctx, time.Now()); err != nil {
+		_ = lk.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	// Read the gc markers after the lock is visible, then record what we saw.
 	if w.gc, err = r.loadGCView(ctx); err != nil {
 		_ = lk.Release(context.WithoutCancel(ctx))
@@ -140,10 +152,17 @@ func (w *Writer) known(ctx context.Context, d Digest) (bool, error) {
 		return false, w.gc.waitGone(ctx, w.r, name)
 	}
 	fi, err := w.r.be.Stat(ctx, name)
+	if err == nil && fi.Size > 0 {
+		if err := w.keep(ctx, name, fi.RetainUntil, &d); err != nil {
+			w.forget(d)
+			return false, err
+		}
+		return true, nil
+	}
 	if err == nil {
 		// An empty file can only be the remains of a power loss in batch
 		// sync mode: store the chunk again.
-		return fi.Size > 0, nil
+		return false, nil
 	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -314,6 +333,20 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 	for _, s := range stats {
 		st.Add(s)
 	}
+	if w.ret != nil && hasUnchanged(exts) {
+		// Chunks taken from the parent: locked long enough already, or extended.
+		pu := src.ParentRetainUntil
+		if pu.IsZero() {
+			if pu, err = w.r.parentRetention(ctx, w.r.codec.digest(src.Parent.encode()).String()); err != nil {
+				return "", st, err
+			}
+		}
+		if err := w.keepReused(ctx, x, pu); err != nil {
+			return "", st, err
+		}
+	} else if err := w.keepReused(ctx, x, time.Time{}); err != nil {
+		return "", st, err
+	}
 	id, stored, err := w.putIndex(ctx, x)
 	st.BytesStored += stored
 	return id, st, err
@@ -379,10 +412,10 @@ func (w *Writer) putIndex(ctx context.Context, x *Index) (string, int64, error) 
 		if err := w.gc.waitGone(ctx, w.r, name); err != nil {
 			return "", 0, err
 		}
-	} else if _, err := w.r.be.Stat(ctx, name); err == nil && !w.distrusted(name) {
-		return id, 0, nil
+	} else if fi, err := w.r.be.Stat(ctx, name); err == nil && !w.distrusted(name) {
+		return id, 0, w.keep(ctx, name, fi.RetainUntil, nil)
 	}
-	n, err := w.r.putObject(ctx, typeIndex, name, plain)
+	n, err := w.putObject(ctx, typeIndex, name, plain)
 	return id, int64(n), err
 }
 
@@ -415,6 +448,18 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 			return fmt.Errorf("disk %s has no valid index id", d.Target)
 		}
 	}
+	if w.ret != nil {
+		m.RetainUntil = w.ret.min
+		if err := w.keepMeta(ctx); err != nil {
+			return err
+		}
+	}
+	if c, ok := w.r.be.(storage.Counter); ok {
+		// Requests of this point so far; the manifest's own PUT and syncs follow.
+		rs := c.Requests().Sub(w.reqs)
+		rs.Put++
+		m.Requests = &rs
+	}
 	plain, err := m.encode()
 	if err != nil {
 		return err
@@ -425,7 +470,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 	if err := w.r.syncBackend(ctx); err != nil {
 		return err
 	}
-	if _, err = w.r.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
+	if _, err = w.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
 		return err
 	}
 	return w.r.syncBackend(ctx)
