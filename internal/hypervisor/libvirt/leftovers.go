@@ -29,7 +29,8 @@ const (
 // Leftovers implements hypervisor.Connector. It reports, per VM: a backup
 // job whose NBD socket lies in kura's scratch directory, kura checkpoints
 // and (for shut-off VMs) qcow2 bitmaps not in keep, live qemu-nbd servers
-// started by kura, and session scratch directories.
+// started by kura, and session scratch directories; then what killed boot
+// verifications and instant recoveries left (instantleftovers.go).
 func (c *Connector) Leftovers(ctx context.Context, vms []string, keep map[string]bool) ([]hypervisor.Leftover, error) {
 	if c.remote {
 		return nil, fmt.Errorf("cleanup on %s: %w", c.uri, errRemoteBackup)
@@ -49,7 +50,11 @@ func (c *Connector) Leftovers(ctx context.Context, vms []string, keep map[string
 		}
 		out = append(out, lo...)
 	}
-	return out, nil
+	lo, err := c.instantLeftovers(ctx, vms)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, lo...), nil
 }
 
 func (c *Connector) vmLeftovers(ctx context.Context, vm hypervisor.VM, keep map[string]bool) ([]hypervisor.Leftover, error) {
@@ -179,6 +184,8 @@ func (c *Connector) RemoveLeftover(ctx context.Context, l hypervisor.Leftover) e
 			}
 		}
 		return ignoreNotExist(os.Remove(l.Name))
+	case KindInstantVM, KindNetwork, KindInstantDir:
+		return c.removeInstantLeftover(ctx, l)
 	case KindScratch:
 		if !c.inScratch(l.Name) {
 			return fmt.Errorf("remove leftover %s: not in %s", l.Name, c.QemuScratchDir)
