@@ -14,6 +14,7 @@ var layers = []struct {
 	prefix string
 	rank   int
 }{
+	{"internal/phase", 0},
 	{"internal/storage", 1},
 	{"internal/crypto", 2},
 	{"internal/lock", 2},
@@ -28,9 +29,10 @@ var layers = []struct {
 	{"internal/progress", 4},
 	{"internal/engine", 4},
 	{"internal/benchmark", 4},
-	{"internal/cli", 5},
-	{"cmd/kura", 6},
-	{"internal/e2e", 6},
+	{"internal/service", 5},
+	{"internal/cli", 6},
+	{"cmd/kura", 7},
+	{"internal/e2e", 7},
 }
 
 // forbidden lists imports that would couple siblings of one layer.

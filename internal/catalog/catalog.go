@@ -42,6 +42,9 @@ type Catalog struct {
 	r      *sql.DB // pool of read-only connections
 	logger *slog.Logger
 	now    func() time.Time
+	// host and pid identify this process in the jobs it starts.
+	host string
+	pid  int
 }
 
 // Open opens the catalog at path, creating the file (mode 0600) and its
@@ -69,7 +72,8 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Catalog, erro
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
 
-	c := &Catalog{path: path, logger: logger, now: time.Now}
+	host, _ := os.Hostname()
+	c := &Catalog{path: path, logger: logger, now: time.Now, host: host, pid: os.Getpid()}
 	c.w, err = sql.Open("sqlite", dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)

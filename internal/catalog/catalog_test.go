@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
 func openTest(t *testing.T) (*Catalog, string) {
@@ -263,7 +266,7 @@ func TestVMsUpsertAndMarkMissing(t *testing.T) {
 	if err := c.UpsertVM(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.UpsertVM(ctx, VM{UUID: "u2", Name: "db"}); err != nil {
+	if err := c.UpsertVM(ctx, VM{UUID: "u2", Name: "db", URI: "qemu+ssh://h2/system"}); err != nil {
 		t.Fatal(err)
 	}
 	// A later sighting renames and moves; first_seen stays the earliest.
@@ -277,23 +280,28 @@ func TestVMsUpsertAndMarkMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []VM{
-		{UUID: "u2", Name: "db", FirstSeen: t0.Add(10 * time.Hour), LastSeen: t0.Add(10 * time.Hour)},
+		{UUID: "u2", Name: "db", URI: "qemu+ssh://h2/system", FirstSeen: t0.Add(10 * time.Hour), LastSeen: t0.Add(10 * time.Hour)},
 		{UUID: "u1", Name: "web2", Hypervisor: "libvirt", URI: "qemu+ssh://h2/system", Host: "h2",
 			FirstSeen: t0, LastSeen: t0.Add(6 * time.Hour)},
 	}
 	if !reflect.DeepEqual(vms, want) {
 		t.Fatalf("VMs:\n got %+v\nwant %+v", vms, want)
 	}
-	newly, err := c.MarkMissing(ctx, []string{"u1", "u9"})
+	// Another host's inventory never marks h2's VMs missing.
+	if newly, err := c.MarkMissing(ctx, Scope{Host: "h3", URI: "qemu:///system"}, nil); err != nil || len(newly) != 0 {
+		t.Fatalf("MarkMissing of another host = %v, %v; want nothing", newly, err)
+	}
+	h2 := Scope{Host: "h2", URI: "qemu+ssh://h2/system"}
+	newly, err := c.MarkMissing(ctx, h2, []string{"u1", "u9"})
 	if err != nil || !reflect.DeepEqual(newly, []string{"u2"}) {
-		t.Fatalf("MarkMissing = %v, %v; want [u2]", newly, err)
+		t.Fatalf("MarkMissing = %v, %v; want [u2] (by URI: it has no host)", newly, err)
 	}
 	vms, _ = c.VMs(ctx)
 	if !vms[0].Missing || vms[1].Missing {
 		t.Errorf("missing flags: %+v", vms)
 	}
 	// The VM comes back: marked present again, nothing newly missing.
-	newly, err = c.MarkMissing(ctx, []string{"u1", "u2"})
+	newly, err = c.MarkMissing(ctx, h2, []string{"u1", "u2"})
 	if err != nil || len(newly) != 0 {
 		t.Fatalf("MarkMissing again = %v, %v", newly, err)
 	}
@@ -336,13 +344,13 @@ func TestJobs(t *testing.T) {
 		t.Errorf("job vm of unknown job: %v", err)
 	}
 	summary := map[string]int{"vms": 2, "failed": 1}
-	if err := c.FinishJob(ctx, j1.ID, StatePartiallyFailed, summary); err != nil {
+	if err := c.FinishJob(ctx, j1.ID, phase.PartiallyFailed, summary); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.FinishJob(ctx, j2.ID, StateRunning, nil); !errors.Is(err, ErrInvalid) {
+	if err := c.FinishJob(ctx, j2.ID, phase.Running, nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("non-final state: %v", err)
 	}
-	if err := c.FinishJob(ctx, "nope", StateFailed, nil); !errors.Is(err, ErrNotFound) {
+	if err := c.FinishJob(ctx, "nope", phase.Failed, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown job: %v", err)
 	}
 	jobs, err := c.Jobs(ctx, 0)
@@ -352,7 +360,7 @@ func TestJobs(t *testing.T) {
 	if jobs[0].ID != j2.ID || jobs[1].ID != j1.ID {
 		t.Errorf("order: %s %s, want newest first", jobs[0].ID, jobs[1].ID)
 	}
-	if jobs[0].State != StateRunning || !jobs[0].Finished.IsZero() || !jobs[0].Started.Equal(j2.Started) {
+	if jobs[0].State != phase.Running || !jobs[0].Finished.IsZero() || !jobs[0].Started.Equal(j2.Started) {
 		t.Errorf("running job %+v", jobs[0])
 	}
 	got := jobs[1]
@@ -360,7 +368,7 @@ func TestJobs(t *testing.T) {
 	if err := json.Unmarshal(got.Summary, &sum); err != nil || !reflect.DeepEqual(sum, summary) {
 		t.Errorf("summary %s, %v", got.Summary, err)
 	}
-	if got.State != StatePartiallyFailed || got.Kind != JobBackup || !got.Finished.Equal(t0.Add(3*time.Minute)) {
+	if got.State != phase.PartiallyFailed || got.Kind != JobBackup || !got.Finished.Equal(t0.Add(3*time.Minute)) {
 		t.Errorf("finished job %+v", got)
 	}
 	wantVMs := []JobVM{
@@ -380,5 +388,68 @@ func TestJobs(t *testing.T) {
 	}
 	if _, err := c.Job(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Job(nope): %v", err)
+	}
+}
+
+func TestMarkInterrupted(t *testing.T) {
+	c, _ := openTest(t)
+	ctx := context.Background()
+	clock := t0
+	c.now = func() time.Time { return clock }
+	start := func(host string, pid int) Job {
+		t.Helper()
+		c.host, c.pid = host, pid
+		j, err := c.StartJob(ctx, JobBackup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	dead := start("here", 111)  // its process died on this host
+	alive := start("here", 222) // still running
+	if err := c.RecordJobVM(ctx, JobVM{JobID: dead.ID, VMName: "web", VMUUID: "u1", State: phase.VMRunning, Attempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RecordJobVM(ctx, JobVM{JobID: dead.ID, VMName: "db", VMUUID: "u2", State: phase.Succeeded, Attempts: 1, PointID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	clock = t0.Add(10 * time.Minute)
+	if err := c.Heartbeat(ctx, dead.ID); err != nil {
+		t.Fatal(err)
+	}
+	quiet := start("elsewhere", 333) // another host, silent since t0+10m
+	clock = t0.Add(50 * time.Minute)
+	fresh := start("elsewhere", 444) // another host, just started
+	c.host, c.pid = "here", 999
+
+	marked, err := c.MarkInterrupted(ctx, func(pid int) bool { return pid == 222 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, j := range marked {
+		ids[j.ID] = true
+	}
+	if len(marked) != 2 || !ids[dead.ID] || !ids[quiet.ID] {
+		t.Fatalf("marked %+v", marked)
+	}
+	got, _ := c.Job(ctx, dead.ID)
+	if got.State != phase.Failed || !got.Finished.Equal(t0.Add(10*time.Minute)) ||
+		!strings.Contains(got.Error, "interrupted: process 111 on here is gone") {
+		t.Errorf("dead job: %+v", got)
+	}
+	for _, v := range got.VMs {
+		want := map[string]phase.VM{"web": phase.VMFailed, "db": phase.Succeeded}[v.VMName]
+		if v.State != want {
+			t.Errorf("vm %s of the dead job: %s, want %s", v.VMName, v.State, want)
+		}
+	}
+	for _, id := range []string{alive.ID, fresh.ID} {
+		if j, _ := c.Job(ctx, id); j.State != phase.Running {
+			t.Errorf("live job %s: %+v", id, j)
+		}
+	}
+	if again, err := c.MarkInterrupted(ctx, func(int) bool { return true }); err != nil || len(again) != 0 {
+		t.Errorf("second pass: %+v, %v", again, err)
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
-// StartJob records a new job of the given kind in state Running and returns
-// it. Job IDs are 16 random hex digits.
+// StartJob records a new job of the given kind in state Running, owned by
+// this process (host and PID), and returns it. Job IDs are 16 random hex
+// digits.
 func (c *Catalog) StartJob(ctx context.Context, kind string) (Job, error) {
 	if !jobKinds[kind] {
 		return Job{}, fmt.Errorf("start job: %w: kind %q", ErrInvalid, kind)
@@ -19,21 +23,33 @@ func (c *Catalog) StartJob(ctx context.Context, kind string) (Job, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return Job{}, fmt.Errorf("start job: %w", err)
 	}
-	j := Job{ID: hex.EncodeToString(b[:]), Kind: kind, State: StateRunning, Started: c.now().UTC(),
-		Summary: json.RawMessage("null")}
-	if _, err := c.w.ExecContext(ctx, `INSERT INTO jobs(id, kind, started, state) VALUES (?, ?, ?, ?)`,
-		j.ID, j.Kind, timeToDB(j.Started), j.State); err != nil {
+	now := c.now().UTC()
+	j := Job{ID: hex.EncodeToString(b[:]), Kind: kind, State: phase.Running, Started: now, Heartbeat: now,
+		Host: c.host, PID: c.pid, Summary: json.RawMessage("null")}
+	if _, err := c.w.ExecContext(ctx, `INSERT INTO jobs(id, kind, started, state, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		j.ID, j.Kind, timeToDB(j.Started), j.State, j.Host, j.PID, timeToDB(j.Heartbeat)); err != nil {
 		return Job{}, fmt.Errorf("start job: %w", classify(err))
 	}
 	// Round-trip precision: what Jobs returns must equal what we return.
 	j.Started = timeFromDB(timeToDB(j.Started))
+	j.Heartbeat = j.Started
 	return j, nil
 }
 
-// FinishJob sets a job's final state (Completed, PartiallyFailed or Failed),
-// its finish time, and its summary, stored as the JSON encoding of summary.
-func (c *Catalog) FinishJob(ctx context.Context, id, state string, summary any) error {
-	if !finalStates[state] {
+// Heartbeat records that the process running job id is alive.
+func (c *Catalog) Heartbeat(ctx context.Context, id string) error {
+	if _, err := c.w.ExecContext(ctx, `UPDATE jobs SET heartbeat = ? WHERE id = ? AND state = ?`,
+		timeToDB(c.now()), id, phase.Running); err != nil {
+		return fmt.Errorf("heartbeat of job %s: %w", id, classify(err))
+	}
+	return nil
+}
+
+// FinishJob sets a job's final state (Completed, PartiallyFailed, Failed or
+// Cancelled), its finish time, and its summary, stored as the JSON encoding
+// of summary.
+func (c *Catalog) FinishJob(ctx context.Context, id string, state phase.Job, summary any) error {
+	if !state.Final() {
 		return fmt.Errorf("finish job %s: %w: state %q is not final", id, ErrInvalid, state)
 	}
 	b, err := json.Marshal(summary)
@@ -51,6 +67,57 @@ func (c *Catalog) FinishJob(ctx context.Context, id, state string, summary any) 
 		return fmt.Errorf("finish job %s: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// Interrupted is how long a running job of another host may go without a
+// heartbeat before MarkInterrupted judges its process dead.
+const Interrupted = 30 * time.Minute
+
+// MarkInterrupted marks as Failed every Running job whose process is gone:
+// on this host, a PID alive reports dead; on other hosts, no heartbeat for
+// Interrupted. The job's finish time is its last heartbeat (when it was
+// last seen alive), its error says it was interrupted, and its VMs still
+// running are marked Failed too. It returns the jobs it marked.
+func (c *Catalog) MarkInterrupted(ctx context.Context, alive func(pid int) bool) ([]Job, error) {
+	var marked []Job
+	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		running, err := queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs WHERE state = ?`, phase.Running)
+		if err != nil {
+			return err
+		}
+		now := c.now()
+		for _, j := range running {
+			var why string
+			switch {
+			case j.Host == c.host && j.PID > 0 && j.PID != c.pid && !alive(j.PID):
+				why = fmt.Sprintf("interrupted: process %d on %s is gone (last seen alive %s)", j.PID, j.Host,
+					j.Heartbeat.Local().Format(time.RFC3339))
+			case j.Host != c.host && now.Sub(j.Heartbeat) > Interrupted:
+				why = fmt.Sprintf("interrupted: process %d on %s sent no heartbeat since %s", j.PID, j.Host,
+					j.Heartbeat.Local().Format(time.RFC3339))
+			default:
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, finished = heartbeat, error = ? WHERE id = ?`,
+				phase.Failed, why, j.ID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE job_vms SET state = ?, error = ? WHERE job_id = ? AND state IN (?, ?, ?)`,
+				phase.VMFailed, "interrupted", j.ID, phase.Pending, phase.VMRunning, phase.Retrying); err != nil {
+				return err
+			}
+			j.State, j.Finished, j.Error = phase.Failed, j.Heartbeat, why
+			marked = append(marked, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mark interrupted jobs: %w", classify(err))
+	}
+	for _, j := range marked {
+		c.logger.WarnContext(ctx, "job marked interrupted", "job", j.ID, "kind", j.Kind, "reason", j.Error)
+	}
+	return marked, nil
 }
 
 // RecordJobVM records or updates the outcome of one VM in a job.
@@ -81,7 +148,7 @@ func (c *Catalog) Jobs(ctx context.Context, limit int) ([]Job, error) {
 	var out []Job
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs
+		out, err = queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs
 ORDER BY started DESC, id DESC LIMIT ?`, limit)
 		if err != nil {
 			return err
@@ -101,7 +168,7 @@ func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
 	var out []Job
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs WHERE id = ?`, id)
+		out, err = queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id)
 		if err != nil {
 			return err
 		}
@@ -117,6 +184,9 @@ FROM job_vms WHERE job_id = ? ORDER BY vm_name, vm_uuid`, id)
 	return out[0], nil
 }
 
+// jobColumns are the columns queryJobs scans, in its order.
+const jobColumns = `id, kind, state, started, finished, summary, host, pid, heartbeat, error`
+
 func queryJobs(ctx context.Context, q querier, query string, args ...any) ([]Job, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -126,12 +196,12 @@ func queryJobs(ctx context.Context, q querier, query string, args ...any) ([]Job
 	var out []Job
 	for rows.Next() {
 		var j Job
-		var started, finished sql.NullInt64
+		var started, finished, heartbeat sql.NullInt64
 		var summary string
-		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &started, &finished, &summary); err != nil {
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &started, &finished, &summary, &j.Host, &j.PID, &heartbeat, &j.Error); err != nil {
 			return nil, err
 		}
-		j.Started, j.Finished = timeFromDB(started), timeFromDB(finished)
+		j.Started, j.Finished, j.Heartbeat = timeFromDB(started), timeFromDB(finished), timeFromDB(heartbeat)
 		j.Summary = json.RawMessage(summary)
 		out = append(out, j)
 	}

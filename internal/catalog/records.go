@@ -3,6 +3,8 @@ package catalog
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
 // Point kinds.
@@ -15,24 +17,17 @@ const (
 const (
 	JobBackup  = "backup"
 	JobRestore = "restore"
+	JobExport  = "export"
 	JobVerify  = "verify"
 	JobPrune   = "prune"
 	JobGC      = "gc"
+	JobCleanup = "cleanup"
+	JobCopy    = "copy"
+	JobInstant = "instant"
 )
 
-// Job states. New and Running are open; the others are final.
-const (
-	StateNew             = "New"
-	StateRunning         = "Running"
-	StateCompleted       = "Completed"
-	StatePartiallyFailed = "PartiallyFailed"
-	StateFailed          = "Failed"
-)
-
-var (
-	jobKinds    = map[string]bool{JobBackup: true, JobRestore: true, JobVerify: true, JobPrune: true, JobGC: true}
-	finalStates = map[string]bool{StateCompleted: true, StatePartiallyFailed: true, StateFailed: true}
-)
+var jobKinds = map[string]bool{JobBackup: true, JobRestore: true, JobExport: true, JobVerify: true, JobPrune: true,
+	JobGC: true, JobCleanup: true, JobCopy: true, JobInstant: true}
 
 // Repository is a repository the catalog indexes.
 type Repository struct {
@@ -95,26 +90,33 @@ type PointFilter struct {
 
 // Job is one run of a long operation.
 type Job struct {
-	ID       string          `json:"id"`
-	Kind     string          `json:"kind"`  // JobBackup, JobRestore, ...
-	State    string          `json:"state"` // StateNew, StateRunning, ...
-	Started  time.Time       `json:"started"`
-	Finished time.Time       `json:"finished"`
-	Summary  json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
-	VMs      []JobVM         `json:"vms,omitempty"`
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`  // JobBackup, JobRestore, ...
+	State    phase.Job `json:"state"` // phase.Running, phase.Completed, ...
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Host and PID identify the process running the job.
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
+	// Heartbeat is the last time the running process said it was alive.
+	Heartbeat time.Time `json:"heartbeat"`
+	// Error says why a job failed as a whole (an interruption, say).
+	Error   string          `json:"error,omitempty"`
+	Summary json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
+	VMs     []JobVM         `json:"vms,omitempty"`
 }
 
 // JobVM is the outcome of one VM within a job. A record is identified by
 // its job and the VM's UUID, or its name when the UUID is unknown (a VM
 // selected by name that could not be found).
 type JobVM struct {
-	JobID    string `json:"job_id"`
-	VMName   string `json:"vm_name"`
-	VMUUID   string `json:"vm_uuid"`
-	State    string `json:"state"`
-	Attempts int    `json:"attempts"`
-	Error    string `json:"error"`
-	PointID  string `json:"point_id"`
+	JobID    string   `json:"job_id"`
+	VMName   string   `json:"vm_name"`
+	VMUUID   string   `json:"vm_uuid"`
+	State    phase.VM `json:"state"`
+	Attempts int      `json:"attempts"`
+	Error    string   `json:"error"`
+	PointID  string   `json:"point_id"`
 }
 
 func (j JobVM) key() string {

@@ -88,7 +88,15 @@ CREATE TABLE job_vms (
 	PRIMARY KEY (job_id, vm_key)
 );
 `,
-	// 2: boot verification results (kura verify --boot). Not tied to the
+	// 2: who runs a job, whether it is alive, why it failed.
+	`
+ALTER TABLE jobs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN heartbeat INTEGER;
+ALTER TABLE jobs ADD COLUMN error TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_state ON jobs(state);
+`,
+	// 3: boot verification results (kura verify --boot). Not tied to the
 	// points table: a rebuild of the points keeps them.
 	`
 CREATE TABLE boot_checks (

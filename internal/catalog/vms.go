@@ -97,10 +97,30 @@ FROM vms ORDER BY name, uuid`)
 	return out, nil
 }
 
-// MarkMissing reconciles the VM table with the live inventory: every VM
-// whose UUID is in liveUUIDs is marked present, every other one missing.
-// Points of missing VMs are kept. It returns the UUIDs newly marked missing.
-func (c *Catalog) MarkMissing(ctx context.Context, liveUUIDs []string) ([]string, error) {
+// Scope names the hypervisor an inventory comes from: its host name and
+// connection URI.
+type Scope struct {
+	Host string
+	URI  string
+}
+
+// where is the SQL condition (and its arguments) selecting the VMs of the
+// scope: those recorded on the scope's host or, for records without a host
+// (or a scope without one), through the same connection URI.
+func (s Scope) where() (string, []any) {
+	if s.Host == "" {
+		return `uri = ?`, []any{s.URI}
+	}
+	return `(host = ? OR (host = '' AND uri = ?))`, []any{s.Host, s.URI}
+}
+
+// MarkMissing reconciles the VMs of one hypervisor (scope) with its live
+// inventory: every VM whose UUID is in liveUUIDs is marked present, every
+// other VM of that scope missing; VMs of other hypervisors are left as
+// they are. Points of missing VMs are kept. It returns the UUIDs newly
+// marked missing.
+func (c *Catalog) MarkMissing(ctx context.Context, scope Scope, liveUUIDs []string) ([]string, error) {
+	cond, args := scope.where()
 	var newly []string
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS live_vms(uuid TEXT PRIMARY KEY)`); err != nil {
@@ -115,7 +135,7 @@ func (c *Catalog) MarkMissing(ctx context.Context, liveUUIDs []string) ([]string
 			}
 		}
 		rows, err := tx.QueryContext(ctx, `UPDATE vms SET missing = 1
-WHERE missing = 0 AND uuid NOT IN (SELECT uuid FROM temp.live_vms) RETURNING uuid`)
+WHERE missing = 0 AND `+cond+` AND uuid NOT IN (SELECT uuid FROM temp.live_vms) RETURNING uuid`, args...)
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/service"
 	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/storage/local"
 )
@@ -37,6 +38,7 @@ type App struct {
 	quiet        bool
 
 	logger  *slog.Logger
+	cat     *catalog.Catalog
 	closers []func()
 }
 
@@ -95,7 +97,7 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	} else if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
 	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true})
+	be, err := local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
 	if err != nil {
 		return nil, err
 	}
@@ -191,28 +193,64 @@ func (a *App) loadPoint(ctx context.Context, id string) (*repo.Repository, *repo
 	return r, m, nil
 }
 
-// openEngine opens what a backup or restore job needs: the repository, the
-// hypervisor connection and the catalog (a cache: when it cannot be opened
-// the job still runs, with a warning).
-func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
+// openService opens what an operation needs: the repository, the catalog
+// (a cache: when it cannot be opened the operation still runs, with a
+// warning) and, with needConn, the hypervisor connection.
+func (a *App) openService(ctx context.Context, needConn bool) (*service.Service, error) {
 	r, err := a.openRepo(ctx)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := a.connect(ctx)
+	svc := &service.Service{Repo: r, Logger: a.logger, ScratchDir: defaultScratchDir()}
+	if needConn {
+		if svc.Conn, err = a.connect(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cat, opened, err := a.catalog(ctx)
+	if err != nil {
+		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
+		return svc, nil
+	}
+	svc.Catalog = cat
+	if opened.MovedAside != "" {
+		// The damaged catalog was set aside: fill the new one at once.
+		if rep, err := svc.RebuildCatalog(ctx); err != nil {
+			a.logger.Warn("catalog rebuild", "err", err)
+		} else {
+			fmt.Fprintf(a.stderr, "kura: the catalog was damaged: moved to %s; rebuilt from the repository (%d points)\n",
+				opened.MovedAside, rep.Points)
+		}
+	}
+	return svc, nil
+}
+
+// openEngine opens what a restore job needs (see openService).
+func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
+	svc, err := a.openService(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	cat, err := a.openCatalog(ctx)
-	if err != nil {
-		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
-		cat = nil
-	}
-	return &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger}, nil
+	return svc.Engine(), nil
 }
 
-// openCatalog opens the catalog database.
+// openCatalog opens the catalog database (for commands that read only it).
 func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
+	c, opened, err := a.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if opened.MovedAside != "" {
+		fmt.Fprintf(a.stderr, "kura: the catalog was damaged: moved to %s; kura catalog rebuild fills the new one\n", opened.MovedAside)
+	}
+	return c, nil
+}
+
+// catalog opens the catalog once per command.
+func (a *App) catalog(ctx context.Context) (*catalog.Catalog, *service.CatalogOpened, error) {
+	if a.cat != nil {
+		return a.cat, &service.CatalogOpened{}, nil
+	}
 	path := a.catalogPath
 	if path == "" {
 		dir := "/var/lib/kura"
@@ -223,12 +261,13 @@ func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
 		}
 		path = filepath.Join(dir, "catalog.db")
 	}
-	c, err := catalog.Open(ctx, path, a.logger)
+	c, opened, err := service.OpenCatalog(ctx, path, a.logger)
 	if err != nil {
-		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open catalog %s: %w", path, err)
 	}
+	a.cat = c
 	a.onClose(func() { _ = c.Close() })
-	return c, nil
+	return c, opened, nil
 }
 
 // progressSink returns the sink for long operations: JSON lines with --json,

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,9 +19,11 @@ func (a *App) backupCommand() *cobra.Command {
 powerstate:on|off|paused, any:, or a plain VM name). Each VM gets one recovery
 point holding every protectable disk and its domain XML. Backups are
 incremental through libvirt checkpoints unless --full; every point is still
-restorable on its own.
+restorable on its own. A selector that matches no VM is reported as a failed
+item of the job.
 
-Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
+Exit code: 0 all VMs succeeded, 3 some failed (or a selector matched
+nothing), 4 all failed, 1 nothing ran.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch hypervisor.ConsistencyMode(consistency) {
@@ -35,20 +36,16 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 				return usageError("invalid --unprotected %q: use skip or fail", opts.Unprotected)
 			}
 			ctx := cmd.Context()
-			eng, err := a.openEngine(ctx)
+			if _, err := hypervisor.ParseSelectors(args); err != nil {
+				return usageError("%v", err)
+			}
+			svc, err := a.openService(ctx, true)
 			if err != nil {
 				return err
 			}
-			vms, err := a.selectVMs(ctx, eng.Conn, args)
-			if err != nil {
-				return err
-			}
-			if len(vms) == 0 {
-				return fmt.Errorf("no VM matches %v on %s: see kura vm list", args, eng.Conn.URI())
-			}
-			eng.Progress = a.progressSink()
-			rep, err := eng.Backup(ctx, vms, opts)
-			endProgress(eng.Progress)
+			svc.Progress = a.progressSink()
+			rep, err := svc.Backup(ctx, args, opts)
+			endProgress(svc.Progress)
 			if err != nil {
 				return err
 			}

@@ -30,7 +30,7 @@ type restoreFlags struct {
 func (a *App) restoreCommand() *cobra.Command {
 	var f restoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore POINT | --all SPEC...",
+		Use:   "restore POINT | --plan-file FILE | --all SPEC...",
 		Short: "Restore a whole VM from a recovery point, in place or as a new VM",
 		Long: `Restore a recovery point (POINT may be a unique prefix of its id).
 
@@ -41,7 +41,8 @@ and MAC addresses, disks in --storage (a directory or a libvirt directory
 pool; default: beside the original's disks), networks mapped with --network
 OLD=NEW, host-bound parts (saved state, host devices, fixed ports) dropped.
 
---plan prints the full restore plan as YAML for editing; --plan-file uses it.
+--plan prints the full restore plan as YAML for editing; --plan-file uses it
+(the plan names its point: POINT may then be left out).
 
 Conflicts (a VM of that name or UUID is defined, a disk file exists) are
 found before anything changes. --on-conflict: prompt (the default on a
@@ -54,7 +55,7 @@ so an interrupted restore leaves no half VM.
 --all SPEC... restores every VM the selectors match (name:GLOB, uuid:UUID, a
 name...) from its latest point (or the latest --before TIME), each isolated
 from the others; --name-suffix restores them beside the originals.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runRestore(cmd, args, f) },
 	}
 	fl := cmd.Flags()
@@ -122,8 +123,18 @@ func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) erro
 	if !f.all && (f.before != "" || f.latest || f.suffix != "") {
 		return usageError("--latest, --before and --name-suffix go with --all")
 	}
+	if !f.all && len(args) == 0 && opts.Plan != nil && opts.Plan.Point != "" {
+		args = []string{opts.Plan.Point}
+	}
+	if f.all && len(args) == 0 {
+		return usageError("--all needs selectors: kura restore --all SPEC...")
+	}
 	if !f.all && len(args) != 1 {
-		return usageError("restore takes one POINT (or --all SPEC...)")
+		return usageError("restore takes one POINT (or --plan-file FILE naming it, or --all SPEC...)")
+	}
+	if !f.all && opts.Plan != nil && opts.Plan.Point != "" && !strings.HasPrefix(strings.ToLower(opts.Plan.Point), strings.ToLower(args[0])) &&
+		!strings.HasPrefix(strings.ToLower(args[0]), strings.ToLower(opts.Plan.Point)) {
+		return usageError("the plan is for point %s, not %s", opts.Plan.Point, args[0])
 	}
 	eng, err := a.openEngine(ctx)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/libvirt"
+	"github.com/kurabackup/kura/internal/service"
 )
 
 // connect opens the hypervisor connection named by --connect.
@@ -22,23 +23,6 @@ func (a *App) connect(ctx context.Context) (hypervisor.Connector, error) {
 	return c, nil
 }
 
-// selectVMs resolves selector specs against the connection's VMs.
-func (a *App) selectVMs(ctx context.Context, conn hypervisor.Connector, specs []string) ([]hypervisor.VM, error) {
-	sels := make([]hypervisor.Selector, 0, len(specs))
-	for _, s := range specs {
-		sel, err := hypervisor.ParseSelector(s)
-		if err != nil {
-			return nil, usageError("%v", err)
-		}
-		sels = append(sels, sel)
-	}
-	vms, err := conn.ListVMs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return hypervisor.Select(ctx, vms, sels, nil)
-}
-
 func (a *App) vmCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Inspect the hypervisor's virtual machines"}
 	var search string
@@ -47,15 +31,19 @@ func (a *App) vmCommand() *cobra.Command {
 		Short: "List VMs with their disks, addresses and whether each disk can be protected",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := a.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
 			spec := search
 			if spec == "" {
 				spec = "any:"
 			}
-			vms, err := a.selectVMs(cmd.Context(), conn, []string{spec})
+			if _, err := hypervisor.ParseSelector(spec); err != nil {
+				return usageError("%v", err)
+			}
+			conn, err := a.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			svc := &service.Service{Conn: conn, Logger: a.logger}
+			vms, _, err := svc.SelectVMs(cmd.Context(), []string{spec})
 			if err != nil {
 				return err
 			}

@@ -35,6 +35,9 @@ type Target struct {
 	Path   string // final path
 	Format string // "qcow2" or "raw"
 	Size   int64  // virtual size in bytes
+	// Mode is the image's permission bits. Zero: those of the file being
+	// replaced at Path, else 0600 (guest data is private).
+	Mode fs.FileMode
 }
 
 // Options tune Create.
@@ -98,10 +101,16 @@ func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
 	if t.Size <= 0 || !filepath.IsAbs(t.Path) {
 		return nil, fmt.Errorf("create %q: need an absolute path and a positive size (%d)", t.Path, t.Size)
 	}
-	if _, err := os.Lstat(t.Path); err == nil && !opts.Overwrite {
+	fi, err := os.Lstat(t.Path)
+	switch {
+	case err == nil && !opts.Overwrite:
 		return nil, fmt.Errorf("create %s: %w", t.Path, ErrExists)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("create %s: %w", t.Path, err)
+	case t.Mode == 0 && err == nil && fi.Mode().IsRegular():
+		t.Mode = fi.Mode().Perm()
+	case t.Mode == 0:
+		t.Mode = 0o600
 	}
 	w := &Writer{t: t, partial: t.Path + PartialSuffix, opts: opts, log: opts.Logger}
 	if w.log == nil {
@@ -112,13 +121,17 @@ func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("create %s: %w", t.Path, err)
 	}
-	var err error
 	if t.Format == "raw" && !opts.RawViaNBD {
 		w.gran = 4 << 10
 		w.be, err = createRaw(w.partial, t.Size)
 	} else {
 		w.gran = 64 << 10 // qcow2 default cluster size
 		w.be, err = startNBD(ctx, w.partial, t, opts, w.log)
+	}
+	if err == nil {
+		if err = os.Chmod(w.partial, t.Mode.Perm()); err != nil {
+			w.be.kill()
+		}
 	}
 	if err != nil {
 		os.Remove(w.partial)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 )
@@ -23,11 +24,12 @@ var (
 	ErrNothingToProtect = errors.New("vm has no protectable disk")
 )
 
-// Job states (velero naming).
+// Job states, as package phase defines them.
 const (
-	StateCompleted       = "Completed"
-	StatePartiallyFailed = "PartiallyFailed"
-	StateFailed          = "Failed"
+	StateCompleted       = phase.Completed
+	StatePartiallyFailed = phase.PartiallyFailed
+	StateFailed          = phase.Failed
+	StateCancelled       = phase.Cancelled
 )
 
 // Engine runs backup and restore jobs.
@@ -39,6 +41,8 @@ type Engine struct {
 	Progress progress.Sink
 	// Now returns the current time; tests inject a fixed clock.
 	Now func() time.Time
+
+	heartbeats sync.Map // job id → chan struct{} stopping its heartbeat
 }
 
 func (e *Engine) now() time.Time {
@@ -79,13 +83,16 @@ type BackupOptions struct {
 	// Unprotected is "skip" (record the disk as unprotected and go on) or
 	// "fail" (fail the VM).
 	Unprotected string
+	// Unmatched are selectors that matched no VM: each is a failed item of
+	// the job (a typo must not pass for success).
+	Unmatched []hypervisor.Match
 }
 
 // VMResult is the outcome for one VM.
 type VMResult struct {
 	VM       string         `json:"vm"`
 	UUID     string         `json:"uuid"`
-	State    string         `json:"state"` // succeeded or failed
+	State    phase.VM       `json:"state"` // Succeeded or Failed
 	Attempts int            `json:"attempts"`
 	Point    *repo.Manifest `json:"point,omitempty"`
 	Error    string         `json:"error,omitempty"`
@@ -95,7 +102,7 @@ type VMResult struct {
 // BackupReport is the outcome of a backup job.
 type BackupReport struct {
 	Job      string     `json:"job"`
-	State    string     `json:"state"`
+	State    phase.Job  `json:"state"`
 	Started  time.Time  `json:"started"`
 	Finished time.Time  `json:"finished"`
 	VMs      []VMResult `json:"vms"`
@@ -134,7 +141,7 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: "failed", Err: ctx.Err(), Error: ctx.Err().Error()}
+				rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.VMFailed, Err: ctx.Err(), Error: ctx.Err().Error()}
 				return
 			}
 			defer func() { <-sem }()
@@ -143,20 +150,18 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 	}
 	wg.Wait()
 
+	for _, m := range opts.Unmatched {
+		r := VMResult{VM: m.Selector.String(), State: phase.VMFailed, Err: m.Err, Error: m.Err.Error()}
+		e.recordJobVM(ctx, jobID, r)
+		rep.VMs = append(rep.VMs, r)
+	}
 	ok := 0
 	for _, r := range rep.VMs {
 		if r.Err == nil {
 			ok++
 		}
 	}
-	switch {
-	case ok == len(rep.VMs):
-		rep.State = StateCompleted
-	case ok == 0:
-		rep.State = StateFailed
-	default:
-		rep.State = StatePartiallyFailed
-	}
+	rep.State = phase.Outcome(ok, len(rep.VMs)-ok, 0)
 	rep.Finished = e.now()
 	e.finishJob(ctx, jobID, rep.State, rep)
 	e.emit(progress.Event{Kind: "job-done", Job: jobID, Done: int64(ok), Total: int64(len(vms)),
@@ -172,12 +177,12 @@ func (e *Engine) backupWithRetries(ctx context.Context, jobID string, vm hypervi
 		e.emit(progress.Event{Kind: "vm-start", Job: jobID, VM: vm.Name, Data: map[string]any{"attempt": attempt}})
 		m, err := e.backupVM(ctx, jobID, vm, parent, opts)
 		if err == nil {
-			res.State, res.Point, res.Err, res.Error = "succeeded", m, nil, ""
+			res.State, res.Point, res.Err, res.Error = phase.Succeeded, m, nil, ""
 			e.emit(progress.Event{Kind: "vm-done", Job: jobID, VM: vm.Name,
 				Data: map[string]any{"point": m.ID, "kind": m.Kind, "consistency": m.Consistency}})
 			break
 		}
-		res.State, res.Err, res.Error = "failed", err, err.Error()
+		res.State, res.Err, res.Error = phase.VMFailed, err, err.Error()
 		e.log().Warn("vm backup failed", "vm", vm.Name, "attempt", attempt, "err", err)
 		if attempt > opts.Retries || !retryable(ctx, err) {
 			e.emit(progress.Event{Kind: "vm-failed", Job: jobID, VM: vm.Name, Err: err.Error()})

@@ -46,6 +46,11 @@ type ExportReport struct {
 func (e *Engine) Export(ctx context.Context, m *repo.Manifest, opts ExportOptions) (*ExportReport, error) {
 	begun := time.Now()
 	rep := &ExportReport{Point: m.ID, VM: m.VM.Name}
+	m, release, err := e.lease(ctx, "export", m)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 	out, err := filepath.Abs(opts.OutDir)
 	if err != nil || opts.OutDir == "" {
 		return rep, fmt.Errorf("export: need an output directory (--out)")
@@ -179,7 +184,7 @@ func setIdentity(p *domxml.Plan, m *repo.Manifest) {
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".kura-partial"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil { // VM configuration is private too
 		return err
 	}
 	f, err := os.Open(tmp)

@@ -204,6 +204,11 @@ func (e *Engine) storageDir(ctx context.Context, m *repo.Manifest, storage strin
 // defined and no image under a final name.
 func (e *Engine) Restore(ctx context.Context, m *repo.Manifest, opts RestoreOptions) (*RestoreReport, error) {
 	rep := &RestoreReport{Point: m.ID, SourceVM: m.VM.Name, Host: e.Conn.URI(), Begun: e.now()}
+	m, release, err := e.lease(ctx, "restore", m)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 	plan, err := e.PlanRestore(ctx, m, opts)
 	if err != nil {
 		return rep, err

@@ -16,9 +16,6 @@ import (
 // the job's context was cancelled.
 const closeTimeout = 2 * time.Minute
 
-// checkpointPrefix names the checkpoints kura creates.
-const checkpointPrefix = "kura-"
-
 // backupVM takes one recovery point of vm. Nothing is visible in the
 // repository unless it returns nil.
 func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, parent *repo.Manifest, opts BackupOptions) (*repo.Manifest, error) {
@@ -28,9 +25,13 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 	}
 	started := e.now()
 	id := repo.NewPointID(started)
+	// Checkpoints belong to this repository: another repository backing
+	// up the same VM keeps its own chain.
+	owner := hypervisor.OwnerTag(e.Repo.Config().ID)
 	hopts := hypervisor.BackupOptions{
 		Consistency:   opts.Consistency,
-		NewCheckpoint: checkpointPrefix + id,
+		NewCheckpoint: hypervisor.CheckpointName(owner, id),
+		Owner:         owner,
 		Disks:         targets,
 	}
 	switch {

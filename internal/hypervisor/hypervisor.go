@@ -137,8 +137,15 @@ type BackupOptions struct {
 	// and the engine retries with an empty base (a reported repair).
 	BaseCheckpoint string
 	// NewCheckpoint is the name to give the checkpoint this backup creates
-	// (the engine derives it from the recovery point id).
+	// (the engine derives it with CheckpointName from the owner and the
+	// recovery point id).
 	NewCheckpoint string
+	// Owner is the owner tag (OwnerTag) of the repository the backup goes
+	// to. When the session ends successfully the connector removes the
+	// checkpoints the new one supersedes (Superseded): older ones of the
+	// same owner, never those of another repository, which keeps its own
+	// chain on the same VM.
+	Owner string
 	// Disks limits the session to these targets (empty = every protectable
 	// disk).
 	Disks []string
@@ -189,6 +196,22 @@ type Leftover struct {
 	Name string `json:"name"`
 	// Detail explains why it is considered a leftover.
 	Detail string `json:"detail"`
+	// Foreign marks a checkpoint (or bitmap) of another repository
+	// (Owner names it): listed, never removed.
+	Foreign bool   `json:"foreign,omitempty"`
+	Owner   string `json:"owner,omitempty"`
+}
+
+// LeftoverQuery says whose leftovers Leftovers looks for.
+type LeftoverQuery struct {
+	// VMs are names or UUIDs; empty means every VM of the connection.
+	VMs []string
+	// Keep holds checkpoint names still referenced by recovery points;
+	// they are never reported.
+	Keep map[string]bool
+	// Owner is the owner tag of the repository asking: checkpoints of
+	// other owners are reported Foreign.
+	Owner string
 }
 
 // Connector is the extension point for a hypervisor platform.
@@ -203,11 +226,12 @@ type Connector interface {
 	LookupVM(ctx context.Context, nameOrUUID string) (VM, error)
 	// BeginBackup opens a point-in-time backup session of a VM.
 	BeginBackup(ctx context.Context, vm VM, opts BackupOptions) (BackupSession, error)
-	// Leftovers lists what killed runs left behind for the VMs given (all
-	// when empty). keep holds checkpoint names still referenced by recovery
-	// points; they are never reported.
-	Leftovers(ctx context.Context, vms []string, keep map[string]bool) ([]Leftover, error)
-	// RemoveLeftover removes one leftover.
+	// Leftovers lists what killed runs left behind on the VMs of q.
+	// Artefacts of a session whose process is still alive are not
+	// leftovers. BeginBackup reclaims the leftovers of dead processes on
+	// the VM it backs up by itself (saying so in the session's notes).
+	Leftovers(ctx context.Context, q LeftoverQuery) ([]Leftover, error)
+	// RemoveLeftover removes one leftover; a Foreign one is refused.
 	RemoveLeftover(ctx context.Context, l Leftover) error
 
 	// Restore targets.

@@ -130,12 +130,40 @@ type Resolver interface {
 // returned error then lists the resolution failures (the VMs matched by the
 // other selectors are still returned).
 func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, error) {
+	out, matches := SelectEach(ctx, vms, sels, r)
+	var errs []error
+	for _, m := range matches {
+		if m.Err != nil && !errors.Is(m.Err, ErrNoMatch) {
+			errs = append(errs, m.Err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ErrNoMatch means a selector matched no VM.
+var ErrNoMatch = errors.New("matches no VM")
+
+// Match is what one selector matched.
+type Match struct {
+	Selector Selector
+	// VMs are the names of the VMs it matched, in inventory order.
+	VMs []string
+	// Err is why it matched nothing: ErrNoMatch, or a DNS resolution error
+	// of an ipaddr: selector.
+	Err error
+}
+
+// SelectEach is Select that also says, per selector, what it matched: a
+// selector matching nothing is reported (a typo in a schedule must never
+// silently leave a VM unprotected).
+func SelectEach(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, []Match) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	var errs []error
+	matches := make([]Match, len(sels))
 	addrSets := make([]map[string]bool, len(sels))
 	for i, s := range sels {
+		matches[i].Selector = s
 		if s.Kind != SelectIPAddr {
 			continue
 		}
@@ -145,7 +173,7 @@ func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, e
 		} else {
 			addrs, err := r.LookupHost(ctx, s.Value)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("resolve %s: %w", s, err))
+				matches[i].Err = fmt.Errorf("resolve %s: %w", s, err)
 			}
 			for _, a := range addrs {
 				if ip := net.ParseIP(a); ip != nil {
@@ -157,14 +185,23 @@ func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, e
 	}
 	var out []VM
 	for _, vm := range vms {
+		picked := false
 		for i, s := range sels {
 			if s.matches(vm, addrSets[i]) {
-				out = append(out, vm)
-				break
+				matches[i].VMs = append(matches[i].VMs, vm.Name)
+				if !picked {
+					out = append(out, vm)
+					picked = true
+				}
 			}
 		}
 	}
-	return out, errors.Join(errs...)
+	for i := range matches {
+		if len(matches[i].VMs) == 0 && matches[i].Err == nil {
+			matches[i].Err = fmt.Errorf("selector %s %w", matches[i].Selector, ErrNoMatch)
+		}
+	}
+	return out, matches
 }
 
 func (s Selector) matches(vm VM, addrs map[string]bool) bool {

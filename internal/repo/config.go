@@ -36,9 +36,20 @@ type Config struct {
 	Encryption  string    `json:"encryption"`
 	Compression string    `json:"compression"`
 	Created     time.Time `json:"created"`
+	// MAC authenticates the fields that never change (spec §2): hex of
+	// the keyed digest of canonical(); absent in repositories made before
+	// it, which the first writer upgrades.
+	MAC string `json:"mac,omitempty"`
 
 	// Encrypted is derived from Encryption.
 	Encrypted bool `json:"-"`
+}
+
+// canonical is what MAC authenticates: every field but the version (a
+// later format version upgrades it in place) and the MAC itself.
+func (c Config) canonical() []byte {
+	return fmt.Appendf(nil, "kura config v1\nmagic=%s\nid=%s\nchunk_size=%d\nencryption=%s\ncompression=%s\ncreated=%s\n",
+		c.Magic, c.ID, c.ChunkSize, c.Encryption, c.Compression, c.Created.UTC().Format(time.RFC3339Nano))
 }
 
 // encrypted reports whether the repository encrypts its objects.

@@ -44,7 +44,12 @@ type tempCleaner interface {
 // to run while backups write into the repository (see the GC protocol in
 // docs/design/repository-format.md).
 func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
-	lk, err := lock.Acquire(ctx, r.be, lock.GC, map[string]string{"purpose": "gc"})
+	if !opts.DryRun {
+		if err := r.checkWritable(); err != nil {
+			return nil, err
+		}
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.GC, map[string]string{"purpose": "gc"}, r.lockOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("take gc lock: %w", err)
 	}

@@ -74,6 +74,10 @@ type Manifest struct {
 	KuraHost     string      `json:"kura_host,omitempty"`
 	Stats        DiskStats   `json:"stats"`
 	Notes        []string    `json:"notes,omitempty"`
+	// ConfigMAC is the repository config's MAC when the point was written
+	// (spec §2): a config changed since, even with its MAC removed, no
+	// longer matches it.
+	ConfigMAC string `json:"config_mac,omitempty"`
 }
 
 // NewPointID returns a fresh sortable point id: UTC time, "-", 8 random hex.

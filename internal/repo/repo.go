@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"strings"
 	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
+	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
 
@@ -116,18 +118,44 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 		}
 	}
 	cfg.Encrypted = opts.Encrypt
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
+	r.cfg = cfg
+	if err := r.setup(OpenOptions{}); err != nil {
 		return nil, err
 	}
-	if err := be.Put(ctx, configName, data); err != nil {
-		return nil, fmt.Errorf("write config: %w", err)
+	if err := r.writeConfig(ctx); err != nil {
+		return nil, err
 	}
-	r.cfg = cfg
 	if err := r.syncBackend(ctx); err != nil {
 		return nil, err
 	}
-	return r, r.setup(OpenOptions{})
+	return r, nil
+}
+
+// configMAC is the MAC of the repository's config (keyed when encrypted).
+func (r *Repository) configMAC() string {
+	d := r.codec.digest(r.cfg.canonical())
+	return d.String()
+}
+
+// writeConfig stores the config with its MAC.
+func (r *Repository) writeConfig(ctx context.Context) error {
+	r.cfg.MAC = r.configMAC()
+	data, err := json.MarshalIndent(r.cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := r.be.Put(ctx, configName, data); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// checkConfig verifies the config's MAC once the keys are known.
+func (r *Repository) checkConfig() error {
+	if r.cfg.MAC != "" && r.cfg.MAC != r.configMAC() {
+		return fmt.Errorf("%s: %w", r.be.Location(), ErrConfigChanged)
+	}
+	return nil
 }
 
 func (r *Repository) setup(opts OpenOptions) error {
@@ -180,17 +208,31 @@ func Open(ctx context.Context, be storage.Backend, password string, opts OpenOpt
 			return nil, err
 		}
 	}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 // unlock tries every key file with password.
 func (r *Repository) unlock(ctx context.Context, password string) error {
-	kfs, err := r.keyFiles(ctx)
+	kfs, bad, err := r.readKeyFiles(ctx)
 	if err != nil {
 		return err
 	}
+	if len(kfs) == 0 && len(bad) > 0 {
+		var parts []string
+		for _, b := range bad {
+			parts = append(parts, fmt.Sprintf("%s: %v", b.name, b.err))
+		}
+		return fmt.Errorf("%s: %w: no key file decodes (%s); restore the keys/ objects from a copy, or open with --master-key-file",
+			r.be.Location(), ErrCorrupt, strings.Join(parts, "; "))
+	}
 	if len(kfs) == 0 {
-		return fmt.Errorf("%s: %w: the repository has no key files", r.be.Location(), ErrMissing)
+		return fmt.Errorf("%s: %w: the repository has no key files; open with --master-key-file", r.be.Location(), ErrMissing)
+	}
+	if len(bad) > 0 {
+		r.log.Warn("some key files do not decode; the others are tried", "unreadable", len(bad))
 	}
 	for _, k := range kfs {
 		mk, err := k.kf.Unwrap(password)
@@ -238,7 +280,10 @@ func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opt
 		return nil, err
 	}
 	r := &Repository{be: be, cfg: cfg, mk: mk}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 func (r *Repository) workers() int {
@@ -246,4 +291,22 @@ func (r *Repository) workers() int {
 		return r.opts.Workers
 	}
 	return 2 * maxProcs()
+}
+
+// lockOptions are the options of every lock the repository takes.
+func (r *Repository) lockOptions() []lock.Option {
+	return []lock.Option{lock.WithLogger(r.log)}
+}
+
+// writeMin and writeMax are the write range checkWritable enforces (the
+// constants; variables so that tests can narrow them).
+var writeMin, writeMax = MinWriteVersion, MaxWriteVersion
+
+// checkWritable refuses to change a repository whose format version this
+// kura does not write (it may read it).
+func (r *Repository) checkWritable() error {
+	if v := r.cfg.Version; v < writeMin || v > writeMax {
+		return fmt.Errorf("format version %d, this kura writes %d to %d: %w", v, writeMin, writeMax, ErrNotWritable)
+	}
+	return nil
 }

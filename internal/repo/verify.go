@@ -136,6 +136,13 @@ func (r *Repository) loadGraph(ctx context.Context, rep *VerifyReport) (*refGrap
 // content.
 func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 	rep := &VerifyReport{Problems: []Problem{}}
+	// Points are not deleted (nor their chunks swept) while verify reads
+	// them: a problem it reports is a problem of a live point.
+	lease, err := r.LeaseAll(ctx, "verify")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	keys, err := r.listNames(ctx, "keys/")
 	if err != nil {
 		return nil, err

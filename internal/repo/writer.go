@@ -54,9 +54,20 @@ type Writer struct {
 
 // NewWriter takes a shared backup lock and returns a Writer.
 func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, error) {
-	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose})
+	if err := r.checkWritable(); err != nil {
+		return nil, err
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose}, r.lockOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("take backup lock: %w", err)
+	}
+	if r.cfg.MAC == "" {
+		// A repository made before config MACs: authenticate it now.
+		if err := r.writeConfig(ctx); err != nil {
+			_ = lk.Release(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		r.log.Info("repository config authenticated", "repository", r.cfg.ID)
 	}
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
 	// Read the gc markers after the lock is visible, then record what we saw.
@@ -357,6 +368,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("backup lock lost, point not committed (run the backup again): %w", err)
 	}
 	m.Version = ManifestVersion
+	m.ConfigMAC = w.r.configMAC()
 	if m.Started.IsZero() {
 		m.Started = time.Now().UTC()
 	}

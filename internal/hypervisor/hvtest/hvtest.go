@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,10 @@ type Target struct {
 	// NewConfig returns a configuration DefineVM accepts for a new VM of
 	// that name and UUID, which StartVM can boot. Required.
 	NewConfig func(t *testing.T, name, uuid string) []byte
+	// Abandon opens a backup session of vm (incremental from base,
+	// creating checkpoint next) in a process that then dies without
+	// closing it, as a killed kura would. Required.
+	Abandon func(t *testing.T, vm hypervisor.VM, base, next string)
 }
 
 const mib = 1 << 20
@@ -60,6 +65,8 @@ func Run(t *testing.T, tg Target) {
 	t.Run("FullThenIncremental", func(t *testing.T) { testFullIncremental(t, tg) })
 	t.Run("MissingBase", func(t *testing.T) { testMissingBase(t, tg) })
 	t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, tg) })
+	t.Run("Reclaim", func(t *testing.T) { testReclaim(t, tg) })
+	t.Run("TwoOwners", func(t *testing.T) { testTwoOwners(t, tg) })
 	t.Run("RestoreTarget", func(t *testing.T) { testRestoreTarget(t, tg) })
 }
 
@@ -298,18 +305,27 @@ func testLeftovers(t *testing.T, tg Target) {
 	if err := s.Close(ctx, true); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	keep := map[string]bool{"kura-hvt-l1": true}
-	if lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep); err != nil || len(lo) != 0 {
+	q := hypervisor.LeftoverQuery{VMs: []string{vm.Name}, Keep: map[string]bool{"kura-hvt-l1": true}}
+	if lo, err := tg.Connector.Leftovers(ctx, q); err != nil || len(lo) != 0 {
 		t.Fatalf("Leftovers after a clean session = %v, %v; want none", lo, err)
 	}
-	// An abandoned session (the process was killed before Close).
-	if _, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{
-		Consistency: tg.Consistency, BaseCheckpoint: "kura-hvt-l1", NewCheckpoint: "kura-hvt-l2",
-		ScratchDir: tg.ScratchDir(t),
-	}); err != nil {
+	// A session still open is no leftover, and holds the VM.
+	open, err := tg.begin(t, ctx, vm, "kura-hvt-l1", "kura-hvt-l2")
+	if err != nil {
 		t.Fatalf("BeginBackup: %v", err)
 	}
-	lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep)
+	if lo, err := tg.Connector.Leftovers(ctx, q); err != nil || len(lo) != 0 {
+		t.Fatalf("Leftovers while a session is open = %v, %v; want none", lo, err)
+	}
+	if _, err := tg.begin(t, ctx, vm, "kura-hvt-l1", "kura-hvt-l9"); !errors.Is(err, hypervisor.ErrBusy) {
+		t.Fatalf("BeginBackup while another session is open: %v, want ErrBusy", err)
+	}
+	if err := open.Close(ctx, false); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// A session of a killed process: reported, removed by RemoveLeftover.
+	tg.Abandon(t, vm, "kura-hvt-l1", "kura-hvt-l2")
+	lo, err := tg.Connector.Leftovers(ctx, q)
 	if err != nil {
 		t.Fatalf("Leftovers: %v", err)
 	}
@@ -317,7 +333,7 @@ func testLeftovers(t *testing.T, tg Target) {
 		t.Fatalf("Leftovers reports nothing after an abandoned session")
 	}
 	for _, l := range lo {
-		if l.VM != vm.Name || l.Kind == "" || l.Name == "" {
+		if l.VM != vm.Name || l.Kind == "" || l.Name == "" || l.Foreign {
 			t.Errorf("bad leftover %+v", l)
 		}
 		if l.Name == "kura-hvt-l1" {
@@ -329,7 +345,7 @@ func testLeftovers(t *testing.T, tg Target) {
 			t.Errorf("RemoveLeftover(%+v): %v", l, err)
 		}
 	}
-	if lo, err := tg.Connector.Leftovers(ctx, []string{vm.Name}, keep); err != nil || len(lo) != 0 {
+	if lo, err := tg.Connector.Leftovers(ctx, q); err != nil || len(lo) != 0 {
 		t.Fatalf("Leftovers after RemoveLeftover = %v, %v; want none", lo, err)
 	}
 	// The kept base still works.
@@ -341,5 +357,86 @@ func testLeftovers(t *testing.T, tg Target) {
 	checkIncremental(t, sessionDisk(t, s2, disk.Target), 3*mib, pattern(0xc3))
 	if err := s2.Close(ctx, true); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+}
+
+// testReclaim: the next backup of a VM clears what a killed session left
+// on it by itself, says so, and is incremental from the last good base.
+func testReclaim(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, write := tg.MakeVM(t)
+	disk := firstProtectable(t, vm)
+	s, err := tg.begin(t, ctx, vm, "", "kura-hvt-r1")
+	if err != nil {
+		t.Fatalf("BeginBackup: %v", err)
+	}
+	if err := s.Close(ctx, true); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	tg.Abandon(t, vm, "kura-hvt-r1", "kura-hvt-r2")
+	write(2*mib, pattern(0xd2))
+	s, err = tg.begin(t, ctx, vm, "kura-hvt-r1", "kura-hvt-r3")
+	if err != nil {
+		t.Fatalf("BeginBackup after a killed session: %v", err)
+	}
+	if !slices.ContainsFunc(s.Notes(), func(n string) bool { return strings.Contains(n, "killed") }) {
+		t.Errorf("session notes %q do not say what was reclaimed", s.Notes())
+	}
+	checkIncremental(t, sessionDisk(t, s, disk.Target), 2*mib, pattern(0xd2))
+	if err := s.Close(ctx, true); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	q := hypervisor.LeftoverQuery{VMs: []string{vm.UUID}, Keep: map[string]bool{"kura-hvt-r3": true}}
+	if lo, err := tg.Connector.Leftovers(ctx, q); err != nil || len(lo) != 0 {
+		t.Fatalf("Leftovers after the reclaiming backup = %v, %v; want none", lo, err)
+	}
+}
+
+// testTwoOwners: two repositories back up the same VM, each keeping its
+// own chain; neither breaks the other's, and cleanup for one lists the
+// other's checkpoints as foreign.
+func testTwoOwners(t *testing.T, tg Target) {
+	ctx := tg.ctx(t)
+	vm, write := tg.MakeVM(t)
+	disk := firstProtectable(t, vm)
+	a1, a2 := hypervisor.CheckpointName("aaaaaaaa", "p1"), hypervisor.CheckpointName("aaaaaaaa", "p2")
+	b1, b2 := hypervisor.CheckpointName("bbbbbbbb", "p1"), hypervisor.CheckpointName("bbbbbbbb", "p2")
+	run := func(owner, base, next string, wantOff int64, want []byte) {
+		t.Helper()
+		s, err := tg.Connector.BeginBackup(ctx, vm, hypervisor.BackupOptions{Consistency: tg.Consistency,
+			BaseCheckpoint: base, NewCheckpoint: next, Owner: owner, ScratchDir: tg.ScratchDir(t)})
+		if err != nil {
+			t.Fatalf("BeginBackup %s from %q: %v", next, base, err)
+		}
+		if base != "" {
+			checkIncremental(t, sessionDisk(t, s, disk.Target), wantOff, want)
+		}
+		if err := s.Close(ctx, true); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	run("aaaaaaaa", "", a1, 0, nil)
+	run("bbbbbbbb", "", b1, 0, nil)
+	write(4*mib, pattern(0xe4))
+	run("aaaaaaaa", a1, a2, 4*mib, pattern(0xe4))
+	run("bbbbbbbb", b1, b2, 4*mib, pattern(0xe4))
+	lo, err := tg.Connector.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{vm.Name}, Owner: "aaaaaaaa",
+		Keep: map[string]bool{a2: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := 0
+	for _, l := range lo {
+		if !l.Foreign || l.Owner != "bbbbbbbb" {
+			t.Errorf("leftover %+v: only b's checkpoint should be listed, as foreign", l)
+			continue
+		}
+		foreign++
+		if err := tg.Connector.RemoveLeftover(ctx, l); err == nil {
+			t.Errorf("RemoveLeftover removed a foreign checkpoint %s", l.Name)
+		}
+	}
+	if foreign == 0 {
+		t.Errorf("b's checkpoint %s is not listed as foreign: %v", b2, lo)
 	}
 }

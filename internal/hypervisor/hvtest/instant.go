@@ -282,7 +282,7 @@ func testInstantVerify(t *testing.T, tg InstantTarget) {
 		t.Fatalf("screenshot is not a PNG of a screen: %v", err)
 	}
 	// Its owner is gone: a leftover.
-	lo, err := tg.Connector.Leftovers(ctx, []string{name}, nil)
+	lo, err := tg.Connector.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{name}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/hvtest"
 )
 
@@ -61,7 +62,7 @@ func TestInstantLeftoverDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(live); os.RemoveAll(dead) })
-	if err := os.WriteFile(filepath.Join(dead, ownerFile), []byte("999999999\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dead, ownerFile), []byte(`{"pid":999999999}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	net := VerifyPrefix + "d" + id
@@ -69,7 +70,7 @@ func TestInstantLeftoverDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.RemoveNetwork(ctx, net) })
-	lo, err := c.Leftovers(ctx, []string{filepath.Base(live), filepath.Base(dead), net}, nil)
+	lo, err := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{filepath.Base(live), filepath.Base(dead), net}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestInstantLeftoverDirs(t *testing.T) {
 	if _, err := os.Stat(dead); !os.IsNotExist(err) {
 		t.Fatalf("dead directory still there: %v", err)
 	}
-	if lo, _ := c.Leftovers(ctx, []string{filepath.Base(live), filepath.Base(dead), net}, nil); len(lo) != 0 {
+	if lo, _ := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{filepath.Base(live), filepath.Base(dead), net}}); len(lo) != 0 {
 		t.Fatalf("leftovers after removal: %+v", lo)
 	}
 }

@@ -7,8 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
+		"strings"
 	"syscall"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -30,23 +29,11 @@ const (
 	VerifyPrefix  = Prefix + "verify-"
 )
 
-// ownerFile in an instant directory holds the PID of the kura process
-// using it.
-const ownerFile = "owner"
-
-func writeOwner(dir string) error {
-	return os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
-}
-
-// ownerAlive reports whether the process recorded in dir's owner file
-// runs (a missing or unreadable file counts as dead).
+// ownerAlive reports whether the kura process that made dir (through
+// InstantDir) still runs.
 func ownerAlive(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	return err == nil && pidAlive(pid)
+	_, live := dirOwner(dir)
+	return live
 }
 
 func pidAlive(pid int) bool {
