@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-		"strings"
+	"strings"
 	"syscall"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
