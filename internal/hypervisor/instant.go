@@ -39,6 +39,9 @@ type InstantDisk struct {
 type InstantTag struct {
 	Role  string `json:"role"`
 	Point string `json:"point"`
+	// Source is the UUID of the VM the point was taken of: kura cleanup
+	// of that VM finds what a killed verification of it left.
+	Source string `json:"source,omitempty"`
 	// Dir is the directory InstantDir made for the VM's sockets.
 	Dir string `json:"dir"`
 	// Owner is the PID of the kura process that removes a RoleVerify VM
@@ -97,8 +100,9 @@ type CopyOptions struct {
 type InstantHost interface {
 	// InstantDir creates (or reuses) a private directory named name
 	// (which starts with "kura-") where the hypervisor can reach unix
-	// sockets and images kura creates, and returns its path.
-	InstantDir(ctx context.Context, name string) (string, error)
+	// sockets and images kura creates, records tag and the calling
+	// process in it (for Leftovers), and returns its path.
+	InstantDir(ctx context.Context, name string, tag InstantTag) (string, error)
 	// CreateOverlay creates d.Overlay: an empty qcow2 image of d.Size
 	// bytes whose backing is export d.Export on d.Socket.
 	CreateOverlay(ctx context.Context, d InstantDisk) error

@@ -96,8 +96,8 @@ func (m *memExport) Allocation(_ context.Context, off, length int64) ([]nbd.Exte
 }
 
 // serveInstant serves export vda in a fresh instant directory.
-func serveInstant(t *testing.T, ctx context.Context, h instantCaps, name string, m *memExport) (string, *nbd.Server, func()) {
-	dir, err := h.InstantDir(ctx, name)
+func serveInstant(t *testing.T, ctx context.Context, h instantCaps, name string, tag hypervisor.InstantTag, m *memExport) (string, *nbd.Server, func()) {
+	dir, err := h.InstantDir(ctx, name, tag)
 	if err != nil {
 		t.Fatalf("InstantDir: %v", err)
 	}
@@ -138,7 +138,9 @@ func testInstantRun(t *testing.T, tg InstantTarget) {
 	h := tg.caps(t)
 	id := randomUUID()[:8]
 	m := newMemExport()
-	dir, srv, _ := serveInstant(t, ctx, h, "kura-instant-hvt"+id, m)
+	tag := hypervisor.InstantTag{Role: hypervisor.RoleInstant, Point: "p-" + id, Source: randomUUID()}
+	dir, srv, _ := serveInstant(t, ctx, h, "kura-instant-hvt"+id, tag, m)
+	tag.Dir = dir
 	name, uuid := "kura-hvt-i-"+id, randomUUID()
 	if err := h.CreateIsolatedNetwork(ctx, name); err != nil {
 		t.Fatalf("CreateIsolatedNetwork: %v", err)
@@ -154,7 +156,7 @@ func testInstantRun(t *testing.T, tg InstantTarget) {
 	}
 	spec := hypervisor.InstantSpec{Config: tg.NewConfig(t, "kura-hvt-src-"+id, randomUUID()), Name: name, UUID: uuid,
 		Disks: []hypervisor.InstantDisk{disk}, IsolatedNetwork: name,
-		Tag: hypervisor.InstantTag{Role: hypervisor.RoleInstant, Point: "p-" + id, Dir: dir}}
+		Tag: tag}
 	t.Cleanup(func() { _ = tg.Connector.UndefineVM(context.Background(), uuid) })
 	if _, err := h.DefineInstant(ctx, spec); err != nil {
 		t.Fatalf("DefineInstant: %v", err)
@@ -251,7 +253,11 @@ func testInstantVerify(t *testing.T, tg InstantTarget) {
 	id := randomUUID()[:8]
 	name := "kura-verify-hvt" + id
 	m := newMemExport()
-	dir, _, _ := serveInstant(t, ctx, h, name, m)
+	host, _ := os.Hostname()
+	source := randomUUID()
+	tag := hypervisor.InstantTag{Role: hypervisor.RoleVerify, Point: "p-" + id, Source: source, Owner: deadPID(t), Host: host}
+	dir, _, _ := serveInstant(t, ctx, h, name, tag, m)
+	tag.Dir = dir
 	if err := h.CreateIsolatedNetwork(ctx, name); err != nil {
 		t.Fatalf("CreateIsolatedNetwork: %v", err)
 	}
@@ -261,8 +267,6 @@ func testInstantVerify(t *testing.T, tg InstantTarget) {
 	if err := h.CreateOverlay(ctx, disk); err != nil {
 		t.Fatalf("CreateOverlay: %v", err)
 	}
-	host, _ := os.Hostname()
-	tag := hypervisor.InstantTag{Role: hypervisor.RoleVerify, Point: "p-" + id, Dir: dir, Owner: deadPID(t), Host: host}
 	spec := hypervisor.InstantSpec{Config: tg.NewConfig(t, "kura-hvt-src-"+id, randomUUID()), Name: name,
 		Disks: []hypervisor.InstantDisk{disk}, IsolatedNetwork: name, Console: true, Transient: true, Tag: tag}
 	vm, err := h.DefineInstant(ctx, spec)
@@ -281,8 +285,8 @@ func testInstantVerify(t *testing.T, tg InstantTarget) {
 	if img, err := png.Decode(bytes.NewReader(shot)); err != nil || img.Bounds().Dx() < 100 {
 		t.Fatalf("screenshot is not a PNG of a screen: %v", err)
 	}
-	// Its owner is gone: a leftover.
-	lo, err := tg.Connector.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{name}})
+	// Its owner is gone: a leftover of the VM the point was taken of.
+	lo, err := tg.Connector.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{source}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -27,6 +28,10 @@ import (
 // pauses the guest instead of failing its I/O; ResumeIOPaused continues.
 // The VM carries a <kura:instant> element in its <metadata>.
 
+// tagFile, in an instant directory, holds the hypervisor.InstantTag given
+// to InstantDir (JSON).
+const tagFile = "tag.json"
+
 // instantNS is the namespace of kura's metadata element.
 const instantNS = "https://kurabackup.org/xmlns/libvirt/instant/1"
 
@@ -35,6 +40,7 @@ type instantMeta struct {
 	XMLName xml.Name     `xml:"instant"`
 	Role    string       `xml:"role,attr"`
 	Point   string       `xml:"point,attr"`
+	Source  string       `xml:"source,attr,omitempty"`
 	Dir     string       `xml:"dir,attr"`
 	Owner   int          `xml:"owner,attr,omitempty"`
 	Host    string       `xml:"host,attr,omitempty"`
@@ -62,7 +68,7 @@ func (c *Connector) localOnly(op string) error {
 // QEMU scratch directory, owned by QEMU's user, mode 0700, with an owner
 // file naming the calling process (kura cleanup leaves the directories of
 // live processes alone).
-func (c *Connector) InstantDir(ctx context.Context, name string) (string, error) {
+func (c *Connector) InstantDir(ctx context.Context, name string, tag hypervisor.InstantTag) (string, error) {
 	if err := c.localOnly("instant directory"); err != nil {
 		return "", err
 	}
@@ -85,7 +91,14 @@ func (c *Connector) InstantDir(ctx context.Context, name string) (string, error)
 		}
 	}
 	dir := filepath.Join(c.QemuScratchDir, name)
-	if err := writeOwner(dir); err != nil {
+	b, err := json.Marshal(tag)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, tagFile), b, 0o600)
+	}
+	if err == nil {
+		err = writeOwner(dir)
+	}
+	if err != nil {
 		return "", fmt.Errorf("instant directory %s: %w", dir, err)
 	}
 	return dir, nil
@@ -171,7 +184,8 @@ func instantXML(spec hypervisor.InstantSpec) ([]byte, error) {
 	if err := dom.Unmarshal(string(out)); err != nil {
 		return nil, fmt.Errorf("parse rewritten domain xml: %w", err)
 	}
-	meta := instantMeta{Role: spec.Tag.Role, Point: spec.Tag.Point, Dir: spec.Tag.Dir, Owner: spec.Tag.Owner, Host: spec.Tag.Host}
+	meta := instantMeta{Role: spec.Tag.Role, Point: spec.Tag.Point, Source: spec.Tag.Source, Dir: spec.Tag.Dir,
+		Owner: spec.Tag.Owner, Host: spec.Tag.Host}
 	for _, d := range spec.Disks {
 		byTarget[d.Target] = d
 	}
@@ -251,6 +265,9 @@ func (m instantMeta) element() string {
 	var b strings.Builder
 	b.WriteString(`<kura:instant xmlns:kura="` + instantNS + `"`)
 	b.WriteString(attr("role", m.Role) + attr("point", m.Point) + attr("dir", m.Dir))
+	if m.Source != "" {
+		b.WriteString(attr("source", m.Source))
+	}
 	if m.Owner != 0 {
 		b.WriteString(attr("owner", strconv.Itoa(m.Owner)))
 	}
@@ -310,7 +327,7 @@ func (c *Connector) InstantVMs(ctx context.Context) ([]hypervisor.InstantVM, err
 			continue
 		}
 		out = append(out, hypervisor.InstantVM{VM: vm, Tag: hypervisor.InstantTag{Role: m.Role, Point: m.Point,
-			Dir: m.Dir, Owner: m.Owner, Host: m.Host}})
+			Source: m.Source, Dir: m.Dir, Owner: m.Owner, Host: m.Host}})
 	}
 	return out, nil
 }

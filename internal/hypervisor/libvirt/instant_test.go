@@ -53,11 +53,13 @@ func TestInstantLeftoverDirs(t *testing.T) {
 	_, c := connect(t)
 	ctx := testCtx(t, time.Minute)
 	id := fmt.Sprintf("%d", os.Getpid())
-	live, err := c.InstantDir(ctx, VerifyPrefix+"l"+id)
+	src := "8b2b0c9e-4d33-4d0a-9a41-" + fmt.Sprintf("%012d", os.Getpid())
+	tag := hypervisor.InstantTag{Role: hypervisor.RoleVerify, Source: src}
+	live, err := c.InstantDir(ctx, VerifyPrefix+"l"+id, tag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := c.InstantDir(ctx, InstantPrefix+"d"+id)
+	dead, err := c.InstantDir(ctx, InstantPrefix+"d"+id, tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +67,21 @@ func TestInstantLeftoverDirs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dead, ownerFile), []byte(`{"pid":999999999}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	net := VerifyPrefix + "d" + id
+	net := VerifyPrefix + "n" + id
+	ndir, err := c.InstantDir(ctx, net, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(ndir) })
+	if err := os.WriteFile(filepath.Join(ndir, ownerFile), []byte(`{"pid":999999999}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.CreateIsolatedNetwork(ctx, net); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.RemoveNetwork(ctx, net) })
-	lo, err := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{filepath.Base(live), filepath.Base(dead), net}})
+	// Found by the VM the points were taken of.
+	lo, err := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{src}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +89,8 @@ func TestInstantLeftoverDirs(t *testing.T) {
 	for _, l := range lo {
 		kinds[l.Name] = l.Kind
 	}
-	if len(lo) != 2 || kinds[dead] != KindInstantDir || kinds[net] != KindNetwork {
-		t.Fatalf("leftovers %+v, want the dead directory and the network without a live owner", lo)
+	if len(lo) != 3 || kinds[dead] != KindInstantDir || kinds[net] != KindNetwork || kinds[ndir] != KindInstantDir {
+		t.Fatalf("leftovers %+v, want the dead directories and the network without a live owner", lo)
 	}
 	for _, l := range lo {
 		if err := c.RemoveLeftover(ctx, l); err != nil {
@@ -89,7 +100,7 @@ func TestInstantLeftoverDirs(t *testing.T) {
 	if _, err := os.Stat(dead); !os.IsNotExist(err) {
 		t.Fatalf("dead directory still there: %v", err)
 	}
-	if lo, _ := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{filepath.Base(live), filepath.Base(dead), net}}); len(lo) != 0 {
+	if lo, _ := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{src, filepath.Base(live)}}); len(lo) != 0 {
 		t.Fatalf("leftovers after removal: %+v", lo)
 	}
 }

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -49,7 +50,19 @@ func pidAlive(pid int) bool {
 // no live process owns. Instant VMs of kura instant are never leftovers:
 // their overlays hold the guest's writes.
 func (c *Connector) instantLeftovers(ctx context.Context, vms []string) ([]hypervisor.Leftover, error) {
-	want := func(name string) bool { return len(vms) == 0 || slices.Contains(vms, name) }
+	// A leftover belongs to the VMs asked for by its own name or by the
+	// VM its point was taken of.
+	want := func(name, source string) bool {
+		return len(vms) == 0 || slices.Contains(vms, name) ||
+			source != "" && slices.ContainsFunc(vms, func(v string) bool { return strings.EqualFold(v, source) })
+	}
+	dirTag := func(dir string) hypervisor.InstantTag {
+		var t hypervisor.InstantTag
+		if b, err := os.ReadFile(filepath.Join(dir, tagFile)); err == nil {
+			_ = json.Unmarshal(b, &t)
+		}
+		return t
+	}
 	ivms, err := c.InstantVMs(ctx)
 	if err != nil {
 		return nil, err
@@ -63,7 +76,7 @@ func (c *Connector) instantLeftovers(ctx context.Context, vms []string) ([]hyper
 			used[v.Tag.Dir] = true
 			continue
 		}
-		if want(v.Name) || want(v.UUID) {
+		if want(v.Name, v.Tag.Source) || want(v.UUID, "") {
 			out = append(out, hypervisor.Leftover{VM: v.Name, Kind: KindInstantVM, Name: v.Name,
 				Detail: fmt.Sprintf("boot verification vm of point %s whose kura process (pid %d) is gone", v.Tag.Point, v.Tag.Owner)})
 		}
@@ -73,10 +86,11 @@ func (c *Connector) instantLeftovers(ctx context.Context, vms []string) ([]hyper
 		return nil, mapErr("list networks", err)
 	}
 	for _, n := range nets {
-		if !strings.HasPrefix(n.Name, VerifyPrefix) || !want(n.Name) {
+		dir := filepath.Join(c.QemuScratchDir, n.Name)
+		if !strings.HasPrefix(n.Name, VerifyPrefix) || !want(n.Name, dirTag(dir).Source) {
 			continue
 		}
-		if dir := filepath.Join(c.QemuScratchDir, n.Name); !ownerAlive(dir) {
+		if !ownerAlive(dir) {
 			out = append(out, hypervisor.Leftover{VM: n.Name, Kind: KindNetwork, Name: n.Name,
 				Detail: "isolated network of a boot verification whose kura process is gone"})
 		}
@@ -85,7 +99,7 @@ func (c *Connector) instantLeftovers(ctx context.Context, vms []string) ([]hyper
 		dirs, _ := filepath.Glob(filepath.Join(c.QemuScratchDir, prefix+"*"))
 		for _, dir := range dirs {
 			name := filepath.Base(dir)
-			if used[dir] || ownerAlive(dir) || !want(name) {
+			if used[dir] || ownerAlive(dir) || !want(name, dirTag(dir).Source) {
 				continue
 			}
 			out = append(out, hypervisor.Leftover{VM: name, Kind: KindInstantDir, Name: dir,
