@@ -129,6 +129,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.catalogCommand(),
 		a.cleanupCommand(),
 		a.jobsCommand(),
+		a.instantCommand(),
 	)
 	a.addRecoveryCommands(root)
 	strictGroups(root)

@@ -36,8 +36,9 @@ func TestDiskExportServesThePoint(t *testing.T) {
 	}
 	// The zero chunks (2, 5, 8) are holes that read as zeros; the rest is data.
 	const cs = 4 << 20
-	want := []nbd.Extent{{0, 2 * cs, 0}, {2 * cs, cs, 3}, {3 * cs, 2 * cs, 0}, {5 * cs, cs, 3}, {6 * cs, 2 * cs, 0},
-		{8 * cs, cs, 3}, {9 * cs, int64(len(img)) - 9*cs, 0}}
+	ext := func(off, n int64, fl uint32) nbd.Extent { return nbd.Extent{Offset: off, Length: n, Flags: fl} }
+	want := []nbd.Extent{ext(0, 2*cs, 0), ext(2*cs, cs, 3), ext(3*cs, 2*cs, 0), ext(5*cs, cs, 3), ext(6*cs, 2*cs, 0),
+		ext(8*cs, cs, 3), ext(9*cs, int64(len(img))-9*cs, 0)}
 	if len(exts) != len(want) {
 		t.Fatalf("map %v, want %v", exts, want)
 	}
@@ -80,7 +81,7 @@ func TestSequentialStreams(t *testing.T) {
 		off, n int64
 		seq    bool
 	}{{0, mib, false}, {100 * mib, mib, false}, {mib, mib, true}, {101 * mib, 2 * mib, true},
-		{2 * mib, mib, true}, {50 * mib, 4096, false}, {103 * mib, mib, true}, {3*mib + 512 << 10, mib, true}}
+		{2 * mib, mib, true}, {50 * mib, 4096, false}, {103 * mib, mib, true}, {3*mib + 512<<10, mib, true}}
 	for i, s := range steps {
 		if got := e.sequential(s.off, s.n); got != s.seq {
 			t.Errorf("step %d (%d+%d): sequential %v, want %v", i, s.off, s.n, got, s.seq)
