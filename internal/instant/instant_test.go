@@ -24,7 +24,7 @@ import (
 	"github.com/kurabackup/kura/internal/testenv"
 )
 
-func connect(t *testing.T) (*testenv.Env, *libvirt.Connector) {
+func connect(t testing.TB) (*testenv.Env, *libvirt.Connector) {
 	t.Helper()
 	env := testenv.RequireLibvirt(t)
 	testenv.NeedTool(t, "qemu-nbd")
@@ -45,7 +45,7 @@ func randHex(n int) string {
 }
 
 // imageDir is a directory QEMU can reach, removed at cleanup.
-func imageDir(t *testing.T, env *testenv.Env) string {
+func imageDir(t testing.TB, env *testenv.Env) string {
 	dir := filepath.Join(env.ImageDir, "instant-"+randHex(4))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func imageDir(t *testing.T, env *testenv.Env) string {
 }
 
 // backup backs the (shut off) guest up and returns its new point.
-func backup(t *testing.T, ctx context.Context, r *repo.Repository, c *libvirt.Connector, g *testenv.Guest) *repo.Manifest {
+func backup(t testing.TB, ctx context.Context, r *repo.Repository, c *libvirt.Connector, g *testenv.Guest) *repo.Manifest {
 	t.Helper()
 	vm, err := c.LookupVM(ctx, g.Name())
 	if err != nil {
@@ -98,14 +98,14 @@ func spawn(t *testing.T, env *testenv.Env, vm, cmd string) {
 	}
 }
 
-func waitAgent(t *testing.T, ctx context.Context, c *libvirt.Connector, vm string) time.Duration {
+func waitAgent(t testing.TB, ctx context.Context, c *libvirt.Connector, vm string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	wait(t, ctx, "the agent of "+vm, func() bool { return c.GuestPing(ctx, vm) == nil })
 	return time.Since(start)
 }
 
-func wait(t *testing.T, ctx context.Context, what string, cond func() bool) {
+func wait(t testing.TB, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		select {
