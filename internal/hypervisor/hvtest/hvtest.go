@@ -6,6 +6,9 @@
 // checks inventory, full and incremental sessions, checkpoint handling on
 // failure, the missing-base error, leftover cleanup, and the restore-target
 // methods (define, start, stop, undefine).
+//
+// RunInstant is the suite of the optional instant recovery capabilities
+// (hypervisor.InstantHost, GuestAgent, Console).
 package hvtest
 
 import (
