@@ -31,9 +31,13 @@ var layers = []struct {
 	{"internal/instant", 4},
 	{"internal/benchmark", 4},
 	{"internal/service", 5},
-	{"internal/cli", 6},
-	{"cmd/kura", 7},
-	{"internal/e2e", 7},
+	{"internal/notify", 5},
+	{"internal/config", 5},
+	{"internal/auth", 5},
+	{"internal/server", 6},
+	{"internal/cli", 7},
+	{"cmd/kura", 8},
+	{"internal/e2e", 8},
 }
 
 // forbidden lists imports that would couple siblings of one layer.
@@ -44,6 +48,7 @@ var forbidden = map[string][]string{
 	"internal/fsread":     {"internal/repo", "internal/hypervisor"},
 	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
 	"internal/progress":   {"internal/engine", "internal/repo"},
+	"internal/notify":     {"internal/engine", "internal/service", "internal/config", "internal/auth", "internal/cli", "internal/server", "internal/repo", "internal/catalog", "internal/hypervisor"},
 }
 
 const module = "github.com/kurabackup/kura/"

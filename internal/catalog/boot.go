@@ -31,7 +31,7 @@ type BootCheck struct {
 const bootCols = `id, point_id, repo_id, vm_uuid, vm_name, started, finished, ok, reason, screenshot, probes`
 
 // AddBootCheck records a boot check and returns its id.
-func (c *Catalog) AddBootCheck(ctx context.Context, b BootCheck) (int64, error) {
+func (c *SQLite) AddBootCheck(ctx context.Context, b BootCheck) (int64, error) {
 	if b.PointID == "" {
 		return 0, fmt.Errorf("add boot check: %w: no point id", ErrInvalid)
 	}
@@ -59,7 +59,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, b.PointID, b.RepoID, b.VMUUID, b.VMName,
 }
 
 // BootChecks returns the boot checks of a point, newest first.
-func (c *Catalog) BootChecks(ctx context.Context, pointID string) ([]BootCheck, error) {
+func (c *SQLite) BootChecks(ctx context.Context, pointID string) ([]BootCheck, error) {
 	var out []BootCheck
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -74,7 +74,7 @@ func (c *Catalog) BootChecks(ctx context.Context, pointID string) ([]BootCheck, 
 
 // LatestVerifiedBoots returns, for each VM, its newest successful boot
 // check (of the newest point that booted), by VM UUID.
-func (c *Catalog) LatestVerifiedBoots(ctx context.Context) (map[string]BootCheck, error) {
+func (c *SQLite) LatestVerifiedBoots(ctx context.Context) (map[string]BootCheck, error) {
 	var all []BootCheck
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error

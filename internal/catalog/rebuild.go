@@ -14,12 +14,12 @@ import (
 // records or updates vms, in one transaction: a failure leaves the catalog
 // as it was. Every point must belong to repoID. VMs are not marked missing
 // here; reconcile the inventory with MarkMissing.
-func (c *Catalog) Rebuild(ctx context.Context, repoID string, points []Point, vms []VM) error {
+func (c *SQLite) Rebuild(ctx context.Context, repoID string, points []Point, vms []VM) error {
 	if repoID == "" {
 		return fmt.Errorf("rebuild: %w: empty repository id", ErrInvalid)
 	}
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO repositories(id) VALUES (?)`, repoID); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO repositories(id) VALUES (?) ON CONFLICT (id) DO NOTHING`, repoID); err != nil {
 			return classify(err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM points WHERE repo_id = ?`, repoID); err != nil {

@@ -65,6 +65,11 @@ type Point struct {
 	Tags        []string
 	Notes       []string
 	Disks       []PointDisk // in the order given when the point was added
+	// Damaged is true while a verify problem (a missing or corrupt object)
+	// affects the point; Verified is when a verify last found it sound.
+	// Both are the catalog's own state: AddPoint does not set them.
+	Damaged  bool
+	Verified time.Time
 }
 
 // PointDisk is one disk of a recovery point.
@@ -88,6 +93,87 @@ type PointFilter struct {
 	Until  time.Time // started at or before
 }
 
+// VMStatus summarises the points of one VM.
+type VMStatus struct {
+	UUID    string `json:"uuid"`
+	Name    string `json:"name"`
+	Missing bool   `json:"missing"`
+	Points  int    `json:"points"`
+	Damaged int    `json:"damaged"`
+	// Newest is the newest point; NewestGood the newest not damaged one.
+	NewestID       string    `json:"newest_id,omitempty"`
+	Newest         time.Time `json:"newest"`
+	NewestGoodID   string    `json:"newest_good_id,omitempty"`
+	NewestGood     time.Time `json:"newest_good"`
+	BytesStored    int64     `json:"bytes_stored"`
+	LastBytesNew   int64     `json:"last_bytes_new"`
+	NewestVerified time.Time `json:"newest_verified"`
+}
+
+// Damage is a verify problem: a missing or corrupt object of a repository
+// and the points it affects.
+type Damage struct {
+	Object string    `json:"object"` // e.g. "chunks/ab/ab…"
+	Kind   string    `json:"kind"`   // "missing" or "corrupt"
+	Detail string    `json:"detail"`
+	Found  time.Time `json:"found"`
+	Points []string  `json:"points"`
+}
+
+// JobSpec describes a job to queue.
+type JobSpec struct {
+	Kind    string          `json:"kind"`
+	Group   string          `json:"group,omitempty"`
+	Trigger string          `json:"trigger,omitempty"` // "schedule:<id>", "api:<user>", "catch-up:<id>"
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+// JobFilter selects jobs. Zero fields match everything; Limit <= 0 means
+// all.
+type JobFilter struct {
+	Kind  string
+	State phase.Job
+	Group string
+	Since time.Time
+	Limit int
+}
+
+// LogLine is one line of a job's log.
+type LogLine struct {
+	Seq     int64           `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Level   string          `json:"level"`
+	Message string          `json:"message"`
+	Attrs   json.RawMessage `json:"attrs,omitempty"`
+}
+
+// ScheduleRun is when a schedule last fired.
+type ScheduleRun struct {
+	ID   string    `json:"id"`
+	Last time.Time `json:"last"`
+	Job  string    `json:"job,omitempty"`
+}
+
+// AuditEntry records one change or restore: who did what to what.
+type AuditEntry struct {
+	Seq     int64           `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Actor   string          `json:"actor"`
+	Action  string          `json:"action"`
+	Target  string          `json:"target,omitempty"`
+	Outcome string          `json:"outcome"` // "ok", "denied", "failed"
+	Remote  string          `json:"remote,omitempty"`
+	Detail  json.RawMessage `json:"detail,omitempty"`
+}
+
+// AuditFilter selects audit entries, newest first. Limit <= 0 means all.
+type AuditFilter struct {
+	Since  time.Time
+	Actor  string
+	Action string
+	Limit  int
+}
+
 // Job is one run of a long operation.
 type Job struct {
 	ID       string    `json:"id"`
@@ -104,6 +190,12 @@ type Job struct {
 	Error   string          `json:"error,omitempty"`
 	Summary json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
 	VMs     []JobVM         `json:"vms,omitempty"`
+	// Queued jobs (EnqueueJob): when, for which group, why, with what.
+	Queued          time.Time       `json:"queued"`
+	Group           string          `json:"group,omitempty"`
+	Trigger         string          `json:"trigger,omitempty"`
+	Params          json.RawMessage `json:"params,omitempty"`
+	CancelRequested bool            `json:"cancel_requested,omitempty"`
 }
 
 // JobVM is the outcome of one VM within a job. A record is identified by

@@ -96,7 +96,73 @@ ALTER TABLE jobs ADD COLUMN heartbeat INTEGER;
 ALTER TABLE jobs ADD COLUMN error TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_state ON jobs(state);
 `,
-	// 3: boot verification results (kura verify --boot). Not tied to the
+	// 3: the server: queued jobs and their logs, schedules, verification
+	// state, the audit log.
+	`
+ALTER TABLE jobs ADD COLUMN queued INTEGER;
+ALTER TABLE jobs ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN trig TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT 'null';
+ALTER TABLE jobs ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_grp_started ON jobs(grp, started);
+
+CREATE TABLE job_log (
+	job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+	seq     INTEGER NOT NULL,
+	time    INTEGER NOT NULL,
+	level   TEXT NOT NULL,
+	message TEXT NOT NULL,
+	attrs   TEXT NOT NULL DEFAULT 'null',
+	PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE schedule_runs (
+	id     TEXT PRIMARY KEY,
+	last   INTEGER NOT NULL,
+	job_id TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE point_verified (
+	point_id TEXT PRIMARY KEY,
+	verified INTEGER NOT NULL
+);
+
+CREATE TABLE damage (
+	repo_id TEXT NOT NULL,
+	object  TEXT NOT NULL,
+	kind    TEXT NOT NULL,
+	detail  TEXT NOT NULL DEFAULT '',
+	found   INTEGER NOT NULL,
+	PRIMARY KEY (repo_id, object)
+);
+CREATE TABLE damage_points (
+	repo_id  TEXT NOT NULL,
+	object   TEXT NOT NULL,
+	point_id TEXT NOT NULL,
+	PRIMARY KEY (repo_id, object, point_id)
+);
+CREATE INDEX damage_points_point ON damage_points(point_id);
+
+CREATE TABLE verified_chunks (
+	repo_id  TEXT NOT NULL,
+	digest   TEXT NOT NULL,
+	verified INTEGER NOT NULL,
+	PRIMARY KEY (repo_id, digest)
+);
+
+CREATE TABLE audit (
+	seq     INTEGER PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	actor   TEXT NOT NULL,
+	action  TEXT NOT NULL,
+	target  TEXT NOT NULL DEFAULT '',
+	outcome TEXT NOT NULL DEFAULT '',
+	remote  TEXT NOT NULL DEFAULT '',
+	detail  TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX audit_time ON audit(time);
+`,
+	// 4: boot verification results (kura verify --boot). Not tied to the
 	// points table: a rebuild of the points keeps them.
 	`
 CREATE TABLE boot_checks (
@@ -123,7 +189,7 @@ func SchemaVersion() int { return len(migrations) }
 // migrate brings the database to the newest schema. Each step runs in its
 // own immediate transaction that re-reads the version, so two processes
 // opening a fresh file at once apply every step exactly once.
-func (c *Catalog) migrate(ctx context.Context) error {
+func (c *SQLite) migrate(ctx context.Context) error {
 	if _, err := c.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 	version INTEGER NOT NULL,
 	applied INTEGER NOT NULL

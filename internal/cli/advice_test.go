@@ -72,20 +72,19 @@ func TestAdvisedCommandsExist(t *testing.T) {
 // checkAdvice resolves words against the command tree; "" when fine.
 func checkAdvice(root *cobra.Command, verb string, words, flags []string) string {
 	cmd := root
-	for i, w := range words {
+	for _, w := range words {
 		next := findSub(cmd, w)
 		if next == nil {
-			switch {
-			case cmd == root && (verb == "" || prose[w]):
+			if cmd == root && (verb == "" || prose[w]) {
 				return "" // prose ("a kura repository", "run kura on that host"), not advice
-			case cmd == root:
+			}
+			if cmd == root {
 				return "no command " + w
-			case cmd.Runnable() && !isGroup(cmd):
-				words = words[:i] // the rest are arguments
-			default:
+			}
+			if !cmd.Runnable() || isGroup(cmd) {
 				return "no subcommand " + w + " of " + cmd.CommandPath()
 			}
-			break
+			break // the rest are arguments
 		}
 		cmd = next
 	}
@@ -94,7 +93,7 @@ func checkAdvice(root *cobra.Command, verb string, words, flags []string) string
 	}
 	for _, fl := range flags {
 		name := strings.TrimPrefix(fl, "--")
-		if cmd.Flags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
+		if cmd.Flags().Lookup(name) == nil && cmd.PersistentFlags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
 			return cmd.CommandPath() + " has no flag " + fl
 		}
 	}

@@ -38,7 +38,7 @@ type App struct {
 	quiet        bool
 
 	logger  *slog.Logger
-	cat     *catalog.Catalog
+	cat     catalog.Catalog
 	closers []func()
 
 	// cacheBytes is the chunk cache of each disk reader (0: the default);
@@ -91,10 +91,19 @@ func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
 
 // backend opens the storage backend named by --repo.
 func (a *App) backend(create bool) (storage.Backend, error) {
-	loc := a.repoLocation
-	if loc == "" {
+	if a.repoLocation == "" {
 		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
 	}
+	be, err := openBackend(a.repoLocation, create)
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(func() { _ = be.Close() })
+	return be, nil
+}
+
+// openBackend opens the storage backend at a repository location.
+func openBackend(loc string, create bool) (storage.Backend, error) {
 	loc = strings.TrimPrefix(loc, "local:")
 	if create {
 		if err := os.MkdirAll(loc, 0o700); err != nil {
@@ -103,12 +112,7 @@ func (a *App) backend(create bool) (storage.Backend, error) {
 	} else if _, err := os.Stat(loc); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
 	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
-	if err != nil {
-		return nil, err
-	}
-	a.onClose(func() { _ = be.Close() })
-	return be, nil
+	return local.OpenOptions(loc, local.Options{Batch: true, Reserve: local.DefaultReserve, ReserveFor: repo.MaintenanceObject})
 }
 
 // password returns the passphrase from --password-file (or
@@ -242,7 +246,7 @@ func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
 }
 
 // openCatalog opens the catalog database (for commands that read only it).
-func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
+func (a *App) openCatalog(ctx context.Context) (catalog.Catalog, error) {
 	c, opened, err := a.catalog(ctx)
 	if err != nil {
 		return nil, err
@@ -268,7 +272,7 @@ func (a *App) catalogFile() string {
 }
 
 // catalog opens the catalog once per command.
-func (a *App) catalog(ctx context.Context) (*catalog.Catalog, *service.CatalogOpened, error) {
+func (a *App) catalog(ctx context.Context) (catalog.Catalog, *service.CatalogOpened, error) {
 	if a.cat != nil {
 		return a.cat, &service.CatalogOpened{}, nil
 	}

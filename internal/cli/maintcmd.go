@@ -15,6 +15,7 @@ import (
 func (a *App) verifyCommand() *cobra.Command {
 	var readData bool
 	var bf bootFlags
+	var outdated time.Duration
 	cmd := &cobra.Command{
 		Use:   "verify [--boot POINT|SPEC...]",
 		Short: "Check the repository's structure; --read-data re-hashes every chunk; --boot boots points",
@@ -33,9 +34,10 @@ func (a *App) verifyCommand() *cobra.Command {
 			sink := a.progressSink()
 			// Progress counts chunks; shown as (at most) chunk-size bytes each.
 			cs := int64(svc.Repo.Config().ChunkSize)
-			rep, err := svc.Verify(cmd.Context(), readData, func(done, total int64) {
-				sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
-			})
+			rep, err := svc.Verify(cmd.Context(), service.VerifyOptions{ReadData: readData, OutdatedAfter: outdated,
+				Progress: func(done, total int64) {
+					sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
+				}})
 			endProgress(sink)
 			if err != nil {
 				return err
@@ -55,6 +57,7 @@ func (a *App) verifyCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read, decrypt and re-hash every referenced chunk")
 	bf.bind(cmd)
+	cmd.Flags().DurationVar(&outdated, "outdated-after", 0, "with --read-data: re-hash only chunks not verified within this long (e.g. 720h)")
 	return cmd
 }
 

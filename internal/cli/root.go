@@ -130,6 +130,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.cleanupCommand(),
 		a.jobsCommand(),
 		a.instantCommand(),
+		a.serverCommand(),
 	)
 	a.addRecoveryCommands(root)
 	strictGroups(root)

@@ -35,12 +35,16 @@ const (
 // Engine runs backup and restore jobs.
 type Engine struct {
 	Repo     *repo.Repository
-	Catalog  *catalog.Catalog // optional
+	Catalog  catalog.Catalog // optional
 	Conn     hypervisor.Connector
 	Logger   *slog.Logger
 	Progress progress.Sink
 	// Now returns the current time; tests inject a fixed clock.
 	Now func() time.Time
+	// Job, when set, is the id of a catalog job the caller has started
+	// (a server's queued job) and will finish: the engine records its VMs
+	// in it instead of starting and finishing a job of its own.
+	Job string
 
 	heartbeats sync.Map // job id → chan struct{} stopping its heartbeat
 }
@@ -86,6 +90,18 @@ type BackupOptions struct {
 	// Unmatched are selectors that matched no VM: each is a failed item of
 	// the job (a typo must not pass for success).
 	Unmatched []hypervisor.Match
+	// Distrust names objects a verify found damaged (catalog.Damaged):
+	// backups store them again when they meet the same data (repo.Writer
+	// Distrust), which heals the points using them.
+	Distrust []string
+	// Skip, when set, is asked about each VM first: a non-empty reason
+	// skips it (phase Skipped; a VM another group backed up in the same
+	// schedule slot, say).
+	Skip func(vm hypervisor.VM) string
+	// Slot, when set, is called before each VM is backed up and waits for
+	// room (limits across jobs: VMs at once per host, per repository);
+	// release is called when the VM is done.
+	Slot func(ctx context.Context, vm hypervisor.VM) (release func(), err error)
 }
 
 // VMResult is the outcome for one VM.
@@ -145,6 +161,23 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 				return
 			}
 			defer func() { <-sem }()
+			if opts.Skip != nil {
+				if why := opts.Skip(vm); why != "" {
+					rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.Skipped, Error: why}
+					e.recordJobVM(ctx, jobID, rep.VMs[i])
+					e.emit(progress.Event{Kind: progress.Message, Job: jobID, VM: vm.Name, Msg: "skipped: " + why})
+					return
+				}
+			}
+			if opts.Slot != nil {
+				release, err := opts.Slot(ctx, vm)
+				if err != nil {
+					rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.VMFailed, Err: err, Error: err.Error()}
+					e.recordJobVM(ctx, jobID, rep.VMs[i])
+					return
+				}
+				defer release()
+			}
 			rep.VMs[i] = e.backupWithRetries(ctx, jobID, vm, latest[vm.UUID], opts)
 		}()
 	}
@@ -155,13 +188,16 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 		e.recordJobVM(ctx, jobID, r)
 		rep.VMs = append(rep.VMs, r)
 	}
-	ok := 0
+	ok, skipped := 0, 0
 	for _, r := range rep.VMs {
-		if r.Err == nil {
+		switch {
+		case r.State == phase.Skipped:
+			skipped++
+		case r.Err == nil:
 			ok++
 		}
 	}
-	rep.State = phase.Outcome(ok, len(rep.VMs)-ok, 0)
+	rep.State = phase.Outcome(ok, len(rep.VMs)-ok-skipped, skipped)
 	rep.Finished = e.now()
 	e.finishJob(ctx, jobID, rep.State, rep)
 	e.emit(progress.Event{Kind: "job-done", Job: jobID, Done: int64(ok), Total: int64(len(vms)),

@@ -18,6 +18,9 @@ import (
 const heartbeatInterval = 30 * time.Second
 
 func (e *Engine) startJob(ctx context.Context, kind string) string {
+	if e.Job != "" {
+		return e.Job // the caller's job: it runs the heartbeat
+	}
 	if e.Catalog == nil {
 		return ""
 	}
@@ -46,7 +49,7 @@ func (e *Engine) startJob(ctx context.Context, kind string) string {
 }
 
 func (e *Engine) finishJob(ctx context.Context, id string, state phase.Job, summary any) {
-	if e.Catalog == nil || id == "" {
+	if e.Catalog == nil || id == "" || id == e.Job {
 		return
 	}
 	if stop, ok := e.heartbeats.LoadAndDelete(id); ok {
@@ -106,7 +109,7 @@ func CatalogPoint(repoID string, m *repo.Manifest) catalog.Point {
 
 // RebuildCatalog recreates the catalog's view of the repository from the
 // manifests alone. It returns the number of points recorded.
-func RebuildCatalog(ctx context.Context, r *repo.Repository, c *catalog.Catalog) (int, error) {
+func RebuildCatalog(ctx context.Context, r *repo.Repository, c catalog.Catalog) (int, error) {
 	points, err := r.ListPoints(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("list recovery points: %w", err)

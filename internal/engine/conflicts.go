@@ -127,3 +127,14 @@ func (e *Engine) checkDisksInUse(ctx context.Context, jobs []diskJob, replaced [
 	}
 	return nil
 }
+
+// Conflicts lists what restoring according to plan would collide with
+// (VMs holding its name or UUID, files at its disk paths), changing
+// nothing: the preview of a restore.
+func (e *Engine) Conflicts(ctx context.Context, plan *domxml.Plan) ([]Conflict, error) {
+	vms, disks, err := e.findConflicts(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	return append(vms, disks...), nil
+}

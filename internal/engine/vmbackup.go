@@ -68,6 +68,9 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		return nil, err
 	}
 	defer w.Close()
+	if len(opts.Distrust) > 0 {
+		w.Distrust(opts.Distrust)
+	}
 
 	m := &repo.Manifest{
 		ID:          id,

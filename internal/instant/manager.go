@@ -42,7 +42,7 @@ type Manager struct {
 	// Console for boot verification).
 	Conn hypervisor.Connector
 	// Catalog records boot verification results; may be nil.
-	Catalog *catalog.Catalog
+	Catalog catalog.Catalog
 	// StateDir holds one directory per instant VM.
 	StateDir string
 	// Launch starts the process serving an instant VM (kura instant serve

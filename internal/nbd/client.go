@@ -9,6 +9,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -45,9 +46,22 @@ type Client struct {
 
 // Dial connects to an NBD server ("unix" with a socket path, or "tcp"
 // with host:port) and negotiates the export.
+//
+// A unix socket that refuses the connection is tried again for up to 2 s:
+// a server just started (qemu-nbd) creates its socket file when it binds,
+// a moment before it listens.
 func Dial(ctx context.Context, network, address string, opts Options) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
+	for deadline := time.Now().Add(2 * time.Second); err != nil && network == "unix" &&
+		errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("nbd: dial %s %s: %w", network, address, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		conn, err = d.DialContext(ctx, network, address)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nbd: dial %s %s: %w", network, address, err)
 	}

@@ -19,6 +19,13 @@ type VerifyOptions struct {
 	// referenced chunk. Without it, chunks are only checked for presence.
 	ReadData bool
 	Progress func(done, total int64) // chunks checked (ReadData only)
+	// Fresh, with ReadData, says a chunk was re-hashed recently enough to
+	// be skipped this time (a nightly verify re-reads only the chunks not
+	// verified for some days): it is still checked for presence.
+	Fresh func(d Digest) bool
+	// Verified, with ReadData, receives batches of chunks re-hashed and
+	// found sound, so that the caller can remember when.
+	Verified func(ds []Digest)
 }
 
 // PointDisk names one disk of one recovery point.
@@ -38,12 +45,14 @@ type Problem struct {
 // VerifyReport is the result of Verify. Problems is empty when the
 // repository is sound.
 type VerifyReport struct {
-	Points     int       `json:"points"`
-	Indexes    int       `json:"indexes"`
-	Chunks     int       `json:"chunks"` // referenced objects checked
-	ChunksRead int64     `json:"chunks_read"`
-	BytesRead  int64     `json:"bytes_read"`
-	Problems   []Problem `json:"problems"`
+	Points     int   `json:"points"`
+	Indexes    int   `json:"indexes"`
+	Chunks     int   `json:"chunks"` // referenced objects checked
+	ChunksRead int64 `json:"chunks_read"`
+	// ChunksFresh were skipped as recently verified (VerifyOptions.Fresh).
+	ChunksFresh int64     `json:"chunks_fresh,omitempty"`
+	BytesRead   int64     `json:"bytes_read"`
+	Problems    []Problem `json:"problems"`
 }
 
 // OK reports whether no problem was found.
@@ -174,12 +183,14 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		if !present[chunkName(d)] {
 			rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: "missing",
 				Detail: "chunk referenced by an index is not in the repository", Affected: g.affectedByChunk(d)})
+		} else if opts.ReadData && opts.Fresh != nil && opts.Fresh(d) {
+			rep.ChunksFresh++
 		} else if opts.ReadData {
 			toRead = append(toRead, d)
 		}
 	}
 	if opts.ReadData {
-		r.readAll(ctx, g, toRead, rep, opts.Progress)
+		r.readAll(ctx, g, toRead, rep, opts)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -189,10 +200,17 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 }
 
 // readAll re-hashes the given chunks in parallel.
-func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep *VerifyReport, progress func(done, total int64)) {
+func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep *VerifyReport, opts VerifyOptions) {
 	jobs := make(chan Digest)
 	var mu sync.Mutex
 	var done atomic.Int64
+	var sound []Digest
+	flush := func() {
+		if opts.Verified != nil && len(sound) > 0 {
+			opts.Verified(sound)
+		}
+		sound = nil
+	}
 	var wg sync.WaitGroup
 	for range r.workers() {
 		wg.Add(1)
@@ -210,9 +228,13 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 				rep.BytesRead += int64(len(buf))
 				if err != nil && ctx.Err() == nil {
 					rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: problemKind(err), Detail: err.Error(), Affected: g.affectedByChunk(d)})
+				} else if err == nil {
+					if sound = append(sound, d); len(sound) >= 1024 {
+						flush()
+					}
 				}
-				if progress != nil {
-					progress(done.Add(1), int64(len(ds)))
+				if opts.Progress != nil {
+					opts.Progress(done.Add(1), int64(len(ds)))
 				}
 				mu.Unlock()
 			}
@@ -226,4 +248,5 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 	}
 	close(jobs)
 	wg.Wait()
+	flush()
 }

@@ -50,6 +50,31 @@ type Writer struct {
 	gc   *gcView
 	mu   sync.Mutex
 	seen map[Digest]struct{} // digests known to exist (or being uploaded by us)
+	// distrust names objects a verify found missing or corrupt: never
+	// reused, stored again when met (which heals every point using them).
+	distrust map[string]bool
+}
+
+// Distrust tells the writer which objects (chunk and index names) are
+// damaged: a window whose parent chunk is one of them is read again, and
+// such an object is stored again whenever this writer produces it — so
+// the next backup meeting the same data repairs every point that uses it.
+// Call it before WriteDisk.
+func (w *Writer) Distrust(objects []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.distrust == nil {
+		w.distrust = map[string]bool{}
+	}
+	for _, o := range objects {
+		w.distrust[o] = true
+	}
+}
+
+func (w *Writer) distrusted(name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.distrust[name]
 }
 
 // NewWriter takes a shared backup lock and returns a Writer.
@@ -108,6 +133,9 @@ func (w *Writer) known(ctx context.Context, d Digest) (bool, error) {
 		return true, nil
 	}
 	name := chunkName(d)
+	if w.distrusted(name) {
+		return false, nil // store it again over the damaged object
+	}
 	if w.gc.isCandidate(name) {
 		return false, w.gc.waitGone(ctx, w.r, name)
 	}
@@ -130,7 +158,7 @@ func (w *Writer) markKnown(ds []Digest) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, d := range ds {
-		if !d.IsZero() && !w.gc.isCandidate(chunkName(d)) {
+		if !d.IsZero() && !w.gc.isCandidate(chunkName(d)) && !w.distrust[chunkName(d)] {
 			w.seen[d] = struct{}{}
 		}
 	}
@@ -262,14 +290,15 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 				report(b - a)
 				continue
 			}
-			if !w.gc.isCandidate(chunkName(d)) {
+			if name := chunkName(d); !w.gc.isCandidate(name) && !w.distrusted(name) {
 				x.Digests[i] = d
 				direct.BytesReused += b - a
 				direct.ChunksReused++
 				report(b - a)
 				continue
 			}
-			// the parent's chunk may be swept by a running gc: read it again
+			// the parent's chunk may be swept by a running gc, or be
+			// damaged: read it again
 		}
 		select {
 		case jobs <- i:
@@ -350,7 +379,7 @@ func (w *Writer) putIndex(ctx context.Context, x *Index) (string, int64, error) 
 		if err := w.gc.waitGone(ctx, w.r, name); err != nil {
 			return "", 0, err
 		}
-	} else if _, err := w.r.be.Stat(ctx, name); err == nil {
+	} else if _, err := w.r.be.Stat(ctx, name); err == nil && !w.distrusted(name) {
 		return id, 0, nil
 	}
 	n, err := w.r.putObject(ctx, typeIndex, name, plain)

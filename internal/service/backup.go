@@ -40,6 +40,14 @@ func (s *Service) Backup(ctx context.Context, specs []string, opts engine.Backup
 	if len(vms) == 0 {
 		return nil, fmt.Errorf("%v on %s: %w", specs, s.Conn.URI(), ErrNothingSelected)
 	}
+	if s.Catalog != nil && opts.Distrust == nil {
+		// Self-healing: what a verify found damaged is stored again.
+		if dmg, err := s.Catalog.Damaged(ctx, s.Repo.Config().ID); err == nil {
+			for _, d := range dmg {
+				opts.Distrust = append(opts.Distrust, d.Object)
+			}
+		}
+	}
 	opts.Unmatched = nil
 	for _, m := range matches {
 		if m.Err != nil {

@@ -28,7 +28,7 @@ type CatalogOpened struct {
 // created — the catalog is a cache of the repository, RebuildCatalog
 // fills it again. Jobs left Running by dead processes are marked Failed
 // (interrupted).
-func OpenCatalog(ctx context.Context, path string, log *slog.Logger) (*catalog.Catalog, *CatalogOpened, error) {
+func OpenCatalog(ctx context.Context, path string, log *slog.Logger) (catalog.Catalog, *CatalogOpened, error) {
 	opened := &CatalogOpened{}
 	c, err := catalog.Open(ctx, path, log)
 	if errors.Is(err, catalog.ErrNotDatabase) {

@@ -19,6 +19,9 @@ type PruneOptions struct {
 	Policy retention.Policy
 	// VM limits the prune to the points of one VM (name or UUID).
 	VM string
+	// Tag limits it to the points carrying this tag (a server group's
+	// points carry "group:<name>").
+	Tag string
 	// DryRun decides without deleting.
 	DryRun bool
 	// GC runs gc afterwards when points were removed.
@@ -53,6 +56,9 @@ func (s *Service) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, e
 	var items []retention.Item
 	for _, m := range points {
 		if opts.VM != "" && m.VM.Name != opts.VM && m.VM.UUID != opts.VM {
+			continue
+		}
+		if opts.Tag != "" && !slices.Contains(m.Tags, opts.Tag) {
 			continue
 		}
 		items = append(items, retention.Item{ID: m.ID, Time: m.Started, Group: m.VM.UUID})
@@ -138,9 +144,4 @@ func (s *Service) deletePoints(ctx context.Context, ids []string, wait time.Dura
 // GC deletes chunks and indexes no point references.
 func (s *Service) GC(ctx context.Context, dryRun bool) (*repo.GCReport, error) {
 	return s.Repo.GC(ctx, repo.GCOptions{DryRun: dryRun})
-}
-
-// Verify checks the repository (re-hashing every chunk with readData).
-func (s *Service) Verify(ctx context.Context, readData bool, progress func(done, total int64)) (*repo.VerifyReport, error) {
-	return s.Repo.Verify(ctx, repo.VerifyOptions{ReadData: readData, Progress: progress})
 }

@@ -28,20 +28,23 @@ import (
 type Service struct {
 	Repo *repo.Repository
 	// Catalog may be nil: jobs still run, the repository being the truth.
-	Catalog *catalog.Catalog
+	Catalog catalog.Catalog
 	// Conn may be nil for operations that touch no VM (prune, gc, verify).
 	Conn     hypervisor.Connector
 	Logger   *slog.Logger
 	Progress progress.Sink
 	// ScratchDir holds staging files of restores to other hosts.
 	ScratchDir string
+	// Job, when set, is a catalog job the caller started and will finish
+	// (a server's queued job): the engine records its VMs in it.
+	Job string
 	// Now returns the current time; tests inject a clock.
 	Now func() time.Time
 }
 
 // Engine returns an engine running jobs for this service.
 func (s *Service) Engine() *engine.Engine {
-	return &engine.Engine{Repo: s.Repo, Catalog: s.Catalog, Conn: s.Conn, Logger: s.log(), Progress: s.Progress, Now: s.Now}
+	return &engine.Engine{Repo: s.Repo, Catalog: s.Catalog, Conn: s.Conn, Logger: s.log(), Progress: s.Progress, Now: s.Now, Job: s.Job}
 }
 
 func (s *Service) log() *slog.Logger {
@@ -49,11 +52,4 @@ func (s *Service) log() *slog.Logger {
 		return s.Logger
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
 }
