@@ -75,6 +75,12 @@ func (m *Manager) Start(ctx context.Context, point string, opts StartOptions) (r
 		return nil, err
 	}
 	defer unlock()
+	defer func() {
+		// Failed before any state was written: leave no empty directory.
+		if _, serr := os.Stat(m.statePath(name)); serr != nil {
+			_ = os.RemoveAll(m.vmDir(name))
+		}
+	}()
 	if _, err := os.Stat(m.statePath(name)); err == nil {
 		return nil, fmt.Errorf("instant vm %s: %w (see kura instant list)", name, ErrExists)
 	}

@@ -180,15 +180,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	for {
 		conn, aerr := ln.Accept()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				var ne net.Error
-				if errors.As(aerr, &ne) && ne.Timeout() {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				err = fmt.Errorf("nbd: accept: %w", aerr)
+			if ctx.Err() != nil {
+				break
 			}
-			break
+			if errors.Is(aerr, net.ErrClosed) {
+				err = fmt.Errorf("nbd: accept: %w", aerr)
+				break
+			}
+			// Out of file descriptors and the like: wait, keep serving.
+			s.log.Warn("nbd: accept failed", "err", aerr)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		c := &srvConn{s: s, conn: conn, sem: make(chan struct{}, s.opts.MaxRequests), hard: hard}
 		if !s.track(c) {
