@@ -161,6 +161,9 @@ func (c *Connector) waitInSync(ctx context.Context, d golibvirt.Domain, disks []
 				ready++
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("copy disks of %s: %w", d.Name, err)
+		}
 		if ready == len(disks) {
 			return nil
 		}
