@@ -27,15 +27,25 @@ const diskCols = `point_id, target, source, format, size, index_id, bytes_read, 
 // an empty location.
 func (c *SQLite) AddPoint(ctx context.Context, p Point) error {
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		var oldRepo, oldVM string
+		_ = tx.QueryRowContext(ctx, `SELECT repo_id, vm_uuid FROM points WHERE id = ?`, p.ID).Scan(&oldRepo, &oldVM)
 		pw, err := newPointWriter(ctx, tx)
 		if err != nil {
 			return err
 		}
 		defer pw.close()
-		return pw.write(ctx, p)
+		if err := pw.write(ctx, p); err != nil {
+			return err
+		}
+		if oldVM != "" && (oldVM != p.VMUUID || oldRepo != p.RepoID) {
+			if err := summarize(ctx, tx, oldRepo, []string{oldVM}); err != nil {
+				return err
+			}
+		}
+		return summarize(ctx, tx, p.RepoID, []string{p.VMUUID})
 	})
 	if err != nil {
-		return fmt.Errorf("add point %s: %w", p.ID, err)
+		return fmt.Errorf("add point %s: %w", p.ID, classify(err))
 	}
 	return nil
 }
@@ -133,14 +143,20 @@ func (pw *pointWriter) write(ctx context.Context, p Point) error {
 // DeletePoint removes a point and its disks. Deleting an unknown ID gives
 // an error wrapping ErrNotFound.
 func (c *SQLite) DeletePoint(ctx context.Context, id string) error {
-	res, err := c.w.ExecContext(ctx, `DELETE FROM points WHERE id = ?`, id)
+	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		var repoID, vm string
+		if err := tx.QueryRowContext(ctx, `SELECT repo_id, vm_uuid FROM points WHERE id = ?`, id).Scan(&repoID, &vm); err == sql.ErrNoRows {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM points WHERE id = ?`, id); err != nil {
+			return err
+		}
+		return summarize(ctx, tx, repoID, []string{vm})
+	})
 	if err != nil {
 		return fmt.Errorf("delete point %s: %w", id, classify(err))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete point %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("delete point %s: %w", id, ErrNotFound)
 	}
 	return nil
 }

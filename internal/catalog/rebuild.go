@@ -43,7 +43,7 @@ func (c *SQLite) Rebuild(ctx context.Context, repoID string, points []Point, vms
 				return fmt.Errorf("vm %s: %w", v.UUID, err)
 			}
 		}
-		return nil
+		return summarize(ctx, tx, repoID, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("rebuild catalog of repository %s: %w", repoID, err)

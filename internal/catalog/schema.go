@@ -162,7 +162,25 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_time ON audit(time);
 `,
-	// 4: boot verification results (kura verify --boot). Not tied to the
+	// 4: a per-VM summary of its points, kept up to date by every write,
+	// so that the status of every VM of an estate is one small read.
+	`
+CREATE TABLE vm_summary (
+	repo_id         TEXT NOT NULL,
+	vm_uuid         TEXT NOT NULL,
+	points          INTEGER NOT NULL,
+	damaged         INTEGER NOT NULL,
+	bytes_stored    INTEGER NOT NULL,
+	newest_id       TEXT NOT NULL,
+	newest          INTEGER,
+	newest_bytes_new INTEGER NOT NULL,
+	good_id         TEXT NOT NULL,
+	good            INTEGER,
+	verified        INTEGER,
+	PRIMARY KEY (repo_id, vm_uuid)
+);
+` + summarySQL("1 = 1"),
+	// 5: boot verification results (kura verify --boot). Not tied to the
 	// points table: a rebuild of the points keeps them.
 	`
 CREATE TABLE boot_checks (

@@ -10,30 +10,17 @@ import (
 // VMStatuses summarises, per VM with points in repository repoID (every
 // repository when empty), its points: how many, the newest, the newest
 // not damaged, how many are damaged, bytes stored, and the new bytes of
-// the newest point (the VM's recent churn). VMs are ordered by name.
+// the newest point (the VM's recent churn). It reads the per-VM summary
+// every write keeps up to date. VMs are ordered by name.
 func (c *SQLite) VMStatuses(ctx context.Context, repoID string) ([]VMStatus, error) {
 	cond, args := "", []any{}
 	if repoID != "" {
-		cond, args = " WHERE p.repo_id = ?", []any{repoID}
+		cond, args = " WHERE s.repo_id = ?", []any{repoID}
 	}
-	q := `WITH pp AS (
-	SELECT p.vm_uuid, p.id, p.started, p.bytes_stored, p.bytes_new,
-		EXISTS (SELECT 1 FROM damage_points d WHERE d.point_id = p.id) AS damaged,
-		(SELECT v.verified FROM point_verified v WHERE v.point_id = p.id) AS verified
-	FROM points p` + cond + `
-)
-SELECT vm.uuid, vm.name, vm.missing,
-	(SELECT count(*) FROM pp WHERE pp.vm_uuid = vm.uuid),
-	(SELECT count(*) FROM pp WHERE pp.vm_uuid = vm.uuid AND pp.damaged),
-	(SELECT coalesce(sum(pp.bytes_stored), 0) FROM pp WHERE pp.vm_uuid = vm.uuid),
-	n.id, n.started, n.bytes_new, g.id, g.started,
-	(SELECT max(pp.verified) FROM pp WHERE pp.vm_uuid = vm.uuid)
-FROM vms vm
-LEFT JOIN pp n ON n.id = (SELECT x.id FROM pp x WHERE x.vm_uuid = vm.uuid ORDER BY x.started DESC, x.id DESC LIMIT 1)
-LEFT JOIN pp g ON g.id = (SELECT x.id FROM pp x WHERE x.vm_uuid = vm.uuid AND NOT x.damaged ORDER BY x.started DESC, x.id DESC LIMIT 1)
-WHERE EXISTS (SELECT 1 FROM pp WHERE pp.vm_uuid = vm.uuid)
-ORDER BY vm.name, vm.uuid`
-	rows, err := c.r.QueryContext(ctx, q, args...)
+	rows, err := c.r.QueryContext(ctx, `SELECT s.vm_uuid, coalesce(v.name, ''), coalesce(v.missing, 0), s.points, s.damaged,
+	s.bytes_stored, s.newest_id, s.newest, s.newest_bytes_new, s.good_id, s.good, s.verified
+FROM vm_summary s LEFT JOIN vms v ON v.uuid = s.vm_uuid`+cond+`
+ORDER BY coalesce(v.name, ''), s.vm_uuid, s.repo_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("vm statuses: %w", classify(err))
 	}
@@ -41,20 +28,39 @@ ORDER BY vm.name, vm.uuid`
 	var out []VMStatus
 	for rows.Next() {
 		var s VMStatus
-		var newestID, goodID sql.NullString
-		var newest, good, lastNew, verified sql.NullInt64
+		var newest, good, verified sql.NullInt64
 		if err := rows.Scan(&s.UUID, &s.Name, &s.Missing, &s.Points, &s.Damaged, &s.BytesStored,
-			&newestID, &newest, &lastNew, &goodID, &good, &verified); err != nil {
+			&s.NewestID, &newest, &s.LastBytesNew, &s.NewestGoodID, &good, &verified); err != nil {
 			return nil, fmt.Errorf("vm statuses: %w", err)
 		}
-		s.NewestID, s.Newest, s.LastBytesNew = newestID.String, timeFromDB(newest), lastNew.Int64
-		s.NewestGoodID, s.NewestGood, s.NewestVerified = goodID.String, timeFromDB(good), timeFromDB(verified)
+		s.Newest, s.NewestGood, s.NewestVerified = timeFromDB(newest), timeFromDB(good), timeFromDB(verified)
+		if n := len(out); n > 0 && out[n-1].UUID == s.UUID {
+			out[n-1] = mergeStatus(out[n-1], s) // the same VM in several repositories
+			continue
+		}
 		out = append(out, s)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("vm statuses: %w", err)
 	}
 	return out, nil
+}
+
+// mergeStatus combines a VM's summaries of two repositories.
+func mergeStatus(a, b VMStatus) VMStatus {
+	a.Points += b.Points
+	a.Damaged += b.Damaged
+	a.BytesStored += b.BytesStored
+	if b.Newest.After(a.Newest) {
+		a.Newest, a.NewestID, a.LastBytesNew = b.Newest, b.NewestID, b.LastBytesNew
+	}
+	if b.NewestGood.After(a.NewestGood) {
+		a.NewestGood, a.NewestGoodID = b.NewestGood, b.NewestGoodID
+	}
+	if b.NewestVerified.After(a.NewestVerified) {
+		a.NewestVerified = b.NewestVerified
+	}
+	return a
 }
 
 // MarkDamaged records verify problems of repository repoID and the points
@@ -83,6 +89,9 @@ ON CONFLICT (repo_id, object, point_id) DO NOTHING`, repoID, d.Object, p); err !
 					return err
 				}
 			}
+			if err := summarizePoints(ctx, tx, d.Points); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -96,14 +105,43 @@ ON CONFLICT (repo_id, object, point_id) DO NOTHING`, repoID, d.Object, p); err !
 // its problems when objects is nil): a verify found them sound again.
 func (c *SQLite) ClearDamage(ctx context.Context, repoID string, objects []string) error {
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		// The points that were damaged: their VMs' summaries change.
+		q, args := `SELECT DISTINCT point_id FROM damage_points WHERE repo_id = ?`, []any{repoID}
+		if objects != nil {
+			q = `SELECT DISTINCT point_id FROM damage_points WHERE repo_id = ? AND object = ?`
+		}
+		var affected []string
+		collect := func(args ...any) error {
+			rows, err := tx.QueryContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				affected = append(affected, id)
+			}
+			return rows.Err()
+		}
 		if objects == nil {
+			if err := collect(args...); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `DELETE FROM damage_points WHERE repo_id = ?`, repoID); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, `DELETE FROM damage WHERE repo_id = ?`, repoID)
-			return err
+			if _, err := tx.ExecContext(ctx, `DELETE FROM damage WHERE repo_id = ?`, repoID); err != nil {
+				return err
+			}
+			return summarizePoints(ctx, tx, affected)
 		}
 		for _, o := range objects {
+			if err := collect(repoID, o); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `DELETE FROM damage_points WHERE repo_id = ? AND object = ?`, repoID, o); err != nil {
 				return err
 			}
@@ -111,7 +149,7 @@ func (c *SQLite) ClearDamage(ctx context.Context, repoID string, objects []strin
 				return err
 			}
 		}
-		return nil
+		return summarizePoints(ctx, tx, affected)
 	})
 	if err != nil {
 		return fmt.Errorf("clear damage in %s: %w", repoID, classify(err))
@@ -218,7 +256,13 @@ ON CONFLICT (point_id) DO UPDATE SET verified = excluded.verified`, id, timeToDB
 				return err
 			}
 		}
-		return nil
+		// Each VM's newest verification is the maximum: a point just
+		// verified is it (no recomputation of whole VMs needed).
+		_, err := tx.ExecContext(ctx, `UPDATE vm_summary SET verified = ?
+WHERE EXISTS (SELECT 1 FROM points p JOIN point_verified v ON v.point_id = p.id
+	WHERE p.repo_id = vm_summary.repo_id AND p.vm_uuid = vm_summary.vm_uuid AND v.verified = ?)
+	AND (verified IS NULL OR verified < ?)`, timeToDB(at), timeToDB(at), timeToDB(at))
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("mark points verified: %w", classify(err))

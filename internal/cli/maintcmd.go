@@ -138,6 +138,7 @@ freed by kura gc (or --gc).`,
 	f.IntVar(&p.Daily, "keep-daily", 0, "keep the newest point of each of the last N days (-1: every day)")
 	f.IntVar(&p.Weekly, "keep-weekly", 0, "keep the newest point of each of the last N weeks (-1: every week)")
 	f.IntVar(&p.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months (-1: every month)")
+	f.IntVar(&p.Quarterly, "keep-quarterly", 0, "keep the newest point of each of the last N calendar quarters (-1: every quarter)")
 	f.IntVar(&p.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years (-1: every year)")
 	f.DurationVar(&p.Within, "keep-within", 0, "keep every point newer than this duration before the VM's newest (e.g. 72h)")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "show what would be removed")

@@ -121,6 +121,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.benchmarkCommand(),
 		a.verifyCommand(),
 		a.pruneCommand(),
+		a.policyCommand(),
 		a.gcCommand(),
 		a.locksCommand(),
 		a.vmCommand(),
@@ -131,6 +132,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.jobsCommand(),
 		a.instantCommand(),
 		a.serverCommand(),
+		a.capacityCommand(),
 	)
 	a.addRecoveryCommands(root)
 	strictGroups(root)

@@ -143,11 +143,6 @@ func TestUnitsAndSecrets(t *testing.T) {
 			t.Errorf("ParseDuration(%q) accepted", bad)
 		}
 	}
-	for in, want := range map[string]Rate{"50MB/s": 50e6, "1GiB/s": 1 << 30, "800KB/s": 800e3, "1234": 1234, "unlimited": 0} {
-		if r, err := ParseRate(in); err != nil || r != want {
-			t.Errorf("ParseRate(%q) = %v, %v", in, r, err)
-		}
-	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/schedule"
 )
 
 // ErrInvalid is wrapped by every validation error.
@@ -332,11 +333,13 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 		}
 		if (s.Cron == "") == (s.Every == 0) {
 			bad(sp, "give cron or every (one of them)")
-		}
-		switch s.CatchUp {
-		case "", "once", "skip":
-		default:
-			bad(sp+".catch_up", "%q: use once or skip", s.CatchUp)
+		} else if err := (schedule.Spec{Cron: s.Cron, Every: s.Every.D(), Timezone: s.Timezone, Window: s.Window.D(), CatchUp: s.CatchUp}).Validate(); err != nil {
+			var fe *schedule.FieldError
+			if errors.As(err, &fe) {
+				bad(sp+"."+fe.Field, "%v", fe.Err)
+			} else {
+				bad(sp, "%v", err)
+			}
 		}
 		if s.Kind != KindVerify && (s.ReadData || s.OutdatedAfter != 0) {
 			bad(sp, "read_data and outdated_after go with kind verify")
@@ -348,10 +351,8 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 	if hasPrune && r == (Retention{}) {
 		bad(path+".retention", "a prune schedule needs a retention policy (it would keep everything)")
 	}
-	for j, w := range g.Bandwidth.Windows {
-		if w.Days == "" || w.Hours == "" {
-			bad(fmt.Sprintf("%s.bandwidth.windows[%d]", path, j), "give days (mon-fri) and hours (08:00-18:00)")
-		}
+	if _, err := g.Bandwidth.Compile(); err != nil {
+		bad(path+".bandwidth", "%v", err)
 	}
 	for j, st := range g.Restore.Storage {
 		if !filepath.IsAbs(st) && !strings.HasPrefix(st, "pool:") {

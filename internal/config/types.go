@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // DefaultPath is where kura server looks for its configuration.
@@ -92,17 +93,17 @@ type Group struct {
 	Connections []string `yaml:"connections,omitempty" json:"connections,omitempty"`
 	// Selectors are evaluated at every run (name:GLOB, uuid:, ipaddr:,
 	// powerstate:, any:, tag:NAME, or a plain name).
-	Selectors   []string  `yaml:"selectors" json:"selectors"`
-	Consistency string    `yaml:"consistency,omitempty" json:"consistency,omitempty"` // auto, application, crash, pause
-	Retries     *int      `yaml:"retries,omitempty" json:"retries,omitempty"`         // 2
-	RetryDelay  Duration  `yaml:"retry_delay,omitempty" json:"retry_delay,omitempty"` // 1m
-	Parallel    int       `yaml:"parallel,omitempty" json:"parallel,omitempty"`       // VMs of the group at once (2)
-	RPO         Duration  `yaml:"rpo,omitempty" json:"rpo,omitempty"`                 // newest good point no older than this
-	Schedules   []Sched   `yaml:"schedules,omitempty" json:"schedules,omitempty"`
-	Retention   Retention `yaml:"retention,omitempty" json:"retention,omitempty"`
-	Bandwidth   Bandwidth `yaml:"bandwidth,omitempty" json:"bandwidth,omitempty"`
-	Restore     Rights    `yaml:"restore,omitempty" json:"restore,omitempty"`
-	Unprotected string    `yaml:"unprotected,omitempty" json:"unprotected,omitempty"` // skip (default) or fail
+	Selectors   []string        `yaml:"selectors" json:"selectors"`
+	Consistency string          `yaml:"consistency,omitempty" json:"consistency,omitempty"` // auto, application, crash, pause
+	Retries     *int            `yaml:"retries,omitempty" json:"retries,omitempty"`         // 2
+	RetryDelay  Duration        `yaml:"retry_delay,omitempty" json:"retry_delay,omitempty"` // 1m
+	Parallel    int             `yaml:"parallel,omitempty" json:"parallel,omitempty"`       // VMs of the group at once (2)
+	RPO         Duration        `yaml:"rpo,omitempty" json:"rpo,omitempty"`                 // newest good point no older than this
+	Schedules   []Sched         `yaml:"schedules,omitempty" json:"schedules,omitempty"`
+	Retention   Retention       `yaml:"retention,omitempty" json:"retention,omitempty"`
+	Bandwidth   throttle.Config `yaml:"bandwidth,omitempty" json:"bandwidth,omitempty"`
+	Restore     Rights          `yaml:"restore,omitempty" json:"restore,omitempty"`
+	Unprotected string          `yaml:"unprotected,omitempty" json:"unprotected,omitempty"` // skip (default) or fail
 }
 
 // Schedule kinds.
@@ -137,20 +138,6 @@ type Retention struct {
 	Monthly   int      `yaml:"monthly,omitempty" json:"monthly,omitempty"`
 	Quarterly int      `yaml:"quarterly,omitempty" json:"quarterly,omitempty"`
 	Yearly    int      `yaml:"yearly,omitempty" json:"yearly,omitempty"`
-}
-
-// Bandwidth limits a group's backup reads, by time window.
-type Bandwidth struct {
-	// Limit applies outside the windows (0: unlimited).
-	Limit   Rate         `yaml:"limit,omitempty" json:"limit,omitempty"`
-	Windows []RateWindow `yaml:"windows,omitempty" json:"windows,omitempty"`
-}
-
-// RateWindow is a limit during some hours of some days.
-type RateWindow struct {
-	Days  string `yaml:"days" json:"days"`   // mon-fri, sat,sun, daily
-	Hours string `yaml:"hours" json:"hours"` // 08:00-18:00
-	Limit Rate   `yaml:"limit" json:"limit"`
 }
 
 // Rights are what a restore-only user of the group may restore into.

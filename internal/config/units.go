@@ -69,67 +69,6 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 // IsZero lets omitempty leave zero durations out.
 func (d Duration) IsZero() bool { return d == 0 }
 
-// Rate is a bandwidth in bytes per second, written "50MB/s", "1GiB/s",
-// "800KB/s" or a plain number of bytes per second.
-type Rate int64
-
-var rateUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-	{"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"kB", 1e3}, {"B", 1},
-}
-
-// ParseRate reads a Rate.
-func ParseRate(s string) (Rate, error) {
-	s = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
-	if s == "" || s == "0" || s == "unlimited" {
-		return 0, nil
-	}
-	for _, u := range rateUnits {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
-			if err != nil || v < 0 {
-				return 0, fmt.Errorf("invalid rate %q (use 50MB/s, 1GiB/s)", s)
-			}
-			return Rate(v * float64(u.mult)), nil
-		}
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("invalid rate %q (use 50MB/s, 1GiB/s)", s)
-	}
-	return Rate(v), nil
-}
-
-// String formats r in MB/s (decimal) when it is a whole number of them.
-func (r Rate) String() string {
-	switch {
-	case r == 0:
-		return "0"
-	case r%1e6 == 0:
-		return fmt.Sprintf("%dMB/s", r/1e6)
-	}
-	return fmt.Sprintf("%dB/s", int64(r))
-}
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseRate(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*r = v
-	return nil
-}
-
-// MarshalYAML implements yaml.Marshaler.
-func (r Rate) MarshalYAML() (any, error) { return r.String(), nil }
-
-// IsZero lets omitempty leave unlimited rates out.
-func (r Rate) IsZero() bool { return r == 0 }
-
 // MarshalJSON writes a Duration as its string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
@@ -149,27 +88,5 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*d = v
-	return nil
-}
-
-// MarshalJSON writes a Rate as its string.
-func (r Rate) MarshalJSON() ([]byte, error) { return json.Marshal(r.String()) }
-
-// UnmarshalJSON reads "50MB/s" or a number of bytes per second.
-func (r *Rate) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err := json.Unmarshal(b, &n); err != nil || n < 0 {
-			return fmt.Errorf("rate: %s is neither a string nor bytes per second", b)
-		}
-		*r = Rate(n)
-		return nil
-	}
-	v, err := ParseRate(s)
-	if err != nil {
-		return err
-	}
-	*r = v
 	return nil
 }

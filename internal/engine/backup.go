@@ -13,6 +13,7 @@ import (
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // Sentinel errors.
@@ -102,6 +103,8 @@ type BackupOptions struct {
 	// room (limits across jobs: VMs at once per host, per repository);
 	// release is called when the VM is done.
 	Slot func(ctx context.Context, vm hypervisor.VM) (release func(), err error)
+	// Throttle limits the reads of every disk together (nil: no limit).
+	Throttle *throttle.Limiter
 }
 
 // VMResult is the outcome for one VM.

@@ -92,6 +92,9 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		m.Parent = parent.ID
 	}
 	for _, sd := range sess.Disks() {
+		if opts.Throttle != nil {
+			sd.Reader = opts.Throttle.ReaderAt(ctx, sd.Reader)
+		}
 		rec, incremental, err := e.backupDisk(ctx, jobID, w, vm, sd, parent)
 		if err != nil {
 			return nil, fmt.Errorf("disk %s: %w", sd.Target, err)

@@ -22,6 +22,28 @@ type inventory struct {
 	errs map[string]string // by connection name
 	// lastRun is each VM's outcome in its newest backup job.
 	lastRun map[string]catalog.JobVM // by VM UUID (or name:NAME)
+	// groups is the membership of the VMs (by UUID) as of the inventory
+	// and configuration groupsCfg: evaluated once per change, not per
+	// request.
+	groups    map[string][]string
+	groupsCfg *config.Config
+}
+
+// membership returns the groups of each VM for the running configuration.
+func (s *Server) membership(cfg *config.Config) ([]invVM, map[string][]string) {
+	s.inv.mu.RLock()
+	vms, groups, gc := s.inv.vms, s.inv.groups, s.inv.groupsCfg
+	s.inv.mu.RUnlock()
+	if gc == cfg && groups != nil {
+		return vms, groups
+	}
+	groups = groupsOf(cfg, vms)
+	s.inv.mu.Lock()
+	if len(s.inv.vms) == len(vms) { // not replaced meanwhile
+		s.inv.groups, s.inv.groupsCfg = groups, cfg
+	}
+	s.inv.mu.Unlock()
+	return vms, groups
 }
 
 type invVM struct {
@@ -52,6 +74,7 @@ func (s *Server) refreshInventory(ctx context.Context) {
 	}
 	s.inv.mu.Lock()
 	s.inv.vms, s.inv.errs, s.inv.at = vms, errs, s.opts.Now()
+	s.inv.groups, s.inv.groupsCfg = nil, nil
 	s.inv.mu.Unlock()
 }
 
@@ -146,10 +169,14 @@ type VMStatus struct {
 // catalog's points (one query) and the newest job results.
 func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 	cfg, _ := s.config()
+	vms, groups := s.membership(cfg)
 	s.inv.mu.RLock()
-	vms := s.inv.vms
 	last := s.inv.lastRun
 	s.inv.mu.RUnlock()
+	rpoOf := make(map[string]time.Duration, len(cfg.Groups))
+	for _, g := range cfg.Groups {
+		rpoOf[g.Name] = g.RPO.D()
+	}
 	cat, err := s.cat.VMStatuses(ctx, "")
 	if err != nil {
 		return nil, err
@@ -158,7 +185,6 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 	for _, c := range cat {
 		byUUID[c.UUID] = c
 	}
-	groups := groupsOf(cfg, vms)
 	now := s.opts.Now()
 	seen := map[string]bool{}
 	out := make([]VMStatus, 0, len(vms)+len(cat))
@@ -167,8 +193,8 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 		st.NewestPoint, st.NewestGood, st.NewestGoodAt = c.NewestID, c.NewestGoodID, c.NewestGood
 		var rpo time.Duration
 		for _, gn := range st.Groups {
-			if g, ok := cfg.Group(gn); ok && g.RPO > 0 && (rpo == 0 || g.RPO.D() < rpo) {
-				rpo = g.RPO.D()
+			if r := rpoOf[gn]; r > 0 && (rpo == 0 || r < rpo) {
+				rpo = r
 			}
 		}
 		st.RPOSeconds = rpo.Seconds()

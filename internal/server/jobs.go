@@ -15,6 +15,7 @@ import (
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/retention"
 	"github.com/kurabackup/kura/internal/service"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // GroupTag is the tag the server gives the points of a group's backups.
@@ -91,18 +92,24 @@ func (s *Server) runBackup(ctx context.Context, j catalog.Job, g config.Group, p
 	if opts.Parallel == 0 {
 		opts.Parallel = config.DefaultParallel
 	}
+	if opts.Throttle, err = s.limiter(g); err != nil {
+		return jobResult{err: err}
+	}
 	if opts.RetryDelay == 0 {
 		opts.RetryDelay = config.DefaultRetryDelay
 	}
 	if !p.Slot.IsZero() {
 		opts.Skip = func(vm hypervisor.VM) string {
+			if other := s.claimSlot(vm.UUID, p.Slot, g.Name); other != "" {
+				log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "by_group", other)
+				return fmt.Sprintf("backed up in this schedule slot by group %s", other)
+			}
 			last, err := s.cat.LatestPoint(ctx, r.Config().ID, vm.UUID)
-			if err != nil || last.Started.Before(p.Slot) {
+			if err != nil || last.Started.Before(p.Slot) || pointGroup(last.Tags) == g.Name {
 				return ""
 			}
-			log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "point", last.ID,
-				"tags", last.Tags)
-			return fmt.Sprintf("already backed up in this schedule slot (point %s %v)", last.ID, last.Tags)
+			log.Warn("vm in several groups: backed up once per schedule slot", "vm", vm.Name, "point", last.ID, "tags", last.Tags)
+			return fmt.Sprintf("already backed up in this schedule slot (point %s of group %s)", last.ID, pointGroup(last.Tags))
 		}
 	}
 	perHost, perRepo := orDefault(cfg.Limits.VMsPerHost, config.DefaultVMsPerHost), orDefault(cfg.Limits.VMsPerRepository, config.DefaultVMsPerRepo)
@@ -184,7 +191,7 @@ func (s *Server) runVerify(ctx context.Context, j catalog.Job, g config.Group, p
 // Policy is a group's retention policy.
 func Policy(r config.Retention) retention.Policy {
 	return retention.Policy{Last: r.Last, Within: r.Within.D(), Hourly: r.Hourly, Daily: r.Daily, Weekly: r.Weekly,
-		Monthly: r.Monthly, Yearly: r.Yearly}
+		Monthly: r.Monthly, Quarterly: r.Quarterly, Yearly: r.Yearly}
 }
 
 // runPrune applies a group's retention to its points, then runs gc.
@@ -255,4 +262,50 @@ func (s *Server) rebuildCatalogs(ctx context.Context) {
 			s.log.Info("catalog rebuilt", "repository", name, "points", rep.Points)
 		}
 	}
+}
+
+// limiter returns the bandwidth limiter shared by every backup of a group
+// (nil when the group has no limit), following the running configuration.
+func (s *Server) limiter(g config.Group) (*throttle.Limiter, error) {
+	sched, err := g.Bandwidth.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("group %s bandwidth: %w", g.Name, err)
+	}
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	l := s.limiters[g.Name]
+	if g.Bandwidth.Limit == 0 && len(g.Bandwidth.Windows) == 0 {
+		delete(s.limiters, g.Name)
+		return nil, nil
+	}
+	if l == nil {
+		if s.limiters == nil {
+			s.limiters = map[string]*throttle.Limiter{}
+		}
+		l = throttle.NewLimiter(sched, nil)
+		s.limiters[g.Name] = l
+	} else {
+		l.SetSchedule(sched)
+	}
+	return l, nil
+}
+
+// claimSlot records that group backs vm up in the schedule slot and
+// returns "" — or, when another group claimed it first, that group.
+func (s *Server) claimSlot(vm string, slot time.Time, group string) string {
+	s.slotMu.Lock()
+	defer s.slotMu.Unlock()
+	if s.slots == nil {
+		s.slots = map[string]string{}
+	}
+	key := vm + "@" + slot.UTC().Format(time.RFC3339)
+	if other, ok := s.slots[key]; ok && other != group {
+		return other
+	}
+	s.slots[key] = group
+	if len(s.slots) > 100_000 {
+		clear(s.slots) // claims matter within one slot only
+		s.slots[key] = group
+	}
+	return ""
 }

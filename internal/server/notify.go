@@ -14,6 +14,7 @@ import (
 	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/schedule"
 )
 
 // tell records an event in the log and hands it to the notifier, which
@@ -94,10 +95,16 @@ func (s *Server) cfgRepoName(g config.Group) (string, bool) {
 }
 
 // notifyMissed tells about schedule runs that did not happen.
-func (s *Server) notifyMissed(ctx context.Context, g config.Group, sc config.Sched, n int, since time.Time) {
-	s.tell(ctx, notify.Event{Kind: notify.RunMissed, Group: g.Name, Subject: fmt.Sprintf("%d %s runs of %s missed", n, sc.Kind, g.Name),
-		Text: fmt.Sprintf("%d runs of the %s schedule of group %s were missed since %s (server down, or could not start within its window).",
-			n, sc.Kind, g.Name, since.Format(time.RFC3339))})
+func (s *Server) notifyMissed(ctx context.Context, g config.Group, sc config.Sched, m schedule.Miss) {
+	why := map[schedule.MissReason]string{
+		schedule.MissedDown:       "the server was down",
+		schedule.MissedWindow:     "it could not start within its window",
+		schedule.MissedSuperseded: "the next run was due before it could start",
+	}[m.Reason]
+	s.tell(ctx, notify.Event{Kind: notify.RunMissed, Group: g.Name, Subject: fmt.Sprintf("%d %s runs of %s missed", m.Count, sc.Kind, g.Name),
+		Text: fmt.Sprintf("%d runs of the %s schedule of group %s, due from %s to %s, were missed: %s.",
+			m.Count, sc.Kind, g.Name, m.First.Format(time.RFC3339), m.Last.Format(time.RFC3339), why),
+		Data: map[string]any{"reason": m.Reason, "count": m.Count, "first": m.First, "last": m.Last}})
 }
 
 // checkRPO tells, once per crossing, about VMs whose newest good point is
@@ -202,4 +209,33 @@ func (s *Server) dailySummary(ctx context.Context) {
 	}
 	s.tell(ctx, notify.Event{Kind: notify.DailySummary, Subject: fmt.Sprintf("daily summary: %d of %d VMs ok", count[StatusOK], len(sts)),
 		Text: text.String(), Data: map[string]any{"counts": count}})
+}
+
+// FullThreshold is the share of a repository's filesystem in use beyond
+// which the server warns (repository-full), once per crossing.
+const FullThreshold = 0.9
+
+// checkCapacity warns about local repositories whose filesystem is nearly
+// full.
+func (s *Server) checkCapacity(ctx context.Context) {
+	cfg, _ := s.config()
+	s.rpoMu.Lock()
+	defer s.rpoMu.Unlock()
+	if s.full == nil {
+		s.full = map[string]bool{}
+	}
+	for _, rc := range cfg.Repositories {
+		used, total, ok := fsUsage(rc.Location)
+		if !ok || total == 0 {
+			continue
+		}
+		full := float64(used)/float64(total) >= FullThreshold
+		if full && !s.full[rc.Name] {
+			s.tell(ctx, notify.Event{Kind: notify.RepositoryFull, Repository: rc.Name,
+				Subject: fmt.Sprintf("repository %s is %.0f%% full", rc.Name, 100*float64(used)/float64(total)),
+				Text: fmt.Sprintf("The filesystem of repository %s (%s) is %.0f%% full (%d of %d bytes). Prune, then gc, or add space: a backup that finds no space stores nothing.",
+					rc.Name, rc.Location, 100*float64(used)/float64(total), used, total)})
+		}
+		s.full[rc.Name] = full
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
+	"github.com/kurabackup/kura/internal/schedule"
 )
 
 // scheduleID identifies a schedule across restarts: its group, kind and
@@ -19,36 +20,69 @@ func scheduleID(g config.Group, sc config.Sched) string {
 	return g.Name + "/" + sc.Kind + "/" + timing
 }
 
-// due is one schedule firing.
-type due struct {
-	id    string
-	group config.Group
-	sched config.Sched
-	at    time.Time
+// Spec is a configured schedule as the planner takes it.
+func Spec(sc config.Sched) schedule.Spec {
+	return schedule.Spec{Cron: sc.Cron, Every: sc.Every.D(), Timezone: sc.Timezone, Window: sc.Window.D(), CatchUp: sc.CatchUp}
 }
 
-// scheduleLoop fires the groups' schedules and does the server's
-// housekeeping (inventory, RPO, repository sizes, self-protection).
+// firing is what a schedule id stands for.
+type firing struct {
+	group config.Group
+	sched config.Sched
+}
+
+// entries lists the schedules of a configuration for the planner.
+func entries(cfg *config.Config) ([]schedule.Entry, map[string]firing) {
+	var es []schedule.Entry
+	by := map[string]firing{}
+	for _, g := range cfg.Groups {
+		for _, sc := range g.Schedules {
+			id := scheduleID(g, sc)
+			if _, dup := by[id]; dup {
+				continue // the same schedule twice in a group fires once
+			}
+			by[id] = firing{group: g, sched: sc}
+			es = append(es, schedule.Entry{ID: id, Spec: Spec(sc)})
+		}
+	}
+	return es, by
+}
+
+// scheduleLoop fires the groups' schedules (package schedule plans them:
+// time zones, start windows, catch-up of runs missed while the server was
+// down) and does the server's housekeeping (inventory, RPO, repository
+// sizes, self-protection, the daily summary).
 func (s *Server) scheduleLoop(ctx context.Context) {
 	s.refreshInventory(ctx)
 	s.loadRuns(ctx)
 	s.refreshRepoInfo(ctx)
-	s.catchUp(ctx)
+	cfg, _ := s.config()
+	es, by := entries(cfg)
+	planner, err := schedule.NewPlanner(ctx, es, s.cat, s.started)
+	if err != nil {
+		s.log.Error("schedules not planned", "err", err)
+		return
+	}
+	s.plannerMu.Lock()
+	s.planner = planner
+	s.plannerMu.Unlock()
 	t := time.NewTicker(s.opts.Tick)
 	defer t.Stop()
 	lastInv, lastInfo := s.opts.Now(), s.opts.Now()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wake:
-		}
 		now := s.opts.Now()
-		s.fire(ctx, now)
+		if cur, _ := s.config(); cur != cfg {
+			cfg = cur
+			es, by = entries(cfg)
+			if err := planner.Update(ctx, es, now); err != nil {
+				s.log.Error("schedules not replanned", "err", err)
+			}
+		}
+		s.fire(ctx, planner, by, now)
 		if now.Sub(lastInv) >= time.Minute {
 			s.refreshInventory(ctx)
 			s.checkRPO(ctx)
+			s.checkCapacity(ctx)
 			lastInv = now
 		}
 		if now.Sub(lastInfo) >= 10*time.Minute {
@@ -56,121 +90,98 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 			lastInfo = now
 		}
 		s.housekeeping(ctx, now)
-	}
-}
-
-// catchUp handles the runs missed while the server was down: once (one
-// catch-up run, whatever the number missed) or skip (reported), per
-// schedule.
-func (s *Server) catchUp(ctx context.Context) {
-	cfg, _ := s.config()
-	runs, err := s.cat.ScheduleRuns(ctx)
-	if err != nil {
-		s.log.Error("schedule runs", "err", err)
-		return
-	}
-	now := s.opts.Now()
-	for _, g := range cfg.Groups {
-		for _, sc := range g.Schedules {
-			id := scheduleID(g, sc)
-			last, ok := runs[id]
-			if !ok {
-				// A new schedule starts counting now.
-				s.recordRun(ctx, id, now, "")
-				continue
-			}
-			next, err := nextRun(sc, last.Last)
-			if err != nil || next.After(now) {
-				continue
-			}
-			missed := 0
-			for t := next; !t.After(now) && missed < 1000; missed++ {
-				if t, err = nextRun(sc, t); err != nil {
-					break
-				}
-			}
-			if sc.CatchUp == "skip" {
-				s.log.Warn("runs missed while the server was down: skipped", "schedule", id, "missed", missed, "last", last.Last)
-				s.notifyMissed(ctx, g, sc, missed, last.Last)
-				s.recordRun(ctx, id, now, "")
-				continue
-			}
-			s.log.Warn("runs missed while the server was down: catching up once", "schedule", id, "missed", missed, "last", last.Last)
-			s.launch(ctx, due{id: id, group: g, sched: sc, at: now}, "catch-up:"+id)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
 		}
 	}
 }
 
-// fire enqueues every schedule due now. A run that could not start within
-// its window after its due time (the server was busy or stopped) is
-// skipped and reported.
-func (s *Server) fire(ctx context.Context, now time.Time) {
-	cfg, _ := s.config()
-	runs, err := s.cat.ScheduleRuns(ctx)
-	if err != nil {
-		s.log.Error("schedule runs", "err", err)
-		return
+// fire queues the runs due now and reports the runs missed.
+func (s *Server) fire(ctx context.Context, planner *schedule.Planner, by map[string]firing, now time.Time) {
+	plan := planner.Plan(now)
+	for _, r := range plan.Due {
+		f := by[r.ID]
+		trigger := "schedule:" + r.ID
+		if r.CatchUp {
+			trigger = "catch-up:" + r.ID
+			s.log.Warn("catching up a run missed while the server was down", "schedule", r.ID, "slot", r.Slot)
+		}
+		job, err := s.launch(ctx, f, r.Slot, trigger)
+		if err != nil {
+			s.log.Error("queue scheduled job", "schedule", r.ID, "err", err)
+			continue
+		}
+		if err := planner.Record(ctx, catalog.ScheduleRun{ID: r.ID, Last: r.Slot, Job: job}); err != nil {
+			s.log.Error("record schedule run", "schedule", r.ID, "err", err)
+		}
 	}
-	for _, g := range cfg.Groups {
-		for _, sc := range g.Schedules {
-			id := scheduleID(g, sc)
-			last, ok := runs[id]
-			if !ok {
-				s.recordRun(ctx, id, now, "")
-				continue
-			}
-			next, err := nextRun(sc, last.Last)
-			if err != nil {
-				s.log.Error("schedule", "schedule", id, "err", err)
-				continue
-			}
-			if next.After(now) {
-				continue
-			}
-			if sc.Window > 0 && now.Sub(next) > sc.Window.D() {
-				s.log.Warn("run skipped: it could not start within its window", "schedule", id, "due", next, "window", sc.Window.String())
-				s.notifyMissed(ctx, g, sc, 1, next)
-				s.recordRun(ctx, id, now, "")
-				continue
-			}
-			s.launch(ctx, due{id: id, group: g, sched: sc, at: next}, "schedule:"+id)
+	for _, m := range plan.Missed {
+		f := by[m.ID]
+		s.log.Warn("scheduled runs missed", "schedule", m.ID, "reason", m.Reason, "count", m.Count, "first", m.First, "last", m.Last)
+		s.notifyMissed(ctx, f.group, f.sched, m)
+		if err := planner.Record(ctx, catalog.ScheduleRun{ID: m.ID, Last: m.Last}); err != nil {
+			s.log.Error("record missed runs", "schedule", m.ID, "err", err)
 		}
 	}
 }
 
-// launch enqueues the job of a firing and records the firing.
-func (s *Server) launch(ctx context.Context, d due, trigger string) {
-	spec := catalog.JobSpec{Group: d.group.Name, Trigger: trigger}
+// launch queues the job of a schedule firing at slot.
+func (s *Server) launch(ctx context.Context, f firing, slot time.Time, trigger string) (string, error) {
+	spec := catalog.JobSpec{Group: f.group.Name, Trigger: trigger}
 	var params any
-	switch d.sched.Kind {
+	switch f.sched.Kind {
 	case config.KindBackup:
-		spec.Kind, params = catalog.JobBackup, backupParams{Full: d.sched.Full, Slot: d.at}
+		spec.Kind, params = catalog.JobBackup, backupParams{Full: f.sched.Full, Slot: slot}
 	case config.KindVerify:
-		spec.Kind, params = catalog.JobVerify, verifyParams{ReadData: d.sched.ReadData, OutdatedAfter: d.sched.OutdatedAfter}
+		spec.Kind, params = catalog.JobVerify, verifyParams{ReadData: f.sched.ReadData, OutdatedAfter: f.sched.OutdatedAfter}
 	case config.KindPrune:
 		spec.Kind = catalog.JobPrune
 	default:
-		return
+		return "", fmt.Errorf("schedule kind %q", f.sched.Kind)
 	}
 	j, err := s.enqueue(ctx, spec, params)
 	if err != nil {
-		s.log.Error("enqueue scheduled job", "schedule", d.id, "err", err)
-		return
+		return "", err
 	}
-	s.log.Info("scheduled job queued", "schedule", d.id, "job", j.ID, "due", d.at)
-	s.recordRun(ctx, d.id, d.at, j.ID)
+	s.log.Info("scheduled job queued", "group", f.group.Name, "kind", f.sched.Kind, "job", j.ID, "slot", slot)
+	return j.ID, nil
 }
 
-func (s *Server) recordRun(ctx context.Context, id string, at time.Time, job string) {
-	if err := s.cat.RecordScheduleRun(ctx, catalog.ScheduleRun{ID: id, Last: at, Job: job}); err != nil {
-		s.log.Error("record schedule run", "schedule", id, "err", err)
-	}
+// ScheduleInfo is one schedule and when it runs next.
+type ScheduleInfo struct {
+	ID       string        `json:"id"`
+	Group    string        `json:"group"`
+	Kind     string        `json:"kind"`
+	Schedule schedule.Spec `json:"schedule"`
+	Next     time.Time     `json:"next"`
+	Last     time.Time     `json:"last,omitzero"`
+	LastJob  string        `json:"last_job,omitempty"`
 }
 
-// nextRun is the first firing of sc after t.
-func nextRun(sc config.Sched, t time.Time) (time.Time, error) {
-	if sc.Every > 0 {
-		return t.Add(sc.Every.D()), nil
+func (s *Server) listSchedules(rc *reqCtx) (any, error) {
+	runs, err := s.cat.ScheduleRuns(rc.ctx)
+	if err != nil {
+		return nil, err
 	}
-	return time.Time{}, fmt.Errorf("cron schedule %q: not supported yet", sc.Cron)
+	s.plannerMu.Lock()
+	planner := s.planner
+	s.plannerMu.Unlock()
+	out := []ScheduleInfo{}
+	for _, g := range rc.cfg.Groups {
+		if !rc.p.Allows("read", g.Name) {
+			continue
+		}
+		for _, sc := range g.Schedules {
+			id := scheduleID(g, sc)
+			si := ScheduleInfo{ID: id, Group: g.Name, Kind: sc.Kind, Schedule: Spec(sc), Last: runs[id].Last, LastJob: runs[id].Job}
+			if planner != nil {
+				si.Next = planner.Next(id)
+			}
+			out = append(out, si)
+		}
+	}
+	return out, nil
 }

@@ -27,7 +27,9 @@ import (
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/schedule"
 	"github.com/kurabackup/kura/internal/service"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // Options configure a Server.
@@ -60,22 +62,29 @@ type Server struct {
 	// notifier delivers events (nil when the configuration has none).
 	notifier *notify.Notifier
 
-	cat      catalog.Catalog
-	throttle *auth.Throttle
-	sessions *sessions
-	hub      *hub
-	run      *runner
-	cert     tls.Certificate
-	http     *http.Server
-	started  time.Time
-	wake     chan struct{} // pokes the scheduler and the queue
-	inv      inventory
-	metrics  *metrics
-	cfgMu    sync.Mutex     // serialises configuration changes
-	bg       sync.WaitGroup // background tasks (self backups)
-	rpoMu    sync.Mutex
-	rpoLate  map[string]bool // VMs beyond their RPO (told once per crossing)
-	lastSelf time.Time       // last daily self backup
+	cat       catalog.Catalog
+	throttle  *auth.Throttle
+	sessions  *sessions
+	hub       *hub
+	run       *runner
+	cert      tls.Certificate
+	http      *http.Server
+	started   time.Time
+	wake      chan struct{} // pokes the scheduler and the queue
+	inv       inventory
+	metrics   *metrics
+	cfgMu     sync.Mutex     // serialises configuration changes
+	bg        sync.WaitGroup // background tasks (self backups)
+	rpoMu     sync.Mutex
+	rpoLate   map[string]bool // VMs beyond their RPO (told once per crossing)
+	full      map[string]bool // repositories nearly full (told once per crossing)
+	slotMu    sync.Mutex
+	slots     map[string]string // "vm@slot" → the group backing it up in that slot
+	plannerMu sync.Mutex
+	planner   *schedule.Planner // set once the schedule loop runs
+	limMu     sync.Mutex
+	limiters  map[string]*throttle.Limiter // by group
+	lastSelf  time.Time                    // last daily self backup
 }
 
 // Version is kura's version, set by the command line.

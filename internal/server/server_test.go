@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/fake"
+	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/notify/notifytest"
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/storage/local"
@@ -42,7 +45,7 @@ type testServer struct {
 	done    chan error
 }
 
-func writeConfig(t *testing.T, dir string) string {
+func writeConfig(t testing.TB, dir string, edit func(string) string) string {
 	t.Helper()
 	repoDir := filepath.Join(dir, "repo")
 	if err := os.MkdirAll(repoDir, 0o700); err != nil {
@@ -85,6 +88,9 @@ users:
   - {name: admin, role: admin, password_hash: "%s"}
   - {name: dbteam, role: restore, groups: [db], password_hash: "%s"}
 `, filepath.Join(dir, "state"), repoDir, pwFile, filepath.Join(dir, "restore"), adminHash, teamHash)
+	if edit != nil {
+		cfg = edit(cfg)
+	}
 	path := filepath.Join(dir, "kura.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -92,7 +98,11 @@ users:
 	return path
 }
 
-func startServer(t *testing.T) *testServer {
+func startServer(t *testing.T) *testServer { return startServerWith(t, nil, nil) }
+
+// startServerWith starts a server with a clock (nil: real time) and an
+// edit of its configuration.
+func startServerWith(t *testing.T, now func() time.Time, edit func(string) string) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	hv := fake.New()
@@ -102,7 +112,7 @@ func startServer(t *testing.T) *testServer {
 			t.Fatal(err)
 		}
 	}
-	ts := &testServer{t: t, hv: hv, cfgPath: writeConfig(t, dir), done: make(chan error, 1)}
+	ts := &testServer{t: t, hv: hv, cfgPath: writeConfig(t, dir, edit), done: make(chan error, 1)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +120,7 @@ func startServer(t *testing.T) *testServer {
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
-	ts.s, err = New(ctx, Options{ConfigPath: ts.cfgPath, Logger: log, Listener: ln, Tick: 50 * time.Millisecond,
+	ts.s, err = New(ctx, Options{ConfigPath: ts.cfgPath, Logger: log, Listener: ln, Tick: 50 * time.Millisecond, Now: now,
 		Connect: func(context.Context, string, *slog.Logger) (hypervisor.Connector, error) { return hv, nil },
 		OpenRepository: func(ctx context.Context, rc config.Repository, log *slog.Logger) (*repo.Repository, error) {
 			pw, err := rc.Password()
@@ -457,5 +467,144 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if documented != n {
 		t.Errorf("%d routes, %d documented operations", n, documented)
+	}
+}
+
+// TestPolicyAndCapacity: the simulation and capacity endpoints.
+func TestPolicyAndCapacity(t *testing.T) {
+	ts := startServer(t)
+	ops := ts.login("admin", "admin password", config.RoleOperator)
+	var sim struct {
+		Kept    int            `json:"kept"`
+		PerRule map[string]int `json:"per_rule"`
+	}
+	req := SimulateRequest{Retention: config.Retention{Daily: 7, Weekly: 4, Monthly: 12}, Span: config.Duration(400 * 24 * time.Hour)}
+	if code := ts.call(ops, "POST", APIPrefix+"/policy/simulate", req, &sim); code != 200 || sim.Kept < 12 || sim.Kept > 23 || sim.PerRule["daily"] != 7 || sim.PerRule["weekly"] != 4 || sim.PerRule["monthly"] != 12 {
+		t.Fatalf("simulation: %d %+v", code, sim)
+	}
+	if code := ts.call(ops, "POST", APIPrefix+"/policy/simulate", SimulateRequest{}, nil); code != http.StatusBadRequest {
+		t.Errorf("empty policy simulated: %d", code)
+	}
+	var j catalog.Job
+	ts.call(ops, "POST", APIPrefix+"/groups/db/run", RunRequest{}, &j)
+	ts.wait(ops, j.ID)
+	var caps []RepositoryCapacity
+	if code := ts.call(ops, "GET", APIPrefix+"/capacity", nil, &caps); code != 200 || len(caps) != 1 || len(caps[0].Groups) != 2 {
+		t.Fatalf("capacity: %d %+v", code, caps)
+	}
+	for _, g := range caps[0].Groups {
+		if g.Group == "db" && (g.VMs != 1 || g.StoredBytes == 0 || g.Expected1Year < g.StoredBytes) {
+			t.Errorf("capacity of db: %+v", g)
+		}
+	}
+}
+
+// TestScheduleFires: with an injected clock, an "every" schedule queues a
+// backup when its slot comes, not before.
+func TestScheduleFires(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 10, 0, 30, 0, time.UTC)}
+	ts := startServerWith(t, clock.Now, func(cfg string) string {
+		return strings.Replace(cfg, "    rpo: 1h\n", "    rpo: 1h\n    schedules:\n      - {kind: backup, every: 1h}\n", 1)
+	})
+	ops := ts.login("admin", "admin password", config.RoleOperator)
+	count := func() int {
+		var list JobList
+		ts.call(ops, "GET", APIPrefix+"/jobs?group=web&kind=backup", nil, &list)
+		return len(list.Jobs)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := count(); n != 0 {
+		t.Fatalf("%d jobs before the slot", n)
+	}
+	clock.set(time.Date(2026, 12, 1, 11, 0, 1, 0, time.UTC))
+	deadline := time.Now().Add(10 * time.Second)
+	for count() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no job queued at the slot")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var list JobList
+	ts.call(ops, "GET", APIPrefix+"/jobs?group=web&kind=backup", nil, &list)
+	if j := list.Jobs[0]; !strings.HasPrefix(j.Trigger, "schedule:web/backup/") {
+		t.Errorf("scheduled job %+v", j)
+	}
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// TestNotifyTestEndpoint sends a test notification to a real webhook
+// listener.
+func TestNotifyTestEndpoint(t *testing.T) {
+	hook := notifytest.NewReceiver(t, false)
+	ts := startServerWith(t, nil, func(cfg string) string {
+		return cfg + fmt.Sprintf("notifications:\n  webhooks:\n    - {name: ops, url: %q, secret_file: %q}\n  rules:\n    - {events: [job-failed], webhooks: [ops]}\n",
+			hook.URL, hook.SecretFile)
+	})
+	admin := ts.login("admin", "admin password", "")
+	if code := ts.call(admin, "POST", APIPrefix+"/notifications/test", NotifyTestRequest{Destination: "webhook:ops"}, nil); code != 200 {
+		t.Fatalf("test notification: %d", code)
+	}
+	if r := hook.Wait(t, 1)[0]; r.SigErr != nil || r.Payload.Kind != notify.Test {
+		t.Errorf("test notification received: %+v", r)
+	}
+	if code := ts.call(admin, "POST", APIPrefix+"/notifications/test", NotifyTestRequest{Destination: "webhook:nope"}, nil); code != http.StatusBadRequest {
+		t.Errorf("unknown destination: %d", code)
+	}
+}
+
+// TestVMInTwoGroups: a VM two groups select is backed up once per
+// schedule slot; the second group's job skips it with a warning.
+func TestVMInTwoGroups(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 10, 0, 30, 0, time.UTC)}
+	ts := startServerWith(t, clock.Now, func(cfg string) string {
+		every := "    schedules:\n      - {kind: backup, every: 1h}\n"
+		cfg = strings.Replace(cfg, "    rpo: 1h\n", "    rpo: 1h\n"+every, 1)
+		return strings.Replace(cfg, "  - name: db\n    selectors: [\"name:db-*\"]\n", "  - name: db\n    selectors: [\"name:db-*\", \"web-1\"]\n"+every, 1)
+	})
+	ops := ts.login("admin", "admin password", config.RoleOperator)
+	clock.set(time.Date(2026, 12, 1, 11, 0, 1, 0, time.UTC))
+	var jobs []catalog.Job
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list JobList
+		ts.call(ops, "GET", APIPrefix+"/jobs?kind=backup", nil, &list)
+		done := 0
+		for _, j := range list.Jobs {
+			if j.State.Final() {
+				done++
+			}
+		}
+		if done == 2 {
+			jobs = list.Jobs
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled jobs: %+v", list.Jobs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	backedUp, skipped := 0, 0
+	for _, j := range jobs {
+		for _, v := range j.VMs {
+			if v.VMName != "web-1" {
+				continue
+			}
+			switch v.State {
+			case phase.Succeeded:
+				backedUp++
+			case phase.Skipped:
+				skipped++
+			}
+		}
+	}
+	if backedUp != 1 || skipped != 1 {
+		t.Errorf("web-1 in two groups: backed up %d times, skipped %d times in one slot", backedUp, skipped)
 	}
 }
