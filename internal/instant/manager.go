@@ -28,9 +28,6 @@ const ConfigFormatLibvirt = "libvirt-domain-xml"
 // streams.
 const ServeCacheBytes = 256 << 20
 
-// DefaultStateDir is where instant VMs' state lives when kura runs as root.
-const DefaultStateDir = "/var/lib/kura/instant"
-
 // Manager runs instant VMs and boot verifications on one repository and
 // hypervisor connection.
 type Manager struct {
