@@ -31,6 +31,7 @@ var layers = []struct {
 	{"internal/throttle", 3},
 	{"internal/progress", 4},
 	{"internal/engine", 4},
+	{"internal/instant", 4},
 	{"internal/benchmark", 4},
 	{"internal/service", 5},
 	{"internal/notify", 5},

@@ -180,6 +180,25 @@ CREATE TABLE vm_summary (
 	PRIMARY KEY (repo_id, vm_uuid)
 );
 ` + summarySQL("1 = 1"),
+	// 5: boot verification results (kura verify --boot). Not tied to the
+	// points table: a rebuild of the points keeps them.
+	`
+CREATE TABLE boot_checks (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	point_id   TEXT NOT NULL,
+	repo_id    TEXT NOT NULL DEFAULT '',
+	vm_uuid    TEXT NOT NULL DEFAULT '',
+	vm_name    TEXT NOT NULL DEFAULT '',
+	started    INTEGER,
+	finished   INTEGER,
+	ok         INTEGER NOT NULL CHECK (ok IN (0, 1)),
+	reason     TEXT NOT NULL DEFAULT '',
+	screenshot TEXT NOT NULL DEFAULT '',
+	probes     TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX boot_checks_point ON boot_checks(point_id, started);
+CREATE INDEX boot_checks_vm ON boot_checks(vm_uuid, started);
+`,
 }
 
 // SchemaVersion is the schema version this binary writes.

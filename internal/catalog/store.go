@@ -64,6 +64,11 @@ type Catalog interface {
 	ScheduleRuns(ctx context.Context) (map[string]ScheduleRun, error)
 	RecordScheduleRun(ctx context.Context, run ScheduleRun) error
 
+	// Boot checks (kura verify --boot); kept across rebuilds.
+	AddBootCheck(ctx context.Context, b BootCheck) (int64, error)
+	BootChecks(ctx context.Context, pointID string) ([]BootCheck, error)
+	LatestVerifiedBoots(ctx context.Context) (map[string]BootCheck, error)
+
 	// Audit log.
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)

@@ -41,6 +41,12 @@ type App struct {
 	logger  *slog.Logger
 	cat     catalog.Catalog
 	closers []func()
+
+	// cacheBytes is the chunk cache of each disk reader (0: the default);
+	// passphrase is the one the repository was opened with (kura instant
+	// hands it to the process it starts).
+	cacheBytes int64
+	passphrase string
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
@@ -192,13 +198,14 @@ func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
 		if rerr != nil {
 			return nil, fmt.Errorf("read master key: %w", rerr)
 		}
-		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger})
+		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
 	} else {
 		pw, perr := a.password("", false)
 		if perr != nil {
 			return nil, perr
 		}
-		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger})
+		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
+		a.passphrase = pw
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
@@ -273,21 +280,26 @@ func (a *App) openCatalog(ctx context.Context) (catalog.Catalog, error) {
 	return c, nil
 }
 
+// catalogFile is the catalog's path: --catalog, or the default.
+func (a *App) catalogFile() string {
+	if a.catalogPath != "" {
+		return a.catalogPath
+	}
+	dir := "/var/lib/kura"
+	if os.Geteuid() != 0 {
+		if d, err := os.UserCacheDir(); err == nil {
+			dir = filepath.Join(d, "kura")
+		}
+	}
+	return filepath.Join(dir, "catalog.db")
+}
+
 // catalog opens the catalog once per command.
 func (a *App) catalog(ctx context.Context) (catalog.Catalog, *service.CatalogOpened, error) {
 	if a.cat != nil {
 		return a.cat, &service.CatalogOpened{}, nil
 	}
-	path := a.catalogPath
-	if path == "" {
-		dir := "/var/lib/kura"
-		if os.Geteuid() != 0 {
-			if d, err := os.UserCacheDir(); err == nil {
-				dir = filepath.Join(d, "kura")
-			}
-		}
-		path = filepath.Join(dir, "catalog.db")
-	}
+	path := a.catalogFile()
 	c, opened, err := service.OpenCatalog(ctx, path, a.logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open catalog %s: %w", path, err)

@@ -14,12 +14,19 @@ import (
 
 func (a *App) verifyCommand() *cobra.Command {
 	var readData bool
+	var bf bootFlags
 	var outdated time.Duration
 	cmd := &cobra.Command{
-		Use:   "verify",
-		Short: "Check the repository's structure; --read-data re-hashes every chunk",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "verify [--boot POINT|SPEC...]",
+		Short: "Check the repository's structure; --read-data re-hashes every chunk; --boot boots points",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if bf.boot {
+				return a.runVerifyBoot(cmd, args, bf)
+			}
+			if len(args) > 0 {
+				return usageError("verify takes no arguments without --boot")
+			}
 			svc, err := a.openService(cmd.Context(), false)
 			if err != nil {
 				return err
@@ -49,6 +56,7 @@ func (a *App) verifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read, decrypt and re-hash every referenced chunk")
+	bf.bind(cmd)
 	cmd.Flags().DurationVar(&outdated, "outdated-after", 0, "with --read-data: re-hash only chunks not verified within this long (e.g. 720h)")
 	return cmd
 }

@@ -3,7 +3,6 @@ package nbd
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,12 +192,7 @@ func (c *Client) do(ctx context.Context, req *request, payload []byte) error {
 	c.mu.Unlock()
 
 	var hdr [requestHeaderLen]byte
-	binary.BigEndian.PutUint32(hdr[0:], magicRequest)
-	binary.BigEndian.PutUint16(hdr[4:], req.flags)
-	binary.BigEndian.PutUint16(hdr[6:], req.cmd)
-	binary.BigEndian.PutUint64(hdr[8:], cookie)
-	binary.BigEndian.PutUint64(hdr[16:], uint64(req.off))
-	binary.BigEndian.PutUint32(hdr[24:], req.length)
+	reqHeader{flags: req.flags, cmd: req.cmd, cookie: cookie, off: uint64(req.off), length: req.length}.put(hdr[:])
 	if err := c.send(ctx, hdr[:], payload); err != nil {
 		c.fail(err)
 		<-req.done
@@ -317,8 +311,7 @@ func (c *Client) Close() error {
 		}
 		if broken == nil {
 			var hdr [requestHeaderLen]byte
-			binary.BigEndian.PutUint32(hdr[0:], magicRequest)
-			binary.BigEndian.PutUint16(hdr[6:], cmdDisc)
+			reqHeader{cmd: cmdDisc}.put(hdr[:])
 			c.writeMu.Lock()
 			c.conn.SetWriteDeadline(time.Now().Add(closeDrain))
 			_, err = c.conn.Write(hdr[:])

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"github.com/kurabackup/kura/internal/storage"
@@ -120,8 +119,12 @@ func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
 }
 
 // prefetch starts background fetches of chunks [from, from+ahead).
-func (d *DiskReader) prefetch(from int) {
-	for i := from; i < from+d.ahead && i < len(d.x.Digests); i++ {
+func (d *DiskReader) prefetch(from int) { d.prefetchRange(from, from+d.ahead) }
+
+// prefetchRange starts background fetches of chunks [from, to), as many
+// as the read-ahead allows at once.
+func (d *DiskReader) prefetchRange(from, to int) {
+	for i := from; i < to && i < len(d.x.Digests); i++ {
 		dg := d.x.Digests[i]
 		if dg.IsZero() {
 			continue
@@ -149,43 +152,5 @@ func (d *DiskReader) prefetch(from int) {
 
 // ReadAt implements io.ReaderAt.
 func (d *DiskReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= d.x.Size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if rem := d.x.Size - off; int64(want) > rem {
-		p = p[:rem]
-	}
-	cs := int64(d.x.ChunkSize)
-	d.mu.Lock()
-	sequential := off == d.lastEnd
-	d.lastEnd = off + int64(len(p))
-	d.mu.Unlock()
-	if sequential && d.ahead > 0 {
-		d.prefetch(int((off + int64(len(p)) + cs - 1) / cs))
-	}
-	n := 0
-	for n < len(p) {
-		pos := off + int64(n)
-		i := int(pos / cs)
-		data, err := d.chunk(d.ctx, i)
-		if err != nil {
-			return n, err
-		}
-		in := int(pos - int64(i)*cs)
-		end := min(len(p)-n, d.x.ChunkLen(i)-in)
-		if data == nil {
-			clear(p[n : n+end])
-		} else {
-			copy(p[n:n+end], data[in:in+end])
-		}
-		n += end
-	}
-	if n < want {
-		return n, io.EOF
-	}
-	return n, nil
+	return d.ReadAtContext(d.ctx, p, off)
 }

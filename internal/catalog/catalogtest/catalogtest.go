@@ -3,8 +3,9 @@
 // PostgreSQL one alike. It checks the behaviour the rest of kura relies
 // on — points and their disks round-trip exactly, prefixes resolve,
 // reconcile is scoped by host, jobs move through their phases, queued
-// jobs are claimed once, interrupted jobs are recognised, damage and
-// verification state survive a rebuild, and the audit log keeps order.
+// jobs are claimed once, interrupted jobs are recognised, damage,
+// verification state and boot checks survive a rebuild, and the audit log
+// keeps order.
 package catalogtest
 
 import (
@@ -56,6 +57,7 @@ func Run(t *testing.T, tg Target) {
 		"VMStatuses":                   testVMStatuses,
 		"ScheduleRuns":                 testScheduleRuns,
 		"Audit":                        testAudit,
+		"BootChecks":                   testBootChecks,
 		"Snapshot":                     testSnapshot,
 	} {
 		t.Run(name, func(t *testing.T) { fn(t, tg) })

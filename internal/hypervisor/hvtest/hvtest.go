@@ -10,6 +10,9 @@
 // through the Restorer interface (plan, plan file, rendered configuration,
 // disk sinks, define), and the restore-target methods (define, start, stop,
 // undefine).
+//
+// RunInstant is the suite of the optional instant recovery capabilities
+// (hypervisor.InstantHost, GuestAgent, Console).
 package hvtest
 
 import (

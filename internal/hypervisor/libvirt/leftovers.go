@@ -94,7 +94,8 @@ func (c *Connector) sessions(vm hypervisor.VM, d golibvirt.Domain) (sessionState
 // directory), live qemu-nbd servers and session scratch directories of
 // dead processes, and kura checkpoints and (for shut-off VMs) qcow2
 // bitmaps not in q.Keep and not made by a live session — those of
-// another repository as foreign.
+// another repository as foreign; then what killed boot verifications
+// and instant recoveries left (instantleftovers.go).
 func (c *Connector) Leftovers(ctx context.Context, q hypervisor.LeftoverQuery) ([]hypervisor.Leftover, error) {
 	if c.remote {
 		return nil, fmt.Errorf("cleanup on %s: %w", c.uri, errRemoteBackup)
@@ -116,7 +117,11 @@ func (c *Connector) Leftovers(ctx context.Context, q hypervisor.LeftoverQuery) (
 		}
 		out = append(out, lo...)
 	}
-	return out, nil
+	lo, err := c.instantLeftovers(ctx, q.VMs)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, lo...), nil
 }
 
 func (c *Connector) vmLeftovers(ctx context.Context, vm hypervisor.VM, q hypervisor.LeftoverQuery) ([]hypervisor.Leftover, error) {
@@ -270,6 +275,8 @@ func (c *Connector) RemoveLeftover(ctx context.Context, l hypervisor.Leftover) e
 			}
 		}
 		return ignoreNotExist(os.Remove(l.Name))
+	case KindInstantVM, KindNetwork, KindInstantDir:
+		return c.removeInstantLeftover(ctx, l)
 	case KindScratch:
 		if !c.inScratch(l.Name) {
 			return fmt.Errorf("remove leftover %s: %w %s", l.Name, errNotOurs, c.QemuScratchDir)
