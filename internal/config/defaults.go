@@ -79,6 +79,16 @@ func (c *Config) Group(name string) (Group, bool) {
 	return Group{}, false
 }
 
+// Connection returns the connection of that name.
+func (c *Config) Connection(name string) (Connection, bool) {
+	for _, cn := range c.Connections {
+		if cn.Name == name {
+			return cn, true
+		}
+	}
+	return Connection{}, false
+}
+
 // User returns the user of that name.
 func (c *Config) User(name string) (*User, bool) {
 	for i := range c.Users {

@@ -87,8 +87,10 @@ func status(err error) int {
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, repo.ErrPointNotFound), errors.Is(err, hypervisor.ErrVMNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, catalog.ErrAmbiguous), errors.Is(err, repo.ErrAmbiguous), errors.Is(err, catalog.ErrInvalid),
-		errors.Is(err, config.ErrInvalid), errors.Is(err, hypervisor.ErrBadSelector):
+		errors.Is(err, config.ErrInvalid), errors.Is(err, hypervisor.ErrBadSelector), errors.Is(err, hypervisor.ErrBadTag):
 		return http.StatusBadRequest
+	case errors.Is(err, hypervisor.ErrUnsupported):
+		return http.StatusNotImplemented
 	case errors.Is(err, context.Canceled):
 		return 499
 	}

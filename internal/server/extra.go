@@ -12,6 +12,8 @@ func (s *Server) extraRoutes() []route {
 			in: SimulateRequest{}, out: retention.Simulation{}, h: s.simulate},
 		{method: "GET", path: APIPrefix + "/schedules", summary: "Every schedule with its next and last run",
 			out: []ScheduleInfo{}, h: s.listSchedules},
+		{method: "PUT", path: APIPrefix + "/vms/{uuid}/tags", summary: "Replace a VM's kura tags (groups select them with tag:GLOB)",
+			in: TagsRequest{}, out: VMStatus{}, h: s.putTags},
 		{method: "GET", path: APIPrefix + "/capacity", summary: "Storage per group and repository: measured churn × retention, and when it fills",
 			out: []RepositoryCapacity{}, h: s.capacityRoute},
 	}

@@ -149,6 +149,7 @@ type VMStatus struct {
 	UUID          string    `json:"uuid"`
 	Connection    string    `json:"connection,omitempty"`
 	State         string    `json:"state,omitempty"`
+	Tags          []string  `json:"tags,omitempty"`
 	Groups        []string  `json:"groups"`
 	Status        string    `json:"status"`
 	Points        int       `json:"points"`
@@ -222,7 +223,8 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 	}
 	for _, v := range vms {
 		seen[v.UUID] = true
-		st := VMStatus{Name: v.Name, UUID: v.UUID, Connection: v.Connection, State: string(v.State), Groups: groups[v.UUID]}
+		st := VMStatus{Name: v.Name, UUID: v.UUID, Connection: v.Connection, State: string(v.State), Groups: groups[v.UUID],
+			Tags: v.Attributes[hypervisor.TagAttr]}
 		if st.Groups == nil {
 			st.Groups = []string{}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,26 @@ func TestCleanupScope(t *testing.T) {
 	rep, err = svc.Cleanup(ctx, CleanupOptions{VMs: []string{"db-1"}})
 	if err != nil || rep.Removed == 0 || !strings.Contains(rep.Leftovers[0].VM, "db-1") {
 		t.Fatalf("cleanup of a named VM: %+v %v", rep, err)
+	}
+}
+
+func TestTagVM(t *testing.T) {
+	ctx := context.Background()
+	hv := fake.New()
+	hv.AddVM(fake.VMSpec{Name: "web1", UUID: "11111111-2222-3333-4444-555555555555", Tags: []string{"old"}})
+	s := &Service{Conn: hv}
+	vm, err := s.TagVM(ctx, "web1", TagEdit{Add: []string{"daily", "team/web"}, Remove: []string{"old"}})
+	if err != nil || !slices.Equal(vm.Attributes[hypervisor.TagAttr], []string{"daily", "team/web"}) {
+		t.Fatalf("TagVM = %v, %v", vm.Attributes, err)
+	}
+	if _, err := s.TagVM(ctx, "web1", TagEdit{Add: []string{"x y"}}); !errors.Is(err, hypervisor.ErrBadTag) {
+		t.Fatalf("bad tag: %v", err)
+	}
+	vm, err = s.TagVM(ctx, "web1", TagEdit{Clear: true, Add: []string{"weekly"}})
+	if err != nil || !slices.Equal(vm.Attributes[hypervisor.TagAttr], []string{"weekly"}) {
+		t.Fatalf("replace = %v, %v", vm.Attributes, err)
+	}
+	if _, err := s.TagVM(ctx, "nope", TagEdit{Add: []string{"a"}}); !errors.Is(err, hypervisor.ErrVMNotFound) {
+		t.Fatalf("missing vm: %v", err)
 	}
 }

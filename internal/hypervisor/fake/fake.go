@@ -40,6 +40,8 @@ type VMSpec struct {
 	Disks      []DiskSpec
 	Addresses  []string
 	NoAgent    bool
+	// Tags are the VM's kura tags (Tagger; attribute "tag").
+	Tags []string
 	// FailBegin, when set, is returned (wrapped) by BeginBackup.
 	FailBegin error
 	// FailReadsAfter > 0 makes session reads fail with ErrInjected once
@@ -180,7 +182,27 @@ func (st *vmState) vm(imageDir string) hypervisor.VM {
 			Type: "file", Format: "raw", Device: "disk", Size: d.spec.Size,
 			Protectable: d.spec.Unprotectable == "", Reason: d.spec.Unprotectable})
 	}
+	if len(st.spec.Tags) > 0 {
+		vm.Attributes = map[string][]string{hypervisor.TagAttr: slices.Clone(st.spec.Tags)}
+	}
 	return vm
+}
+
+// SetTags implements hypervisor.Tagger.
+func (c *Connector) SetTags(_ context.Context, key string, tags []string) error {
+	for _, t := range tags {
+		if err := hypervisor.CheckTag(t); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.find(key)
+	if st == nil {
+		return fmt.Errorf("fake: %w: %s", hypervisor.ErrVMNotFound, key)
+	}
+	st.spec.Tags, _ = hypervisor.EditTags(nil, tags, nil, false)
+	return nil
 }
 
 func (st *vmState) checkpoint(name string) int {
@@ -218,4 +240,5 @@ func (c *Connector) LookupVM(_ context.Context, key string) (hypervisor.VM, erro
 func (c *Connector) Close() error { return nil }
 
 var _ hypervisor.Connector = (*Connector)(nil)
+var _ hypervisor.Tagger = (*Connector)(nil)
 var _ io.ReaderAt = (*reader)(nil)

@@ -92,6 +92,58 @@ func Run(t *testing.T, tg Target) {
 		t.Run("Pause", func(t *testing.T) { testPause(t, tg) })
 	}
 	t.Run("RestoreTarget", func(t *testing.T) { testRestoreTarget(t, tg) })
+	if tagger, ok := tg.Connector.(hypervisor.Tagger); ok {
+		t.Run("Tags", func(t *testing.T) { testTags(t, tg, tagger) })
+	}
+}
+
+// testTags: tags a Tagger sets show in the inventory as attribute "tag",
+// sorted, select the VM with tag:GLOB, replace the previous ones, and go
+// away when set to none; an invalid tag changes nothing.
+func testTags(t *testing.T, tg Target, tagger hypervisor.Tagger) {
+	ctx := tg.ctx(t)
+	vm, _ := tg.MakeVM(t)
+	tagsOf := func() []string {
+		t.Helper()
+		got, err := tg.Connector.LookupVM(ctx, vm.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Attributes[hypervisor.TagAttr]
+	}
+	if err := tagger.SetTags(ctx, vm.UUID, []string{"backup-daily", "team/web"}); err != nil {
+		t.Fatalf("SetTags: %v", err)
+	}
+	if got := tagsOf(); !slices.Equal(got, []string{"backup-daily", "team/web"}) {
+		t.Fatalf("tags after SetTags = %q", got)
+	}
+	vms, err := tg.Connector.ListVMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := hypervisor.ParseSelector("tag:team/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	picked, err := hypervisor.Select(ctx, vms, []hypervisor.Selector{sel}, nil)
+	if err != nil || !slices.ContainsFunc(picked, func(v hypervisor.VM) bool { return v.UUID == vm.UUID }) {
+		t.Fatalf("tag:team/* selects %v (%v), not %s", picked, err, vm.Name)
+	}
+	if err := tagger.SetTags(ctx, vm.UUID, []string{"bad tag"}); !errors.Is(err, hypervisor.ErrBadTag) {
+		t.Fatalf("SetTags with a space: %v, want ErrBadTag", err)
+	}
+	if err := tagger.SetTags(ctx, vm.UUID, []string{"weekly"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tagsOf(); !slices.Equal(got, []string{"weekly"}) {
+		t.Fatalf("tags after replacing = %q", got)
+	}
+	if err := tagger.SetTags(ctx, vm.UUID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := tagsOf(); len(got) != 0 {
+		t.Fatalf("tags after removing all = %q", got)
+	}
 }
 
 func testCapabilities(t *testing.T, caps hypervisor.Capabilities) {
