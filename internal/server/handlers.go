@@ -137,6 +137,7 @@ func (s *Server) table() []route {
 		api("GET", "/points/{id}", "One recovery point", nil, catalog.Point{}, s.getPoint),
 		api("POST", "/points/{id}/restore/preview", "What a restore would do, and its conflicts; changes nothing", RestoreRequest{}, RestorePreview{}, s.restorePreview),
 		api("POST", "/points/{id}/restore", "Restore a point (a queued job)", RestoreRequest{}, catalog.Job{}, s.restorePoint),
+		api("POST", "/points/{id}/export", "Export a point's disks as image files on the server's host (a queued job)", ExportRequest{}, catalog.Job{}, s.exportPoint),
 		api("GET", "/points/{id}/files", "List a directory inside a point's guest filesystem", nil, FileList{}, s.listFiles, "disk", "volume", "path"),
 		{method: "GET", path: APIPrefix + "/points/{id}/files/content", summary: "Download a file from a point's guest filesystem",
 			query: []string{"disk", "volume", "path"}, raw: s.downloadFile},

@@ -208,6 +208,12 @@ func (r *runner) dispatch(ctx context.Context, j catalog.Job, log *slog.Logger) 
 			return jobResult{err: err}
 		}
 		return r.s.runRestore(ctx, j, p, log)
+	case catalog.JobExport:
+		var p exportParams
+		if err := unmarshalParams(j.Params, &p); err != nil {
+			return jobResult{err: err}
+		}
+		return r.s.runExport(ctx, j, p, log)
 	}
 	return jobResult{err: fmt.Errorf("job kind %q cannot run on the server", j.Kind)}
 }

@@ -352,6 +352,32 @@ func TestServerAPI(t *testing.T) {
 	if _, err := ts.hv.LookupVM(context.Background(), "db-copy"); err != nil {
 		t.Errorf("restored VM: %v", err)
 	}
+	// Export: into the group's storage only, the disk byte for byte.
+	if code := ts.call(team, "POST", APIPrefix+"/points/"+webPoint+"/export", ExportRequest{Out: filepath.Join(store, "w")}, nil); code != http.StatusForbidden {
+		t.Errorf("export of another group's point: %d", code)
+	}
+	if code := ts.call(team, "POST", APIPrefix+"/points/"+dbPoint+"/export", ExportRequest{Out: t.TempDir()}, nil); code != http.StatusForbidden {
+		t.Errorf("export outside the group's storage: %d", code)
+	}
+	if code := ts.call(team, "POST", APIPrefix+"/points/"+dbPoint+"/export", ExportRequest{Out: "relative"}, nil); code != http.StatusBadRequest {
+		t.Errorf("export to a relative path: %d", code)
+	}
+	out := filepath.Join(store, "export")
+	if code := ts.call(team, "POST", APIPrefix+"/points/"+dbPoint+"/export", ExportRequest{Out: out, Format: "raw"}, &j); code != http.StatusAccepted {
+		t.Fatalf("export within the rights: %d", code)
+	}
+	if j = ts.wait(team, j.ID); j.State != phase.Completed {
+		t.Fatalf("export job: %+v", j)
+	}
+	images, _ := filepath.Glob(filepath.Join(out, "*.raw"))
+	want := make([]byte, 1<<20)
+	copy(want, bytes.Repeat([]byte("db-1"), 4096))
+	if len(images) != 1 {
+		t.Fatalf("exported images %v", images)
+	}
+	if got, err := os.ReadFile(images[0]); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("exported image %s differs from the disk (%v)", images[0], err)
+	}
 
 	// The admin changes the configuration through the API: written back
 	// to the file, in the audit log.
