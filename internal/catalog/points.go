@@ -22,13 +22,21 @@ EXISTS (SELECT 1 FROM damage_points d WHERE d.point_id = p.id)`
 const diskCols = `point_id, target, source, format, size, index_id, bytes_read, bytes_new, bytes_stored, incremental`
 
 // AddPoint records a recovery point and its disks. It is idempotent on the
-// point ID: adding a point whose ID is already recorded replaces the stored
-// record (and its disks) with p. An unknown repository ID is recorded with
-// an empty location.
+// point ID: adding a point whose ID is already recorded in the same
+// repository replaces the stored record (and its disks) with p; recorded
+// in another repository, p.RepoID is recorded as holding a copy of it
+// (copies keep point ids). An unknown repository ID is recorded with an
+// empty location.
 func (c *SQLite) AddPoint(ctx context.Context, p Point) error {
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
 		var oldRepo, oldVM string
 		_ = tx.QueryRowContext(ctx, `SELECT repo_id, vm_uuid FROM points WHERE id = ?`, p.ID).Scan(&oldRepo, &oldVM)
+		if oldRepo != "" && oldRepo != p.RepoID {
+			if err := validatePoint(p); err != nil {
+				return err
+			}
+			return addCopy(ctx, tx, p.RepoID, p.ID)
+		}
 		pw, err := newPointWriter(ctx, tx)
 		if err != nil {
 			return err
@@ -140,23 +148,29 @@ func (pw *pointWriter) write(ctx context.Context, p Point) error {
 	return nil
 }
 
-// DeletePoint removes a point and its disks. Deleting an unknown ID gives
-// an error wrapping ErrNotFound.
-func (c *SQLite) DeletePoint(ctx context.Context, id string) error {
+// DeletePoint records that repository repoID no longer holds point id: a
+// copy is forgotten; when repoID is the point's home, a copy becomes its
+// home, and without copies the point and its disks are removed. A point
+// repoID does not hold gives an error wrapping ErrNotFound.
+func (c *SQLite) DeletePoint(ctx context.Context, repoID, id string) error {
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
-		var repoID, vm string
-		if err := tx.QueryRowContext(ctx, `SELECT repo_id, vm_uuid FROM points WHERE id = ?`, id).Scan(&repoID, &vm); err == sql.ErrNoRows {
-			return ErrNotFound
-		} else if err != nil {
+		_, vm, err := pointHome(ctx, tx, id)
+		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM points WHERE id = ?`, id); err != nil {
+		repos, err := dropFromRepo(ctx, tx, repoID, id)
+		if err != nil {
 			return err
 		}
-		return summarize(ctx, tx, repoID, []string{vm})
+		for _, r := range repos {
+			if err := summarize(ctx, tx, r, []string{vm}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delete point %s: %w", id, classify(err))
+		return fmt.Errorf("delete point %s of %s: %w", id, repoID, classify(err))
 	}
 	return nil
 }
@@ -170,8 +184,8 @@ func (c *SQLite) Points(ctx context.Context, f PointFilter) ([]Point, error) {
 		args = append(args, f.VM, f.VM)
 	}
 	if f.RepoID != "" {
-		where = append(where, "p.repo_id = ?")
-		args = append(args, f.RepoID)
+		where = append(where, "(p.repo_id = ? OR EXISTS (SELECT 1 FROM point_copies k WHERE k.point_id = p.id AND k.repo_id = ?))")
+		args = append(args, f.RepoID, f.RepoID)
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "p.started >= ?")
@@ -193,8 +207,12 @@ func (c *SQLite) Points(ctx context.Context, f PointFilter) ([]Point, error) {
 		if err != nil {
 			return err
 		}
-		return attachDisks(ctx, tx, out, `SELECT `+diskCols+` FROM point_disks
-WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id, seq`, args...)
+		if err := attachDisks(ctx, tx, out, `SELECT `+diskCols+` FROM point_disks
+WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id, seq`, args...); err != nil {
+			return err
+		}
+		return attachCopies(ctx, tx, out, `SELECT point_id, repo_id FROM point_copies
+WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id`, args...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list points: %w", classify(err))
@@ -239,10 +257,12 @@ WHERE p.id >= ? AND p.id < ? AND substr(CAST(p.id AS BLOB), 1, ?) = CAST(? AS BL
 }
 
 // LatestPoint returns the most recently started point of the VM with the
-// given UUID in the given repository, or ErrNotFound.
+// given UUID held by the given repository (as home or copy), or
+// ErrNotFound.
 func (c *SQLite) LatestPoint(ctx context.Context, repoID, vmUUID string) (Point, error) {
 	out, err := queryPoints(ctx, c.r, `SELECT `+pointSelect+` FROM points p
-WHERE p.repo_id = ? AND p.vm_uuid = ? ORDER BY p.started DESC, p.id DESC LIMIT 1`, repoID, vmUUID)
+WHERE (p.repo_id = ? OR EXISTS (SELECT 1 FROM point_copies k WHERE k.point_id = p.id AND k.repo_id = ?)) AND p.vm_uuid = ?
+ORDER BY p.started DESC, p.id DESC LIMIT 1`, repoID, repoID, vmUUID)
 	if err != nil {
 		return Point{}, fmt.Errorf("latest point of %s in %s: %w", vmUUID, repoID, classify(err))
 	}
@@ -256,6 +276,9 @@ func (c *SQLite) withDisks(ctx context.Context, p Point) (Point, error) {
 	ps := []Point{p}
 	if err := attachDisks(ctx, c.r, ps, `SELECT `+diskCols+` FROM point_disks WHERE point_id = ? ORDER BY seq`, p.ID); err != nil {
 		return Point{}, fmt.Errorf("point %s disks: %w", p.ID, classify(err))
+	}
+	if err := attachCopies(ctx, c.r, ps, `SELECT point_id, repo_id FROM point_copies WHERE point_id = ?`, p.ID); err != nil {
+		return Point{}, fmt.Errorf("point %s copies: %w", p.ID, classify(err))
 	}
 	return ps[0], nil
 }

@@ -70,6 +70,9 @@ type Point struct {
 	// Both are the catalog's own state: AddPoint does not set them.
 	Damaged  bool
 	Verified time.Time
+	// Copies are the other repositories holding the point (kura copy
+	// keeps point ids), sorted; catalog state, ignored by AddPoint.
+	Copies []string
 }
 
 // PointDisk is one disk of a recovery point.

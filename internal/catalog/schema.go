@@ -199,6 +199,18 @@ CREATE TABLE boot_checks (
 CREATE INDEX boot_checks_point ON boot_checks(point_id, started);
 CREATE INDEX boot_checks_vm ON boot_checks(vm_uuid, started);
 `,
+	// 6: copies of a point in other repositories (kura copy keeps point
+	// ids): the point's row belongs to one repository, these name the
+	// others holding it. Not a foreign key: rewriting a point's row keeps
+	// its copies.
+	`
+CREATE TABLE point_copies (
+	point_id TEXT NOT NULL,
+	repo_id  TEXT NOT NULL REFERENCES repositories(id),
+	PRIMARY KEY (point_id, repo_id)
+);
+CREATE INDEX point_copies_repo ON point_copies(repo_id);
+`,
 }
 
 // SchemaVersion is the schema version this binary writes.

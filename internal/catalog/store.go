@@ -26,7 +26,8 @@ type Catalog interface {
 
 	// Recovery points.
 	AddPoint(ctx context.Context, p Point) error
-	DeletePoint(ctx context.Context, id string) error
+	DeletePoint(ctx context.Context, repoID, id string) error
+	AddCopy(ctx context.Context, repoID, id string) error
 	Points(ctx context.Context, f PointFilter) ([]Point, error)
 	Point(ctx context.Context, idOrPrefix string) (Point, error)
 	LatestPoint(ctx context.Context, repoID, vmUUID string) (Point, error)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/service"
 )
 
 // openRepoAt opens the repository at loc with the passphrase in pwFile
@@ -79,7 +80,11 @@ KURA_TO_PASSWORD, else it is the source's.`,
 				return err
 			}
 			opts.VMs = args
-			rep, err := repo.Copy(ctx, src, dst, opts)
+			svc := &service.Service{Repo: src, Logger: a.logger}
+			if svc.Catalog, err = a.openCatalog(ctx); err != nil {
+				return err
+			}
+			rep, err := svc.Copy(ctx, dst, opts)
 			if rep != nil {
 				a.printCopy(rep)
 			}

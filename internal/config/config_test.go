@@ -78,7 +78,7 @@ func TestProblemsHaveLines(t *testing.T) {
 		edit func(string) string
 		want string
 	}{
-		{func(s string) string { return strings.Replace(s, "kind: backup", "kind: bakup", 1) }, `kura.yaml:17: groups[0].schedules[0].kind: "bakup": use backup, verify or prune`},
+		{func(s string) string { return strings.Replace(s, "kind: backup", "kind: bakup", 1) }, `kura.yaml:17: groups[0].schedules[0].kind: "bakup": use backup, verify, prune or copy`},
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpo: soon", 1) }, `kura.yaml:14: invalid duration "soon"`},
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpoo: 26h", 1) }, "kura.yaml:14: field rpoo is not a setting of Group"},
 		{func(s string) string { return strings.Replace(s, "groups: [web]", "groups: [db]", 1) }, `kura.yaml:37: users[0].groups[0]: no group "db"`},
@@ -93,6 +93,12 @@ func TestProblemsHaveLines(t *testing.T) {
 			return strings.Replace(s, "users:", "  - name: web\n    selectors: [any:]\nusers:", 1)
 		}, `kura.yaml:34: groups[1].name: "web" is used twice`},
 		{func(s string) string { return strings.Replace(s, "server:\n", "server: [\n", 1) }, "kura.yaml:"},
+		{func(s string) string {
+			return strings.Replace(s, "        cron: \"@daily\"", "        cron: \"@daily\"\n      - kind: copy\n        every: 24h", 1)
+		}, "groups[0].schedules[3].kind: a copy schedule needs copies"},
+		{func(s string) string {
+			return strings.Replace(s, "users:", "  - name: off\n    selectors: [any:]\n    copies: [{to: nowhere}]\nusers:", 1)
+		}, `groups[1].copies[0].to: no repository "nowhere"`},
 	} {
 		_, err := Parse([]byte(tc.edit(sample)), "kura.yaml")
 		if err == nil || !errors.Is(err, ErrInvalid) && !strings.Contains(err.Error(), "kura.yaml") || !strings.Contains(err.Error(), tc.want) {

@@ -309,17 +309,29 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 		bad(path+".parallel", "must not be negative")
 	}
 	r := g.Retention
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"last", r.Last}, {"hourly", r.Hourly}, {"daily", r.Daily}, {"weekly", r.Weekly}, {"monthly", r.Monthly},
-		{"quarterly", r.Quarterly}, {"yearly", r.Yearly}} {
-		if f.v < -1 {
-			bad(path+".retention."+f.name, "must be a count, or -1 for all")
-		}
+	checkRetention(bad, path+".retention", r)
+	home := g.Repository
+	if home == "" && len(c.Repositories) == 1 {
+		home = c.Repositories[0].Name
 	}
-	if r.Yearly > 99 {
-		bad(path+".retention.yearly", "at most 99 years")
+	to := map[string]bool{}
+	for j, cp := range g.Copies {
+		cpath := fmt.Sprintf("%s.copies[%d]", path, j)
+		switch {
+		case cp.To == "":
+			bad(cpath+".to", "missing: name the destination repository")
+		case !repos[cp.To]:
+			bad(cpath+".to", "no repository %q", cp.To)
+		case cp.To == home:
+			bad(cpath+".to", "%q is the group's own repository", cp.To)
+		case to[cp.To]:
+			bad(cpath+".to", "%q is named twice", cp.To)
+		}
+		to[cp.To] = true
+		if cp.Latest < 0 {
+			bad(cpath+".latest", "must not be negative")
+		}
+		checkRetention(bad, cpath+".retention", cp.Retention)
 	}
 	hasPrune := false
 	for j, s := range g.Schedules {
@@ -328,8 +340,12 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 		case KindBackup, KindVerify:
 		case KindPrune:
 			hasPrune = true
+		case KindCopy:
+			if len(g.Copies) == 0 {
+				bad(sp+".kind", "a copy schedule needs copies (copies: [{to: REPOSITORY}])")
+			}
 		default:
-			bad(sp+".kind", "%q: use backup, verify or prune", s.Kind)
+			bad(sp+".kind", "%q: use backup, verify, prune or copy", s.Kind)
 		}
 		if (s.Cron == "") == (s.Every == 0) {
 			bad(sp, "give cron or every (one of them)")
@@ -358,6 +374,22 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 		if !filepath.IsAbs(st) && !strings.HasPrefix(st, "pool:") {
 			bad(fmt.Sprintf("%s.restore.storage[%d]", path, j), "%q: an absolute directory or pool:NAME", st)
 		}
+	}
+}
+
+// checkRetention checks the counts of a retention policy.
+func checkRetention(bad func(string, string, ...any), path string, r Retention) {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"last", r.Last}, {"hourly", r.Hourly}, {"daily", r.Daily}, {"weekly", r.Weekly}, {"monthly", r.Monthly},
+		{"quarterly", r.Quarterly}, {"yearly", r.Yearly}} {
+		if f.v < -1 {
+			bad(path+"."+f.name, "must be a count, or -1 for all")
+		}
+	}
+	if r.Yearly > 99 {
+		bad(path+".yearly", "at most 99 years")
 	}
 }
 

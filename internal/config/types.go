@@ -108,6 +108,25 @@ type Group struct {
 	Bandwidth   throttle.Config `yaml:"bandwidth,omitempty" json:"bandwidth,omitempty"`
 	Restore     Rights          `yaml:"restore,omitempty" json:"restore,omitempty"`
 	Unprotected string          `yaml:"unprotected,omitempty" json:"unprotected,omitempty"` // skip (default) or fail
+	// Copies are off-site copies of the group's points, made by copy
+	// schedules.
+	Copies []Copy `yaml:"copies,omitempty" json:"copies,omitempty"`
+}
+
+// Copy is an off-site copy of a group: its points copied (same ids, only
+// missing chunks) to another repository, which keeps them by its own
+// retention (7 days at home, 12 monthly and 7 yearly off-site, say).
+type Copy struct {
+	// To names the destination in repositories.
+	To string `yaml:"to" json:"to"`
+	// Retention on the destination, applied (then gc) after each copy;
+	// empty keeps every copied point.
+	Retention Retention `yaml:"retention,omitempty" json:"retention,omitempty"`
+	// Latest copies only the newest N points of each VM (0: every point
+	// not there yet).
+	Latest int `yaml:"latest,omitempty" json:"latest,omitempty"`
+	// Verify re-reads and re-hashes what each copy wrote.
+	Verify bool `yaml:"verify,omitempty" json:"verify,omitempty"`
 }
 
 // Schedule kinds.
@@ -115,11 +134,12 @@ const (
 	KindBackup = "backup"
 	KindVerify = "verify"
 	KindPrune  = "prune"
+	KindCopy   = "copy"
 )
 
 // Sched is one schedule of a group.
 type Sched struct {
-	Kind     string   `yaml:"kind" json:"kind"`                             // backup, verify, prune (prune then gc)
+	Kind     string   `yaml:"kind" json:"kind"`                             // backup, verify, prune (prune then gc), copy
 	Cron     string   `yaml:"cron,omitempty" json:"cron,omitempty"`         // 5 fields, or @daily…
 	Every    Duration `yaml:"every,omitempty" json:"every,omitempty"`       // or an interval
 	Timezone string   `yaml:"timezone,omitempty" json:"timezone,omitempty"` // IANA; default local

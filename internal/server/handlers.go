@@ -296,8 +296,13 @@ func (s *Server) runGroup(rc *reqCtx) (any, error) {
 			return nil, badRequest("group %s has no retention policy: a prune would keep everything", g.Name)
 		}
 		spec.Kind = catalog.JobPrune
+	case config.KindCopy:
+		if len(g.Copies) == 0 {
+			return nil, badRequest("group %s has no copies", g.Name)
+		}
+		spec.Kind = catalog.JobCopy
 	default:
-		return nil, badRequest("kind %q: use backup, verify or prune", req.Kind)
+		return nil, badRequest("kind %q: use backup, verify, prune or copy", req.Kind)
 	}
 	j, err := s.enqueue(rc.ctx, spec, params)
 	if err != nil {

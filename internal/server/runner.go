@@ -202,6 +202,8 @@ func (r *runner) dispatch(ctx context.Context, j catalog.Job, log *slog.Logger) 
 		return r.s.runVerify(ctx, j, g, p, log)
 	case catalog.JobPrune:
 		return r.s.runPrune(ctx, j, g, log)
+	case catalog.JobCopy:
+		return r.s.runCopy(ctx, j, g, log)
 	case catalog.JobRestore:
 		var p restoreParams
 		if err := unmarshalParams(j.Params, &p); err != nil {

@@ -139,6 +139,8 @@ func (s *Server) launch(ctx context.Context, f firing, slot time.Time, trigger s
 		spec.Kind, params = catalog.JobVerify, verifyParams{ReadData: f.sched.ReadData, OutdatedAfter: f.sched.OutdatedAfter}
 	case config.KindPrune:
 		spec.Kind = catalog.JobPrune
+	case config.KindCopy:
+		spec.Kind = catalog.JobCopy
 	default:
 		return "", fmt.Errorf("schedule kind %q", f.sched.Kind)
 	}

@@ -130,7 +130,7 @@ func (s *Service) deletePoints(ctx context.Context, ids []string, wait time.Dura
 	res, err := s.Repo.DeletePoints(ctx, ids, repo.DeleteOptions{Wait: wait})
 	if res != nil && s.Catalog != nil {
 		for _, id := range res.Deleted {
-			if cerr := s.Catalog.DeletePoint(context.WithoutCancel(ctx), id); cerr != nil {
+			if cerr := s.Catalog.DeletePoint(context.WithoutCancel(ctx), s.Repo.Config().ID, id); cerr != nil {
 				s.log().Warn("catalog: forget deleted point", "point", id, "err", cerr)
 			}
 		}

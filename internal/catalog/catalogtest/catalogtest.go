@@ -14,6 +14,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func Run(t *testing.T, tg Target) {
 		"PointsFilterAndLatest":        testPointsFilterAndLatest,
 		"VMsUpsertAndMarkMissing":      testVMsUpsertAndMarkMissing,
 		"Rebuild":                      testRebuild,
+		"Copies":                       testCopies,
 		"Jobs":                         testJobs,
 		"MarkInterrupted":              testMarkInterrupted,
 		"Queue":                        testQueue,
@@ -237,10 +239,10 @@ func testPointsFilterAndLatest(t *testing.T, tg Target) {
 	if _, err := c.LatestPoint(ctx, "r2", "u2"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("LatestPoint none: %v", err)
 	}
-	if err := c.DeletePoint(ctx, "p3"); err != nil {
+	if err := c.DeletePoint(ctx, "r1", "p3"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.DeletePoint(ctx, "p3"); !errors.Is(err, catalog.ErrNotFound) {
+	if err := c.DeletePoint(ctx, "r1", "p3"); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("second delete: %v", err)
 	}
 	if _, err := c.Point(ctx, "p3"); !errors.Is(err, catalog.ErrNotFound) {
@@ -821,5 +823,92 @@ func testSnapshot(t *testing.T, tg Target) {
 	}
 	if es, _ := snap.Audit(ctx, catalog.AuditFilter{}); len(es) != 1 {
 		t.Errorf("audit in the snapshot: %+v", es)
+	}
+}
+
+// testCopies: a point copied to another repository (same id) is one point
+// listed with its copies; deleting it from its home repository moves it
+// to a copy, from the last one removes it; rebuilds keep both sides.
+func testCopies(t *testing.T, tg Target) {
+	ctx := context.Background()
+	c := tg.open(t, catalog.Options{})
+	p := samplePoint("cp1", "home", "u1", "web", t0)
+	if err := c.AddPoint(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddCopy(ctx, "offsite", "missing"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("AddCopy of an unknown point: %v", err)
+	}
+	if err := c.AddCopy(ctx, "offsite", "cp1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddCopy(ctx, "offsite", "cp1"); err != nil {
+		t.Fatalf("AddCopy again: %v", err)
+	}
+	// The copy repository's own record of the point (its catalog rebuilt,
+	// or a CLI run on it) adds to the copies, replacing nothing.
+	other := p
+	other.RepoID, other.VMName = "vault", "renamed"
+	if err := c.AddPoint(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Point(ctx, "cp1")
+	if err != nil || got.RepoID != "home" || got.VMName != "web" || !slices.Equal(got.Copies, []string{"offsite", "vault"}) {
+		t.Fatalf("point with copies: %+v %v", got, err)
+	}
+	for _, repo := range []string{"home", "offsite", "vault"} {
+		ps, err := c.Points(ctx, catalog.PointFilter{RepoID: repo})
+		if err != nil || len(ps) != 1 || !slices.Equal(ps[0].Copies, []string{"offsite", "vault"}) {
+			t.Errorf("points of %s: %+v %v", repo, ps, err)
+		}
+		if lp, err := c.LatestPoint(ctx, repo, "u1"); err != nil || lp.ID != "cp1" {
+			t.Errorf("latest point of %s: %v %v", repo, lp.ID, err)
+		}
+	}
+	if st, _ := c.VMStatuses(ctx, ""); len(st) != 1 || st[0].Points != 1 {
+		t.Errorf("statuses count the point once: %+v", st)
+	}
+	if err := c.DeletePoint(ctx, "vault", "cp1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeletePoint(ctx, "vault", "cp1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("deleting from a repository that no longer holds it: %v", err)
+	}
+	// The home repository prunes it: the off-site copy keeps it listed.
+	if err := c.DeletePoint(ctx, "home", "cp1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Point(ctx, "cp1")
+	if err != nil || got.RepoID != "offsite" || len(got.Copies) != 0 || len(got.Disks) != 2 {
+		t.Fatalf("after the home deleted it: %+v %v", got, err)
+	}
+	if st, _ := c.VMStatuses(ctx, "offsite"); len(st) != 1 || st[0].Points != 1 {
+		t.Errorf("offsite status: %+v", st)
+	}
+	if st, _ := c.VMStatuses(ctx, "home"); len(st) != 0 {
+		t.Errorf("home status after the move: %+v", st)
+	}
+	// Rebuilds: home gets it back (a copy again, offsite stays its home);
+	// offsite rebuilt without it hands it to home.
+	if err := c.Rebuild(ctx, "home", []catalog.Point{p}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = c.Point(ctx, "cp1"); got.RepoID != "offsite" || !slices.Equal(got.Copies, []string{"home"}) {
+		t.Fatalf("after rebuilding home: %+v", got)
+	}
+	if err := c.Rebuild(ctx, "offsite", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = c.Point(ctx, "cp1"); got.RepoID != "home" || len(got.Copies) != 0 {
+		t.Fatalf("after rebuilding offsite without it: %+v", got)
+	}
+	if st, _ := c.VMStatuses(ctx, "home"); len(st) != 1 || st[0].Points != 1 {
+		t.Errorf("home status after the rebuilds: %+v", st)
+	}
+	if err := c.DeletePoint(ctx, "home", "cp1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Point(ctx, "cp1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("after the last repository deleted it: %v", err)
 	}
 }
