@@ -137,3 +137,51 @@ func TestCheckAdvice(t *testing.T) {
 		}
 	}
 }
+
+// TestDocumentedCommandsExist checks the command lines of README.md and
+// docs/ (lines of shell blocks starting with "kura ") against the real
+// command tree: each names an existing command and only its flags.
+func TestDocumentedCommandsExist(t *testing.T) {
+	root := newApp(nil, nil, nil).rootCommand()
+	files, _ := filepath.Glob("../../docs/*.md")
+	more, _ := filepath.Glob("../../docs/design/*.md")
+	files = append(append(files, "../../README.md"), more...)
+	checked := 0
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inShell := false
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "```") {
+				inShell = !inShell && (line == "```sh" || line == "```")
+				continue
+			}
+			line = strings.TrimSpace(line)
+			if !inShell || !strings.HasPrefix(line, "kura ") {
+				continue
+			}
+			if j := strings.Index(line, " #"); j >= 0 {
+				line = line[:j]
+			}
+			var words, flags []string
+			for _, f := range strings.Fields(line)[1:] {
+				switch {
+				case strings.HasPrefix(f, "--"):
+					name, _, _ := strings.Cut(f, "=")
+					flags = append(flags, name)
+				case len(flags) == 0 && regexp.MustCompile(`^[a-z][a-z-]*$`).MatchString(f):
+					words = append(words, f)
+				}
+			}
+			if msg := checkAdvice(root, "run", words, flags); msg != "" {
+				t.Errorf("%s:%d: %q: %s", file, i+1, line, msg)
+			}
+			checked++
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d documented command lines found: the scan is broken", checked)
+	}
+}
