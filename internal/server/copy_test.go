@@ -14,7 +14,6 @@ import (
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
-	"github.com/kurabackup/kura/internal/storage/local"
 )
 
 // TestCopyJobs: a group's copy job puts its points into an off-site
@@ -23,19 +22,7 @@ import (
 // goes along, so the off-site repository alone can rebuild the server.
 func TestCopyJobs(t *testing.T) {
 	offsite := filepath.Join(t.TempDir(), "offsite")
-	if err := os.MkdirAll(offsite, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	be, err := local.Open(offsite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(context.Background(), be, repo.InitOptions{Password: testPassword, Encrypt: true, ChunkSize: 64 << 10,
-		KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	initTestRepo(t, offsite)
 	ts := startServerWith(t, nil, func(cfg string) string {
 		i := strings.Index(cfg, "  - {name: main, location: ")
 		line := cfg[i : i+strings.Index(cfg[i:], "\n")+1]

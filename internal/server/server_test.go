@@ -48,19 +48,7 @@ type testServer struct {
 func writeConfig(t testing.TB, dir string, edit func(string) string) string {
 	t.Helper()
 	repoDir := filepath.Join(dir, "repo")
-	if err := os.MkdirAll(repoDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	be, err := local.Open(repoDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(context.Background(), be, repo.InitOptions{Password: testPassword, Encrypt: true, ChunkSize: 64 << 10,
-		KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	initTestRepo(t, repoDir)
 	pwFile := filepath.Join(dir, "repo.pass")
 	if err := os.WriteFile(pwFile, []byte(testPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -96,6 +84,24 @@ users:
 		t.Fatal(err)
 	}
 	return path
+}
+
+// initTestRepo creates an encrypted repository with testPassword in dir.
+func initTestRepo(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, repo.InitOptions{Password: testPassword, Encrypt: true, ChunkSize: 64 << 10,
+		KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
 }
 
 func startServer(t *testing.T) *testServer { return startServerWith(t, nil, nil) }

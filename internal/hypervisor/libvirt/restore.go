@@ -2,8 +2,6 @@ package libvirt
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -65,15 +63,9 @@ func (c *Connector) CreateDisk(ctx context.Context, d hypervisor.NewDisk) (hyper
 	if _, err := c.poolFor(d.Path); err != nil {
 		return nil, err
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	scratch := d.ScratchDir
-	if scratch == "" {
-		scratch = os.TempDir()
-	}
-	dir := filepath.Join(scratch, "upload-"+hex.EncodeToString(b[:]))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("staging directory: %w", err)
+	dir, err := diskwrite.StagingDir(d.ScratchDir, "upload-")
+	if err != nil {
+		return nil, err
 	}
 	opts.Overwrite = true
 	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: filepath.Join(dir, filepath.Base(d.Path)), Format: d.Format, Size: d.Size}, opts)

@@ -2,8 +2,6 @@ package vsphere
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
@@ -301,15 +299,9 @@ func (c *Connector) CreateDisk(ctx context.Context, d hypervisor.NewDisk) (hyper
 	if _, err := c.datastore(ctx, p.ds); err != nil {
 		return nil, err
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	scratch := d.ScratchDir
-	if scratch == "" {
-		scratch = os.TempDir()
-	}
-	dir := filepath.Join(scratch, "vsphere-upload-"+hex.EncodeToString(b[:]))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("staging directory: %w", err)
+	dir, err := diskwrite.StagingDir(d.ScratchDir, "vsphere-upload-")
+	if err != nil {
+		return nil, err
 	}
 	local := filepath.Join(dir, "disk.raw")
 	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: local, Format: "raw", Size: d.Size},
