@@ -24,10 +24,12 @@ const (
 	JobCleanup = "cleanup"
 	JobCopy    = "copy"
 	JobInstant = "instant"
+	// JobBootVerify boots points and checks them (kura verify --boot).
+	JobBootVerify = "boot-verify"
 )
 
 var jobKinds = map[string]bool{JobBackup: true, JobRestore: true, JobExport: true, JobVerify: true, JobPrune: true,
-	JobGC: true, JobCleanup: true, JobCopy: true, JobInstant: true}
+	JobGC: true, JobCleanup: true, JobCopy: true, JobInstant: true, JobBootVerify: true}
 
 // Repository is a repository the catalog indexes.
 type Repository struct {

@@ -78,7 +78,7 @@ func TestProblemsHaveLines(t *testing.T) {
 		edit func(string) string
 		want string
 	}{
-		{func(s string) string { return strings.Replace(s, "kind: backup", "kind: bakup", 1) }, `kura.yaml:17: groups[0].schedules[0].kind: "bakup": use backup, verify, prune or copy`},
+		{func(s string) string { return strings.Replace(s, "kind: backup", "kind: bakup", 1) }, `kura.yaml:17: groups[0].schedules[0].kind: "bakup": use backup, verify, prune, copy or boot-verify`},
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpo: soon", 1) }, `kura.yaml:14: invalid duration "soon"`},
 		{func(s string) string { return strings.Replace(s, "    rpo: 26h", "    rpoo: 26h", 1) }, "kura.yaml:14: field rpoo is not a setting of Group"},
 		{func(s string) string { return strings.Replace(s, "groups: [web]", "groups: [db]", 1) }, `kura.yaml:37: users[0].groups[0]: no group "db"`},

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kurabackup/kura/internal/notify"
+	"github.com/kurabackup/kura/internal/instant"
 	"github.com/kurabackup/kura/internal/schedule"
 )
 
@@ -344,8 +345,20 @@ func (c *Config) validateGroup(bad func(string, string, ...any), i int, repos, c
 			if len(g.Copies) == 0 {
 				bad(sp+".kind", "a copy schedule needs copies (copies: [{to: REPOSITORY}])")
 			}
+		case KindBootVerify:
+			for k, p := range s.Probes {
+				if _, err := instant.ParseProbe(p); err != nil {
+					bad(fmt.Sprintf("%s.probes[%d]", sp, k), "%v", err)
+				}
+			}
+			if s.Timeout < 0 || s.Parallel < 0 {
+				bad(sp, "timeout and parallel must not be negative")
+			}
 		default:
-			bad(sp+".kind", "%q: use backup, verify, prune or copy", s.Kind)
+			bad(sp+".kind", "%q: use backup, verify, prune, copy or boot-verify", s.Kind)
+		}
+		if s.Kind != KindBootVerify && (len(s.Probes) > 0 || s.Timeout != 0 || s.Parallel != 0) {
+			bad(sp, "probes, timeout and parallel go with kind boot-verify")
 		}
 		if (s.Cron == "") == (s.Every == 0) {
 			bad(sp, "give cron or every (one of them)")

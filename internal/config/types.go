@@ -135,6 +135,9 @@ const (
 	KindVerify = "verify"
 	KindPrune  = "prune"
 	KindCopy   = "copy"
+	// KindBootVerify boots each VM's newest point of the group as a
+	// throw-away VM on an isolated network and runs the probes.
+	KindBootVerify = "boot-verify"
 )
 
 // Sched is one schedule of a group.
@@ -150,6 +153,12 @@ type Sched struct {
 	// Verify: re-hash chunk data, only chunks not verified for OutdatedAfter.
 	ReadData      bool     `yaml:"read_data,omitempty" json:"read_data,omitempty"`
 	OutdatedAfter Duration `yaml:"outdated_after,omitempty" json:"outdated_after,omitempty"`
+	// Boot-verify: probes once the guest agent answers (exec:CMD,
+	// exec[N]:CMD, exec:CMD => TEXT, file:PATH=SHA256, tcp:PORT), the time
+	// each point has (5m), points booted at once (1).
+	Probes   []string `yaml:"probes,omitempty" json:"probes,omitempty"`
+	Timeout  Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Parallel int      `yaml:"parallel,omitempty" json:"parallel,omitempty"`
 }
 
 // Retention is a group's retention policy: short-term and long-term (GFS).

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -328,6 +329,21 @@ groups:
 	ra.wait(t, ctx)
 	if got := ra.sh(t, ctx, "cat /mnt/data/hello.txt"); got != "served by kura server\n" {
 		t.Errorf("restored file: %q", got)
+	}
+
+	// Boot verification (a boot-verify run of the group): the newest point
+	// boots isolated, its probe passes, the VM's status names it.
+	if code := sp.call(ops, "POST", server.APIPrefix+"/groups/web/run", server.RunRequest{Kind: "boot-verify",
+		Probes: []string{"exec:cat /mnt/data/hello.txt => served by kura server"}}, &j); code != http.StatusAccepted {
+		t.Fatal(code)
+	}
+	if j = sp.waitJob(ops, j.ID, 6*time.Minute); j.State != phase.Completed {
+		t.Fatalf("boot-verify job %+v\n%s", j, j.Summary)
+	}
+	var vms []server.VMStatus
+	sp.call(ops, "GET", server.APIPrefix+"/vms", nil, &vms)
+	if i := slices.IndexFunc(vms, func(v server.VMStatus) bool { return v.UUID == g.UUID() }); i < 0 || vms[i].VerifiedBoot == "" || vms[i].VerifiedBootAt.IsZero() {
+		t.Errorf("status after boot verification: %+v", vms)
 	}
 
 	// Metrics: the newest good point of the guest.

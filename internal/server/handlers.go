@@ -10,6 +10,7 @@ import (
 	"github.com/kurabackup/kura/internal/auth"
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
+	"github.com/kurabackup/kura/internal/instant"
 	"github.com/kurabackup/kura/internal/phase"
 )
 
@@ -54,12 +55,14 @@ type Status struct {
 
 // RunRequest runs a group's job now.
 type RunRequest struct {
-	Kind string `json:"kind"` // backup, verify, prune
+	Kind string `json:"kind"` // backup, verify, prune, copy, boot-verify
 	// Full (backup) reads everything instead of changes only.
 	Full bool `json:"full,omitempty"`
 	// ReadData and OutdatedAfter (verify).
 	ReadData      bool   `json:"read_data,omitempty"`
 	OutdatedAfter string `json:"outdated_after,omitempty"`
+	// Probes (boot-verify) run in each booted point.
+	Probes []string `json:"probes,omitempty"`
 }
 
 // GroupPreview is what a group's selectors match now.
@@ -301,8 +304,15 @@ func (s *Server) runGroup(rc *reqCtx) (any, error) {
 			return nil, badRequest("group %s has no copies", g.Name)
 		}
 		spec.Kind = catalog.JobCopy
+	case config.KindBootVerify:
+		for _, p := range req.Probes {
+			if _, err := instant.ParseProbe(p); err != nil {
+				return nil, badRequest("%v", err)
+			}
+		}
+		spec.Kind, params = catalog.JobBootVerify, bootParams{Probes: req.Probes}
 	default:
-		return nil, badRequest("kind %q: use backup, verify, prune or copy", req.Kind)
+		return nil, badRequest("kind %q: use backup, verify, prune, copy or boot-verify", req.Kind)
 	}
 	j, err := s.enqueue(rc.ctx, spec, params)
 	if err != nil {

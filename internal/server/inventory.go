@@ -164,6 +164,10 @@ type VMStatus struct {
 	LastError     string    `json:"last_error,omitempty"`
 	BytesStored   int64     `json:"bytes_stored"`
 	Unprotectable []string  `json:"unprotectable_disks,omitempty"`
+	// VerifiedBoot is the newest point that booted and passed its probes
+	// (boot-verify), and when it was checked.
+	VerifiedBoot   string    `json:"verified_boot_point,omitempty"`
+	VerifiedBootAt time.Time `json:"verified_boot_time"`
 }
 
 // statuses computes every VM's protection status: the live inventory, the
@@ -182,6 +186,10 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	boots, err := s.cat.LatestVerifiedBoots(ctx)
+	if err != nil {
+		return nil, err
+	}
 	byUUID := make(map[string]catalog.VMStatus, len(cat))
 	for _, c := range cat {
 		byUUID[c.UUID] = c
@@ -192,6 +200,9 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 	add := func(st VMStatus, c catalog.VMStatus, present bool) {
 		st.Points, st.Damaged, st.BytesStored = c.Points, c.Damaged, c.BytesStored
 		st.NewestPoint, st.NewestGood, st.NewestGoodAt = c.NewestID, c.NewestGoodID, c.NewestGood
+		if b, ok := boots[st.UUID]; ok {
+			st.VerifiedBoot, st.VerifiedBootAt = b.PointID, b.Finished
+		}
 		var rpo time.Duration
 		for _, gn := range st.Groups {
 			if r := rpoOf[gn]; r > 0 && (rpo == 0 || r < rpo) {

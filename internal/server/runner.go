@@ -204,6 +204,12 @@ func (r *runner) dispatch(ctx context.Context, j catalog.Job, log *slog.Logger) 
 		return r.s.runPrune(ctx, j, g, log)
 	case catalog.JobCopy:
 		return r.s.runCopy(ctx, j, g, log)
+	case catalog.JobBootVerify:
+		var p bootParams
+		if err := unmarshalParams(j.Params, &p); err != nil {
+			return jobResult{err: err}
+		}
+		return r.s.runBootVerify(ctx, j, g, p, log)
 	case catalog.JobRestore:
 		var p restoreParams
 		if err := unmarshalParams(j.Params, &p); err != nil {

@@ -141,6 +141,8 @@ func (s *Server) launch(ctx context.Context, f firing, slot time.Time, trigger s
 		spec.Kind = catalog.JobPrune
 	case config.KindCopy:
 		spec.Kind = catalog.JobCopy
+	case config.KindBootVerify:
+		spec.Kind, params = catalog.JobBootVerify, bootParams{Probes: f.sched.Probes, Timeout: f.sched.Timeout, Parallel: f.sched.Parallel}
 	default:
 		return "", fmt.Errorf("schedule kind %q", f.sched.Kind)
 	}

@@ -112,6 +112,9 @@ func (c *Connector) Leftovers(ctx context.Context, q hypervisor.LeftoverQuery) (
 			continue
 		}
 		lo, err := c.vmLeftovers(ctx, vm, q)
+		if errors.Is(err, hypervisor.ErrVMNotFound) {
+			continue // undefined since it was listed
+		}
 		if err != nil {
 			return nil, err
 		}
