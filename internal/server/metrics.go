@@ -61,10 +61,12 @@ var (
 	descComp    = prometheus.NewDesc("kura_repository_compression_ratio", "Unique bytes over stored bytes.", []string{"repository"}, nil)
 	descProbs   = prometheus.NewDesc("kura_verify_problems", "Damaged objects the newest verify found.", []string{"repository"}, nil)
 	descDamaged = prometheus.NewDesc("kura_vm_damaged_points", "Damaged recovery points of the VM.", []string{"vm", "uuid"}, nil)
+	descBooted  = prometheus.NewDesc("kura_vm_verified_boot_timestamp_seconds",
+		"When the VM's newest point that passed boot verification was checked.", []string{"vm", "uuid"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNewest, descPoints, descRPO, descQueue, descRunning, descRepo, descDedup, descComp, descProbs, descDamaged} {
+	for _, d := range []*prometheus.Desc{descNewest, descPoints, descRPO, descQueue, descRunning, descRepo, descDedup, descComp, descProbs, descDamaged, descBooted} {
 		ch <- d
 	}
 }
@@ -82,6 +84,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(descPoints, prometheus.GaugeValue, float64(st.Points), st.Name, st.UUID)
 			ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, float64(st.Damaged), st.Name, st.UUID)
+			if !st.VerifiedBootAt.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descBooted, prometheus.GaugeValue, float64(st.VerifiedBootAt.UnixNano())/1e9, st.Name, st.UUID)
+			}
 			for _, g := range st.Groups {
 				if _, ok := rpo[g]; !ok {
 					rpo[g] = 0
