@@ -15,8 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/instant"
+	"github.com/kurabackup/kura/internal/notify"
 	"github.com/kurabackup/kura/internal/schedule"
 )
 
