@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/fake"
 	"github.com/kurabackup/kura/internal/phase"
+	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/retention"
 	"github.com/kurabackup/kura/internal/storage"
@@ -188,5 +191,74 @@ func TestTagVM(t *testing.T) {
 	}
 	if _, err := s.TagVM(ctx, "nope", TagEdit{Add: []string{"a"}}); !errors.Is(err, hypervisor.ErrVMNotFound) {
 		t.Fatalf("missing vm: %v", err)
+	}
+}
+
+// blockAtFirstDisk holds a restore at its first disk until released.
+type blockAtFirstDisk struct {
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockAtFirstDisk) Emit(ev progress.Event) {
+	if ev.Kind == progress.DiskStart {
+		b.once.Do(func() { close(b.started); <-b.release })
+	}
+}
+
+// TestPruneAndGCWhileRestoring: prune --gc while a (held) restore of that
+// very point runs keeps the point and its chunks; the restore completes
+// byte-exact, and the next prune removes the point.
+func TestPruneAndGCWhileRestoring(t *testing.T) {
+	ctx := context.Background()
+	svc, hv, _ := newService(t)
+	first, err := svc.Backup(ctx, []string{"web-1"}, engine.BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := first.VMs[0].Point
+	want := make([]byte, 1<<20)
+	copy(want, bytes.Repeat([]byte("web-1"), 20000))
+	if err := hv.Write("web-1", "vda", 0, bytes.Repeat([]byte("new!"), 1<<18)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Backup(ctx, []string{"web-1"}, engine.BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hold := &blockAtFirstDisk{started: make(chan struct{}), release: make(chan struct{})}
+	restoring := *svc
+	restoring.Progress = hold
+	store := t.TempDir()
+	done := make(chan error, 1)
+	go func() {
+		_, err := restoring.Engine().Restore(ctx, old, engine.RestoreOptions{Name: "web-1-old", Storage: store, Format: "raw"})
+		done <- err
+	}()
+	<-hold.started
+	rep, err := svc.Prune(ctx, PruneOptions{Policy: retention.Policy{Last: 1}, GC: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Removed) != 0 || rep.Kept[old.ID] == "" {
+		t.Fatalf("prune while the point is restored: %+v", rep)
+	}
+	if _, err := svc.GC(ctx, false); err != nil {
+		t.Fatalf("gc while the point is restored: %v", err)
+	}
+	close(hold.release)
+	if err := <-done; err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	images, _ := filepath.Glob(filepath.Join(store, "*"))
+	if len(images) != 1 {
+		t.Fatalf("restored images %v", images)
+	}
+	if got, err := os.ReadFile(images[0]); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("restored image differs from the point's disk (%v)", err)
+	}
+	rep, err = svc.Prune(ctx, PruneOptions{Policy: retention.Policy{Last: 1}, GC: true})
+	if err != nil || len(rep.Removed) != 1 || rep.Removed[0] != old.ID {
+		t.Fatalf("prune after the restore: %+v %v", rep, err)
 	}
 }
