@@ -14,6 +14,8 @@ var layers = []struct {
 	prefix string
 	rank   int
 }{
+	{"internal/phase", 0},
+	{"internal/procinfo", 0},
 	{"internal/storage", 1},
 	{"internal/crypto", 2},
 	{"internal/lock", 2},
@@ -23,15 +25,24 @@ var layers = []struct {
 	{"internal/nbd", 3},
 	{"internal/hypervisor", 3},
 	{"internal/diskwrite", 3},
+	{"internal/vmdk", 3},
 	{"internal/fsread", 3},
 	{"internal/extract", 3},
 	{"internal/testenv", 3},
+	{"internal/throttle", 3},
 	{"internal/progress", 4},
 	{"internal/engine", 4},
+	{"internal/instant", 4},
 	{"internal/benchmark", 4},
-	{"internal/cli", 5},
-	{"cmd/kura", 6},
-	{"internal/e2e", 6},
+	{"internal/service", 5},
+	{"internal/notify", 5},
+	{"internal/schedule", 5},
+	{"internal/config", 5},
+	{"internal/auth", 5},
+	{"internal/server", 6},
+	{"internal/cli", 7},
+	{"cmd/kura", 8},
+	{"internal/e2e", 8},
 }
 
 // forbidden lists imports that would couple siblings of one layer.
@@ -43,7 +54,15 @@ var forbidden = map[string][]string{
 	"internal/extract":    {"internal/repo", "internal/hypervisor", "internal/catalog", "internal/nbd"},
 	"internal/nbd":        {"internal/hypervisor", "internal/repo"},
 	"internal/progress":   {"internal/engine", "internal/repo"},
+	"internal/notify":     {"internal/engine", "internal/service", "internal/config", "internal/auth", "internal/cli", "internal/server", "internal/repo", "internal/catalog", "internal/hypervisor"},
+	// The engine knows connectors only through package hypervisor's
+	// interfaces and registry; the CLI picks them by URI scheme.
+	"internal/engine": {"internal/hypervisor/libvirt", "internal/hypervisor/vsphere", "internal/hypervisor/connectors"},
+	"internal/cli":    {"internal/hypervisor/libvirt", "internal/hypervisor/vsphere"},
 }
+
+// testOnly lists packages that only tests may import.
+var testOnly = []string{"internal/testenv", "internal/hypervisor/vsphere/vcsim"}
 
 const module = "github.com/kurabackup/kura/"
 
@@ -90,8 +109,10 @@ func TestLayering(t *testing.T) {
 			if drank > rank {
 				t.Errorf("%s (layer %d) imports %s (layer %d): lower layers must not import higher ones", pkg, rank, dep, drank)
 			}
-			if dep == "internal/testenv" || strings.HasPrefix(dep, "internal/testenv/") {
-				t.Errorf("%s imports internal/testenv outside tests", pkg)
+			for _, only := range testOnly {
+				if (dep == only || strings.HasPrefix(dep, only+"/")) && !strings.HasPrefix(pkg, only) {
+					t.Errorf("%s imports %s outside tests", pkg, dep)
+				}
 			}
 			for _, f := range forbidden[layer] {
 				if dep == f || strings.HasPrefix(dep, f+"/") {

@@ -26,7 +26,7 @@ GUEST=${KURA_GUEST_CACHE:-/var/tmp/kura-guest}
 bash scripts/build-guest.sh "$GUEST" >/dev/null
 
 cleanup_vms() {
-	for d in "$VM" "$VM2" "$VM-restored" "$VM-fs"; do
+	for d in "$VM" "$VM2" "$VM-restored" "$VM-s3-restored" "$VM-fs"; do
 		v destroy "$d" >/dev/null 2>&1 || true
 		v undefine "$d" --checkpoints-metadata >/dev/null 2>&1 || true
 	done
@@ -120,6 +120,32 @@ timeit kura-inc "$KURA" backup --quiet "$VM"
 timeit kura-clone "$KURA" backup --quiet --full "$VM2"
 S[kura-clone]=$(( $(size "$KURA_REPO") - S[kura-full] ))
 
+# The same backups into S3: versitygw (scripts/test.sh installs it) serving
+# a directory on the same disk, over loopback.
+VGW="$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")"
+if [ -x "$VGW" ]; then
+	mkdir -p "$W/s3"
+	S3PORT=$((20000 + RANDOM % 20000))
+	AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret0123456789 \
+		"$VGW" --access benchaccess --secret benchsecret0123456789 --port "127.0.0.1:$S3PORT" posix "$W/s3" >"$W/versitygw.log" 2>&1 &
+	VGWPID=$!
+	mkdir -p "$W/s3/bench"
+	until (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null; do sleep 0.2; done
+	S3REPO="s3:http://127.0.0.1:$S3PORT/bench/kura"
+	export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret0123456789
+	KURA_REPO="$S3REPO" "$KURA" repo init >/dev/null
+	for cp in $(v checkpoint-list "$VM" --name); do v checkpoint-delete "$VM" "$cp" >/dev/null; done
+	timeit kura-s3-full env KURA_REPO="$S3REPO" "$KURA" backup --quiet --full "$VM"
+	S[kura-s3-full]=$(size "$W/s3/bench")
+	write32 0x3c
+	timeit kura-s3-inc env KURA_REPO="$S3REPO" "$KURA" backup --quiet "$VM"
+	KURA_REPO="$S3REPO" "$KURA" repo info >"$W/kura-s3-info.txt"
+	S3POINT=$(KURA_REPO="$S3REPO" "$KURA" points list --vm "$VM" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1)
+	timeit kura-s3-restore env KURA_REPO="$S3REPO" "$KURA" restore "$S3POINT" --name "$VM-s3-restored" --storage "$W/restore-kura-s3" --on-conflict overwrite
+	# Back to the local repository's checkpoint chain for what follows.
+	for cp in $(v checkpoint-list "$VM" --name); do v checkpoint-delete "$VM" "$cp" >/dev/null; done
+fi
+
 
 export RESTIC_PASSWORD=bench
 restic init -q -r "$W/restic" >/dev/null
@@ -148,6 +174,7 @@ echo
 echo "| tool | full backup | stored | incremental (32 MiB written) | full restore |"
 echo "|---|---|---|---|---|"
 echo "| kura | ${T[kura-full]} s | $(mb "${S[kura-full]}") MB | ${T[kura-inc]} s | ${T[kura-restore]:-n/a} s |"
+[ -n "${T[kura-s3-full]:-}" ] && echo "| kura to S3 (versitygw, loopback) | ${T[kura-s3-full]} s | $(mb "${S[kura-s3-full]}") MB | ${T[kura-s3-inc]} s | ${T[kura-s3-restore]} s |"
 echo "| virtnbdbackup (no compression) | ${T[vnb-full]} s | $(mb "${S[vnb-full]}") MB | ${T[vnb-inc]} s | ${T[vnb-restore]} s |"
 echo "| virtnbdbackup --compress | ${T[vnbc-full]} s | $(mb "${S[vnbc-full]}") MB | | |"
 echo "| restic (whole image file) | ${T[restic-full]} s | $(mb "${S[restic-full]}") MB | | |"
@@ -156,6 +183,7 @@ echo "| qemu-img convert to raw (copy only) | ${T[qemu-img-convert]} s | | | |"
 echo
 echo "file-level: list the root of the point's ext4 in ${T[files-ls]} s; extract a 256 MiB file in ${T[files-get]} s ($(awk "BEGIN{printf \"%.0f\", 268.435456 / ${T[files-get]}}") MB/s), kura process start included"
 echo "second VM cloned from the same image: kura stored $(mb "${S[kura-clone]}") MB more (full read ${T[kura-clone]} s)"
+[ -n "${VGWPID:-}" ] && { grep -A3 "last job" "$W/kura-s3-info.txt" || true; kill "$VGWPID"; }
 cleanup_vms
 # Keep the logs, drop the images and repositories.
-rm -rf "$IMG" "$W"/kura-repo "$W"/vnb "$W"/vnbc "$W"/restic "$W"/borg "$W"/restore-* "$W"/extract
+rm -rf "$IMG" "$W"/kura-repo "$W"/s3 "$W"/vnb "$W"/vnbc "$W"/restic "$W"/borg "$W"/restore-* "$W"/extract

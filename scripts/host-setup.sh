@@ -3,12 +3,15 @@
 # Installs the needed packages when missing, starts virtlogd and libvirtd
 # without systemd when they are not running, and makes sure libvirt's
 # "default" network exists. Idempotent; quiet on success.
+# exim4-daemon-light is for internal/notify's tests, which run their own
+# private exim (exim4 -C) on loopback ports; the system's exim daemon is
+# not needed and is not started here.
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
 nbdkit libnbd-bin linux-image-amd64 busybox-static qemu-guest-agent
 e2fsprogs xfsprogs ntfs-3g fuse3 parted lvm2 tar unzip dnsmasq-base cpio restic
-borgbackup virtnbdbackup python3 kmod"
+borgbackup virtnbdbackup python3 kmod exim4-daemon-light openssl curl jq syslinux syslinux-common mtools dosfstools"
 SOCK=/var/run/libvirt/libvirt-sock
 URI=qemu:///system
 

@@ -23,6 +23,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/storage/local"
 )
 
@@ -33,7 +34,11 @@ type Options struct {
 	Image     string
 	ImageSize int64
 	// Dir holds the temporary repository (default: the OS temp dir).
-	Dir       string
+	Dir string
+	// Location, when set, is a store (an s3: location, a directory) where
+	// the temporary repository is made instead, under a fresh prefix that
+	// is removed afterwards: it measures the backend.
+	Location  string
 	ChunkSize int
 	// Primitives only: skip the repository measurements.
 	Primitives bool
@@ -56,6 +61,9 @@ type Result struct {
 	StoredBytes int64        `json:"stored_bytes,omitempty"`
 	ImageBytes  int64        `json:"image_bytes,omitempty"`
 	PeakRSS     int64        `json:"peak_rss_bytes,omitempty"`
+	Backend     string       `json:"backend,omitempty"` // where the repository was
+	// Requests the backend served for the whole run (S3).
+	Requests *storage.RequestStats `json:"requests,omitempty"`
 }
 
 func measure(name string, bytesPer int64, minDur time.Duration, fn func()) Throughput {
@@ -173,13 +181,12 @@ func repository(ctx context.Context, opts Options, res *Result, step func(string
 		src, size = f, st.Size()
 	}
 	res.ImageBytes = size
-	if err := os.Mkdir(filepath.Join(dir, "repo"), 0o700); err != nil {
-		return err
-	}
-	be, err := local.OpenOptions(filepath.Join(dir, "repo"), local.Options{Batch: true})
+	be, cleanup, err := benchBackend(ctx, opts, dir)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
+	res.Backend = be.Location()
 	r, err := repo.Init(ctx, be, repo.InitOptions{Password: "benchmark", ChunkSize: opts.ChunkSize, Encrypt: true})
 	if err != nil {
 		return err
@@ -204,7 +211,7 @@ func repository(ctx context.Context, opts Options, res *Result, step func(string
 	if err != nil {
 		return err
 	}
-	res.StoredBytes, err = dirSize(filepath.Join(dir, "repo", "chunks"))
+	err = be.List(ctx, "chunks/", func(oi storage.ObjectInfo) error { res.StoredBytes += oi.Size; return nil })
 	if err != nil {
 		return err
 	}
@@ -222,7 +229,42 @@ func repository(ctx context.Context, opts Options, res *Result, step func(string
 		return err
 	}
 	res.Repository = append(res.Repository, rate("read back", size, time.Since(start)))
+	if c, ok := be.(storage.Counter); ok {
+		q := c.Requests()
+		res.Requests = &q
+	}
 	return nil
+}
+
+// benchBackend opens the store the repository steps use: a directory in
+// dir, or a fresh prefix of opts.Location. cleanup deletes what was stored.
+func benchBackend(ctx context.Context, opts Options, dir string) (storage.Backend, func(), error) {
+	if opts.Location == "" {
+		if err := os.Mkdir(filepath.Join(dir, "repo"), 0o700); err != nil {
+			return nil, nil, err
+		}
+		be, err := local.OpenOptions(filepath.Join(dir, "repo"), local.Options{Batch: true})
+		return be, func() {}, err
+	}
+	scheme, rest := storage.SplitLocation(opts.Location)
+	base, query, _ := strings.Cut(rest, "?")
+	loc := scheme + ":" + strings.TrimSuffix(base, "/") + "/kura-benchmark-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if query != "" {
+		loc += "?" + query
+	}
+	be, err := storage.Open(ctx, loc, storage.OpenOptions{Create: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("benchmark location: %w", err)
+	}
+	return be, func() {
+		dctx := context.WithoutCancel(ctx)
+		var names []string
+		_ = be.List(dctx, "", func(oi storage.ObjectInfo) error { names = append(names, oi.Name); return nil })
+		for _, n := range names {
+			_ = be.Delete(dctx, n)
+		}
+		_ = be.Close()
+	}, nil
 }
 
 // WriteImageFile writes a synthetic image (half random, half text) of size
@@ -241,22 +283,6 @@ func WriteImageFile(path string, size int64) error {
 
 func rate(name string, n int64, d time.Duration) Throughput {
 	return Throughput{Name: name, Bytes: n, Seconds: d.Seconds(), MBps: float64(n) / d.Seconds() / 1e6}
-}
-
-func dirSize(dir string) (int64, error) {
-	var total int64
-	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		total += info.Size()
-		return nil
-	})
-	return total, err
 }
 
 // peakRSS returns the process's peak resident set size (VmHWM), 0 if unknown.

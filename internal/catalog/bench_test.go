@@ -70,3 +70,50 @@ func BenchmarkPoints(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDPMScale: 800 VMs × 400 points (DPM's per-server scale): one
+// VM's points and every VM's status, the two queries a server's API and
+// dashboard make most.
+func BenchmarkDPMScale(b *testing.B) {
+	ctx := context.Background()
+	c, err := Open(ctx, filepath.Join(b.TempDir(), "c.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	var ps []Point
+	var vms []VM
+	for v := range 800 {
+		vms = append(vms, VM{UUID: fmt.Sprintf("u%d", v), Name: fmt.Sprintf("vm%d", v)})
+		for d := range 400 {
+			p := samplePoint(fmt.Sprintf("%04d%03d", v, d), "r", fmt.Sprintf("u%d", v), fmt.Sprintf("vm%d", v),
+				t0.Add(time.Duration(d)*6*time.Hour))
+			p.Disks = p.Disks[:1]
+			ps = append(ps, p)
+		}
+	}
+	start := time.Now()
+	if err := c.Rebuild(ctx, "r", ps, vms); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("rebuild of %d points: %v", len(ps), time.Since(start))
+	if err := c.MarkDamaged(ctx, "r", []Damage{{Object: "chunks/x", Kind: "corrupt", Points: []string{"0417399", "0003001"}}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("one-vm-points", func(b *testing.B) {
+		for b.Loop() {
+			got, err := c.Points(ctx, PointFilter{VM: "vm417"})
+			if err != nil || len(got) != 400 {
+				b.Fatalf("%d points, %v", len(got), err)
+			}
+		}
+	})
+	b.Run("vm-statuses", func(b *testing.B) {
+		for b.Loop() {
+			got, err := c.VMStatuses(ctx, "")
+			if err != nil || len(got) != 800 {
+				b.Fatalf("%d statuses, %v", len(got), err)
+			}
+		}
+	})
+}

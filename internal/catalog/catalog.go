@@ -35,13 +35,17 @@ var (
 // before failing with SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
 
-// Catalog is an open catalog database. It is safe for concurrent use.
-type Catalog struct {
+// SQLite is the embedded catalog: a SQLite database file. It is safe for
+// concurrent use.
+type SQLite struct {
 	path   string
 	w      *sql.DB // single connection: every write and write transaction
 	r      *sql.DB // pool of read-only connections
 	logger *slog.Logger
 	now    func() time.Time
+	// host and pid identify this process in the jobs it starts.
+	host string
+	pid  int
 }
 
 // Open opens the catalog at path, creating the file (mode 0600) and its
@@ -49,7 +53,24 @@ type Catalog struct {
 // current version. A file that is not a SQLite database gives an error
 // wrapping ErrNotDatabase; one with a newer schema, ErrSchemaTooNew.
 // A nil logger discards log records.
-func Open(ctx context.Context, path string, logger *slog.Logger) (*Catalog, error) {
+func Open(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
+	return OpenWith(ctx, path, Options{Logger: logger})
+}
+
+// Options tune an opened catalog. Zero fields take their defaults.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock (time.Now).
+	Now func() time.Time
+	// Host and PID identify this process in the jobs it runs (the host
+	// name and os.Getpid()).
+	Host string
+	PID  int
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, opts Options) (*SQLite, error) {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -69,7 +90,16 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Catalog, erro
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
 
-	c := &Catalog{path: path, logger: logger, now: time.Now}
+	c := &SQLite{path: path, logger: logger, now: opts.Now, host: opts.Host, pid: opts.PID}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.host == "" {
+		c.host, _ = os.Hostname()
+	}
+	if c.pid == 0 {
+		c.pid = os.Getpid()
+	}
 	c.w, err = sql.Open("sqlite", dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)
@@ -107,12 +137,12 @@ func dsn(path string, readOnly bool) string {
 }
 
 // Close closes the database. Pending writes are already committed.
-func (c *Catalog) Close() error {
+func (c *SQLite) Close() error {
 	return errors.Join(c.r.Close(), c.w.Close())
 }
 
 // Path returns the database file name.
-func (c *Catalog) Path() string { return c.path }
+func (c *SQLite) Path() string { return c.path }
 
 // classify maps SQLite's "not a database" and "corrupt" codes to
 // ErrNotDatabase so callers can tell a damaged file from other failures.
@@ -128,7 +158,7 @@ func classify(err error) error {
 }
 
 // inTx runs fn inside a write transaction, committing when fn returns nil.
-func (c *Catalog) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (c *SQLite) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := c.w.BeginTx(ctx, nil)
 	if err != nil {
 		return classify(err)
@@ -142,7 +172,7 @@ func (c *Catalog) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 
 // readTx runs fn inside a read transaction, so multi-statement reads see
 // one consistent snapshot.
-func (c *Catalog) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (c *SQLite) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := c.r.BeginTx(ctx, nil)
 	if err != nil {
 		return classify(err)
@@ -165,4 +195,16 @@ func timeFromDB(v sql.NullInt64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, v.Int64).UTC()
+}
+
+// Snapshot implements Catalog: VACUUM INTO a new file (a consistent copy,
+// taken while others keep reading and writing).
+func (c *SQLite) Snapshot(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("snapshot catalog: %s exists", path)
+	}
+	if _, err := c.w.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		return fmt.Errorf("snapshot catalog to %s: %w", path, classify(err))
+	}
+	return os.Chmod(path, 0o600)
 }

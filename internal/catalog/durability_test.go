@@ -12,58 +12,6 @@ import (
 	"time"
 )
 
-func TestRebuildReplacesRepositoryPoints(t *testing.T) {
-	c, _ := openTest(t)
-	ctx := context.Background()
-	for i, id := range []string{"old1", "old2"} {
-		if err := c.AddPoint(ctx, samplePoint(id, "r1", "u1", "web", t0.Add(time.Duration(i)*time.Hour))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.AddPoint(ctx, samplePoint("other", "r2", "u1", "web", t0)); err != nil {
-		t.Fatal(err)
-	}
-	fresh := []Point{
-		samplePoint("old2", "r1", "u1", "web", t0.Add(5*time.Hour)),
-		samplePoint("new1", "r1", "u2", "db", t0.Add(6*time.Hour)),
-	}
-	vms := []VM{{UUID: "u1", Name: "web", FirstSeen: t0, LastSeen: t0}, {UUID: "u2", Name: "db", FirstSeen: t0, LastSeen: t0}}
-	if err := c.Rebuild(ctx, "r1", fresh, vms); err != nil {
-		t.Fatal(err)
-	}
-	ps, err := c.Points(ctx, PointFilter{RepoID: "r1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ps) != 2 || ps[0].ID != "old2" || !ps[0].Started.Equal(t0.Add(5*time.Hour)) || ps[1].ID != "new1" {
-		t.Fatalf("after rebuild: %+v", ps)
-	}
-	if _, err := c.Point(ctx, "old1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("old1 survived rebuild: %v", err)
-	}
-	if _, err := c.Point(ctx, "other"); err != nil {
-		t.Errorf("point of another repository lost: %v", err)
-	}
-	got, _ := c.VMs(ctx)
-	if len(got) != 2 {
-		t.Errorf("vms after rebuild: %+v", got)
-	}
-
-	// A failing rebuild leaves everything as it was.
-	bad := []Point{samplePoint("x1", "r1", "u1", "web", t0), {ID: "x2", RepoID: "r1", VMUUID: "u1", Kind: "bogus"}}
-	if err := c.Rebuild(ctx, "r1", bad, nil); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("bad rebuild: %v", err)
-	}
-	wrongRepo := []Point{samplePoint("y1", "r9", "u1", "web", t0)}
-	if err := c.Rebuild(ctx, "r1", wrongRepo, nil); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("rebuild with foreign point: %v", err)
-	}
-	ps, _ = c.Points(ctx, PointFilter{RepoID: "r1"})
-	if len(ps) != 2 || ps[0].ID != "old2" || ps[1].ID != "new1" {
-		t.Fatalf("failed rebuild changed the catalog: %+v", ps)
-	}
-}
-
 func TestNotADatabase(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -126,7 +74,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make([]error, n)
-	cats := make([]*Catalog, n)
+	cats := make([]*SQLite, n)
 	for i := range n {
 		wg.Go(func() { cats[i], errs[i] = Open(ctx, path, nil) })
 	}
@@ -148,7 +96,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 func TestConcurrentReadersAndWriter(t *testing.T) {
 	ctx := context.Background()
 	w, path := openTest(t)
-	readers := make([]*Catalog, 3)
+	readers := make([]*SQLite, 3)
 	for i := range readers {
 		r, err := Open(ctx, path, nil)
 		if err != nil {
@@ -200,7 +148,7 @@ func TestConcurrentReadersAndWriter(t *testing.T) {
 	// two connections compete for the write lock.
 	start := time.Now()
 	var wwg sync.WaitGroup
-	for wi, cat := range []*Catalog{w, readers[0]} {
+	for wi, cat := range []*SQLite{w, readers[0]} {
 		wwg.Go(func() {
 			for i := range points / 2 {
 				p := samplePoint(fmt.Sprintf("w%d-%04d", wi, i), "r", "u", "web", t0.Add(time.Duration(i)*time.Second))

@@ -30,7 +30,7 @@ func FuzzPointText(f *testing.F) {
 			}
 			t.Fatalf("add %q: %v", id, err)
 		}
-		defer func() { _ = c.DeletePoint(ctx, id) }()
+		defer func() { _ = c.DeletePoint(ctx, "r", id) }()
 		got, err := c.Point(ctx, id)
 		if err != nil {
 			t.Fatalf("get %q: %v", id, err)

@@ -2,38 +2,52 @@ package catalog
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
-// StartJob records a new job of the given kind in state Running and returns
-// it. Job IDs are 16 random hex digits.
-func (c *Catalog) StartJob(ctx context.Context, kind string) (Job, error) {
+// StartJob records a new job of the given kind in state Running, owned by
+// this process (host and PID), and returns it. Job IDs are 16 random hex
+// digits.
+func (c *SQLite) StartJob(ctx context.Context, kind string) (Job, error) {
 	if !jobKinds[kind] {
 		return Job{}, fmt.Errorf("start job: %w: kind %q", ErrInvalid, kind)
 	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	id, err := newJobID()
+	if err != nil {
 		return Job{}, fmt.Errorf("start job: %w", err)
 	}
-	j := Job{ID: hex.EncodeToString(b[:]), Kind: kind, State: StateRunning, Started: c.now().UTC(),
-		Summary: json.RawMessage("null")}
-	if _, err := c.w.ExecContext(ctx, `INSERT INTO jobs(id, kind, started, state) VALUES (?, ?, ?, ?)`,
-		j.ID, j.Kind, timeToDB(j.Started), j.State); err != nil {
+	now := c.now().UTC()
+	j := Job{ID: id, Kind: kind, State: phase.Running, Started: now, Heartbeat: now,
+		Host: c.host, PID: c.pid, Summary: json.RawMessage("null")}
+	if _, err := c.w.ExecContext(ctx, `INSERT INTO jobs(id, kind, started, state, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		j.ID, j.Kind, timeToDB(j.Started), j.State, j.Host, j.PID, timeToDB(j.Heartbeat)); err != nil {
 		return Job{}, fmt.Errorf("start job: %w", classify(err))
 	}
 	// Round-trip precision: what Jobs returns must equal what we return.
 	j.Started = timeFromDB(timeToDB(j.Started))
+	j.Heartbeat = j.Started
 	return j, nil
 }
 
-// FinishJob sets a job's final state (Completed, PartiallyFailed or Failed),
-// its finish time, and its summary, stored as the JSON encoding of summary.
-func (c *Catalog) FinishJob(ctx context.Context, id, state string, summary any) error {
-	if !finalStates[state] {
+// Heartbeat records that the process running job id is alive.
+func (c *SQLite) Heartbeat(ctx context.Context, id string) error {
+	if _, err := c.w.ExecContext(ctx, `UPDATE jobs SET heartbeat = ? WHERE id = ? AND state = ?`,
+		timeToDB(c.now()), id, phase.Running); err != nil {
+		return fmt.Errorf("heartbeat of job %s: %w", id, classify(err))
+	}
+	return nil
+}
+
+// FinishJob sets a job's final state (Completed, PartiallyFailed, Failed or
+// Cancelled), its finish time, and its summary, stored as the JSON encoding
+// of summary.
+func (c *SQLite) FinishJob(ctx context.Context, id string, state phase.Job, summary any) error {
+	if !state.Final() {
 		return fmt.Errorf("finish job %s: %w: state %q is not final", id, ErrInvalid, state)
 	}
 	b, err := json.Marshal(summary)
@@ -53,8 +67,59 @@ func (c *Catalog) FinishJob(ctx context.Context, id, state string, summary any) 
 	return nil
 }
 
+// Interrupted is how long a running job of another host may go without a
+// heartbeat before MarkInterrupted judges its process dead.
+const Interrupted = 30 * time.Minute
+
+// MarkInterrupted marks as Failed every Running job whose process is gone:
+// on this host, a PID alive reports dead; on other hosts, no heartbeat for
+// Interrupted. The job's finish time is its last heartbeat (when it was
+// last seen alive), its error says it was interrupted, and its VMs still
+// running are marked Failed too. It returns the jobs it marked.
+func (c *SQLite) MarkInterrupted(ctx context.Context, alive func(pid int) bool) ([]Job, error) {
+	var marked []Job
+	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		running, err := queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs WHERE state = ?`, phase.Running)
+		if err != nil {
+			return err
+		}
+		now := c.now()
+		for _, j := range running {
+			var why string
+			switch {
+			case j.Host == c.host && j.PID > 0 && j.PID != c.pid && !alive(j.PID):
+				why = fmt.Sprintf("interrupted: process %d on %s is gone (last seen alive %s)", j.PID, j.Host,
+					j.Heartbeat.Local().Format(time.RFC3339))
+			case j.Host != c.host && now.Sub(j.Heartbeat) > Interrupted:
+				why = fmt.Sprintf("interrupted: process %d on %s sent no heartbeat since %s", j.PID, j.Host,
+					j.Heartbeat.Local().Format(time.RFC3339))
+			default:
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, finished = heartbeat, error = ? WHERE id = ?`,
+				phase.Failed, why, j.ID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE job_vms SET state = ?, error = ? WHERE job_id = ? AND state IN (?, ?, ?)`,
+				phase.VMFailed, "interrupted", j.ID, phase.Pending, phase.VMRunning, phase.Retrying); err != nil {
+				return err
+			}
+			j.State, j.Finished, j.Error = phase.Failed, j.Heartbeat, why
+			marked = append(marked, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mark interrupted jobs: %w", classify(err))
+	}
+	for _, j := range marked {
+		c.logger.WarnContext(ctx, "job marked interrupted", "job", j.ID, "kind", j.Kind, "reason", j.Error)
+	}
+	return marked, nil
+}
+
 // RecordJobVM records or updates the outcome of one VM in a job.
-func (c *Catalog) RecordJobVM(ctx context.Context, v JobVM) error {
+func (c *SQLite) RecordJobVM(ctx context.Context, v JobVM) error {
 	if v.JobID == "" || (v.VMUUID == "" && v.VMName == "") {
 		return fmt.Errorf("record job vm: %w: needs a job id and a vm uuid or name", ErrInvalid)
 	}
@@ -74,20 +139,20 @@ ON CONFLICT(job_id, vm_key) DO UPDATE SET vm_name = excluded.vm_name, state = ex
 
 // Jobs returns the most recent jobs, newest first, each with its VMs.
 // limit <= 0 means all.
-func (c *Catalog) Jobs(ctx context.Context, limit int) ([]Job, error) {
+func (c *SQLite) Jobs(ctx context.Context, limit int) ([]Job, error) {
 	if limit <= 0 {
 		limit = -1
 	}
 	var out []Job
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs
-ORDER BY started DESC, id DESC LIMIT ?`, limit)
+		out, err = queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs
+ORDER BY coalesce(started, queued) DESC, id DESC LIMIT ?`, limit)
 		if err != nil {
 			return err
 		}
 		return attachJobVMs(ctx, tx, out, `SELECT v.job_id, v.vm_name, v.vm_uuid, v.state, v.attempts, v.error, v.point_id
-FROM job_vms v JOIN (SELECT id FROM jobs ORDER BY started DESC, id DESC LIMIT ?) j ON j.id = v.job_id
+FROM job_vms v JOIN (SELECT id FROM jobs ORDER BY coalesce(started, queued) DESC, id DESC LIMIT ?) j ON j.id = v.job_id
 ORDER BY v.job_id, v.vm_name, v.vm_uuid`, limit)
 	})
 	if err != nil {
@@ -97,11 +162,11 @@ ORDER BY v.job_id, v.vm_name, v.vm_uuid`, limit)
 }
 
 // Job returns one job with its VMs, or ErrNotFound.
-func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
+func (c *SQLite) Job(ctx context.Context, id string) (Job, error) {
 	var out []Job
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryJobs(ctx, tx, `SELECT id, kind, state, started, finished, summary FROM jobs WHERE id = ?`, id)
+		out, err = queryJobs(ctx, tx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id)
 		if err != nil {
 			return err
 		}
@@ -117,6 +182,9 @@ FROM job_vms WHERE job_id = ? ORDER BY vm_name, vm_uuid`, id)
 	return out[0], nil
 }
 
+// jobColumns are the columns queryJobs scans, in its order.
+const jobColumns = `id, kind, state, started, finished, summary, host, pid, heartbeat, error, queued, grp, trig, params, cancel`
+
 func queryJobs(ctx context.Context, q querier, query string, args ...any) ([]Job, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -126,12 +194,17 @@ func queryJobs(ctx context.Context, q querier, query string, args ...any) ([]Job
 	var out []Job
 	for rows.Next() {
 		var j Job
-		var started, finished sql.NullInt64
-		var summary string
-		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &started, &finished, &summary); err != nil {
+		var started, finished, heartbeat, queued sql.NullInt64
+		var summary, params string
+		if err := rows.Scan(&j.ID, &j.Kind, &j.State, &started, &finished, &summary, &j.Host, &j.PID, &heartbeat, &j.Error,
+			&queued, &j.Group, &j.Trigger, &params, &j.CancelRequested); err != nil {
 			return nil, err
 		}
-		j.Started, j.Finished = timeFromDB(started), timeFromDB(finished)
+		j.Started, j.Finished, j.Heartbeat = timeFromDB(started), timeFromDB(finished), timeFromDB(heartbeat)
+		j.Queued = timeFromDB(queued)
+		if params != "null" {
+			j.Params = json.RawMessage(params)
+		}
 		j.Summary = json.RawMessage(summary)
 		out = append(out, j)
 	}

@@ -12,23 +12,48 @@ import (
 const pointCols = `id, repo_id, vm_uuid, vm_name, kind, parent, consistency, checkpoint, started, finished,
 bytes_read, bytes_new, bytes_stored, tags, notes`
 
+// pointSelect selects pointCols of points aliased p, then the catalog's
+// own state: when the point was last verified, whether it is damaged.
+const pointSelect = `p.id, p.repo_id, p.vm_uuid, p.vm_name, p.kind, p.parent, p.consistency, p.checkpoint, p.started,
+p.finished, p.bytes_read, p.bytes_new, p.bytes_stored, p.tags, p.notes,
+(SELECT v.verified FROM point_verified v WHERE v.point_id = p.id),
+EXISTS (SELECT 1 FROM damage_points d WHERE d.point_id = p.id)`
+
 const diskCols = `point_id, target, source, format, size, index_id, bytes_read, bytes_new, bytes_stored, incremental`
 
 // AddPoint records a recovery point and its disks. It is idempotent on the
-// point ID: adding a point whose ID is already recorded replaces the stored
-// record (and its disks) with p. An unknown repository ID is recorded with
-// an empty location.
-func (c *Catalog) AddPoint(ctx context.Context, p Point) error {
+// point ID: adding a point whose ID is already recorded in the same
+// repository replaces the stored record (and its disks) with p; recorded
+// in another repository, p.RepoID is recorded as holding a copy of it
+// (copies keep point ids). An unknown repository ID is recorded with an
+// empty location.
+func (c *SQLite) AddPoint(ctx context.Context, p Point) error {
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		var oldRepo, oldVM string
+		_ = tx.QueryRowContext(ctx, `SELECT repo_id, vm_uuid FROM points WHERE id = ?`, p.ID).Scan(&oldRepo, &oldVM)
+		if oldRepo != "" && oldRepo != p.RepoID {
+			if err := validatePoint(p); err != nil {
+				return err
+			}
+			return addCopy(ctx, tx, p.RepoID, p.ID)
+		}
 		pw, err := newPointWriter(ctx, tx)
 		if err != nil {
 			return err
 		}
 		defer pw.close()
-		return pw.write(ctx, p)
+		if err := pw.write(ctx, p); err != nil {
+			return err
+		}
+		if oldVM != "" && (oldVM != p.VMUUID || oldRepo != p.RepoID) {
+			if err := summarize(ctx, tx, oldRepo, []string{oldVM}); err != nil {
+				return err
+			}
+		}
+		return summarize(ctx, tx, p.RepoID, []string{p.VMUUID})
 	})
 	if err != nil {
-		return fmt.Errorf("add point %s: %w", p.ID, err)
+		return fmt.Errorf("add point %s: %w", p.ID, classify(err))
 	}
 	return nil
 }
@@ -67,7 +92,7 @@ func newPointWriter(ctx context.Context, tx *sql.Tx) (*pointWriter, error) {
 		dst   **sql.Stmt
 		query string
 	}{
-		{&pw.repo, `INSERT OR IGNORE INTO repositories(id) VALUES (?)`},
+		{&pw.repo, `INSERT INTO repositories(id) VALUES (?) ON CONFLICT (id) DO NOTHING`},
 		{&pw.del, `DELETE FROM points WHERE id = ?`},
 		{&pw.point, `INSERT INTO points(` + pointCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&pw.disk, `INSERT INTO point_disks(seq, ` + diskCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -123,23 +148,35 @@ func (pw *pointWriter) write(ctx context.Context, p Point) error {
 	return nil
 }
 
-// DeletePoint removes a point and its disks. Deleting an unknown ID gives
-// an error wrapping ErrNotFound.
-func (c *Catalog) DeletePoint(ctx context.Context, id string) error {
-	res, err := c.w.ExecContext(ctx, `DELETE FROM points WHERE id = ?`, id)
+// DeletePoint records that repository repoID no longer holds point id: a
+// copy is forgotten; when repoID is the point's home, a copy becomes its
+// home, and without copies the point and its disks are removed. A point
+// repoID does not hold gives an error wrapping ErrNotFound.
+func (c *SQLite) DeletePoint(ctx context.Context, repoID, id string) error {
+	err := c.inTx(ctx, func(tx *sql.Tx) error {
+		_, vm, err := pointHome(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		repos, err := dropFromRepo(ctx, tx, repoID, id)
+		if err != nil {
+			return err
+		}
+		for _, r := range repos {
+			if err := summarize(ctx, tx, r, []string{vm}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("delete point %s: %w", id, classify(err))
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete point %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("delete point %s: %w", id, ErrNotFound)
+		return fmt.Errorf("delete point %s of %s: %w", id, repoID, classify(err))
 	}
 	return nil
 }
 
 // Points lists the points matching f, ordered by start time then ID.
-func (c *Catalog) Points(ctx context.Context, f PointFilter) ([]Point, error) {
+func (c *SQLite) Points(ctx context.Context, f PointFilter) ([]Point, error) {
 	var where []string
 	var args []any
 	if f.VM != "" {
@@ -147,8 +184,8 @@ func (c *Catalog) Points(ctx context.Context, f PointFilter) ([]Point, error) {
 		args = append(args, f.VM, f.VM)
 	}
 	if f.RepoID != "" {
-		where = append(where, "p.repo_id = ?")
-		args = append(args, f.RepoID)
+		where = append(where, "(p.repo_id = ? OR EXISTS (SELECT 1 FROM point_copies k WHERE k.point_id = p.id AND k.repo_id = ?))")
+		args = append(args, f.RepoID, f.RepoID)
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "p.started >= ?")
@@ -165,13 +202,17 @@ func (c *Catalog) Points(ctx context.Context, f PointFilter) ([]Point, error) {
 	var out []Point
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryPoints(ctx, tx, `SELECT `+prefixed("p.", pointCols)+` FROM points p`+cond+
+		out, err = queryPoints(ctx, tx, `SELECT `+pointSelect+` FROM points p`+cond+
 			` ORDER BY p.started, p.id`, args...)
 		if err != nil {
 			return err
 		}
-		return attachDisks(ctx, tx, out, `SELECT `+diskCols+` FROM point_disks
-WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id, seq`, args...)
+		if err := attachDisks(ctx, tx, out, `SELECT `+diskCols+` FROM point_disks
+WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id, seq`, args...); err != nil {
+			return err
+		}
+		return attachCopies(ctx, tx, out, `SELECT point_id, repo_id FROM point_copies
+WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id`, args...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list points: %w", classify(err))
@@ -182,14 +223,14 @@ WHERE point_id IN (SELECT p.id FROM points p`+cond+`) ORDER BY point_id, seq`, a
 // Point returns the point whose ID is idOrPrefix or, failing that, the only
 // point whose ID starts with it. No match gives ErrNotFound, several give
 // ErrAmbiguous.
-func (c *Catalog) Point(ctx context.Context, idOrPrefix string) (Point, error) {
+func (c *SQLite) Point(ctx context.Context, idOrPrefix string) (Point, error) {
 	if idOrPrefix == "" {
 		return Point{}, fmt.Errorf("point: %w: empty id", ErrInvalid)
 	}
 	var out []Point
 	err := c.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryPoints(ctx, tx, `SELECT `+pointCols+` FROM points WHERE id = ?`, idOrPrefix)
+		out, err = queryPoints(ctx, tx, `SELECT `+pointSelect+` FROM points p WHERE p.id = ?`, idOrPrefix)
 		if err != nil || len(out) > 0 {
 			return err
 		}
@@ -197,8 +238,8 @@ func (c *Catalog) Point(ctx context.Context, idOrPrefix string) (Point, error) {
 		// starting with the prefix sorts (bytewise) in [prefix,
 		// prefix+"\xff"): a range the primary key index answers. The
 		// substr test, on bytes rather than characters, states the intent.
-		out, err = queryPoints(ctx, tx, `SELECT `+pointCols+` FROM points
-WHERE id >= ? AND id < ? AND substr(CAST(id AS BLOB), 1, ?) = CAST(? AS BLOB) ORDER BY id LIMIT 2`,
+		out, err = queryPoints(ctx, tx, `SELECT `+pointSelect+` FROM points p
+WHERE p.id >= ? AND p.id < ? AND substr(CAST(p.id AS BLOB), 1, ?) = CAST(? AS BLOB) ORDER BY p.id LIMIT 2`,
 			idOrPrefix, idOrPrefix+"\xff", len(idOrPrefix), idOrPrefix)
 		return err
 	})
@@ -216,10 +257,12 @@ WHERE id >= ? AND id < ? AND substr(CAST(id AS BLOB), 1, ?) = CAST(? AS BLOB) OR
 }
 
 // LatestPoint returns the most recently started point of the VM with the
-// given UUID in the given repository, or ErrNotFound.
-func (c *Catalog) LatestPoint(ctx context.Context, repoID, vmUUID string) (Point, error) {
-	out, err := queryPoints(ctx, c.r, `SELECT `+pointCols+` FROM points
-WHERE repo_id = ? AND vm_uuid = ? ORDER BY started DESC, id DESC LIMIT 1`, repoID, vmUUID)
+// given UUID held by the given repository (as home or copy), or
+// ErrNotFound.
+func (c *SQLite) LatestPoint(ctx context.Context, repoID, vmUUID string) (Point, error) {
+	out, err := queryPoints(ctx, c.r, `SELECT `+pointSelect+` FROM points p
+WHERE (p.repo_id = ? OR EXISTS (SELECT 1 FROM point_copies k WHERE k.point_id = p.id AND k.repo_id = ?)) AND p.vm_uuid = ?
+ORDER BY p.started DESC, p.id DESC LIMIT 1`, repoID, repoID, vmUUID)
 	if err != nil {
 		return Point{}, fmt.Errorf("latest point of %s in %s: %w", vmUUID, repoID, classify(err))
 	}
@@ -229,10 +272,13 @@ WHERE repo_id = ? AND vm_uuid = ? ORDER BY started DESC, id DESC LIMIT 1`, repoI
 	return c.withDisks(ctx, out[0])
 }
 
-func (c *Catalog) withDisks(ctx context.Context, p Point) (Point, error) {
+func (c *SQLite) withDisks(ctx context.Context, p Point) (Point, error) {
 	ps := []Point{p}
 	if err := attachDisks(ctx, c.r, ps, `SELECT `+diskCols+` FROM point_disks WHERE point_id = ? ORDER BY seq`, p.ID); err != nil {
 		return Point{}, fmt.Errorf("point %s disks: %w", p.ID, classify(err))
+	}
+	if err := attachCopies(ctx, c.r, ps, `SELECT point_id, repo_id FROM point_copies WHERE point_id = ?`, p.ID); err != nil {
+		return Point{}, fmt.Errorf("point %s copies: %w", p.ID, classify(err))
 	}
 	return ps[0], nil
 }
@@ -250,13 +296,14 @@ func queryPoints(ctx context.Context, q querier, query string, args ...any) ([]P
 	var out []Point
 	for rows.Next() {
 		var p Point
-		var started, finished sql.NullInt64
+		var started, finished, verified sql.NullInt64
 		var tags, notes string
 		if err := rows.Scan(&p.ID, &p.RepoID, &p.VMUUID, &p.VMName, &p.Kind, &p.Parent, &p.Consistency,
-			&p.Checkpoint, &started, &finished, &p.BytesRead, &p.BytesNew, &p.BytesStored, &tags, &notes); err != nil {
+			&p.Checkpoint, &started, &finished, &p.BytesRead, &p.BytesNew, &p.BytesStored, &tags, &notes,
+			&verified, &p.Damaged); err != nil {
 			return nil, err
 		}
-		p.Started, p.Finished = timeFromDB(started), timeFromDB(finished)
+		p.Started, p.Finished, p.Verified = timeFromDB(started), timeFromDB(finished), timeFromDB(verified)
 		if p.Tags, err = decodeStrings(tags); err != nil {
 			return nil, fmt.Errorf("point %s tags: %w", p.ID, err)
 		}
@@ -295,14 +342,6 @@ func attachDisks(ctx context.Context, q querier, ps []Point, query string, args 
 		}
 	}
 	return rows.Err()
-}
-
-func prefixed(prefix, cols string) string {
-	parts := strings.Split(cols, ",")
-	for i, c := range parts {
-		parts[i] = prefix + strings.TrimSpace(c)
-	}
-	return strings.Join(parts, ", ")
 }
 
 func encodeStrings(s []string) (string, error) {

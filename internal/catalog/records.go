@@ -3,6 +3,8 @@ package catalog
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
 // Point kinds.
@@ -15,24 +17,19 @@ const (
 const (
 	JobBackup  = "backup"
 	JobRestore = "restore"
+	JobExport  = "export"
 	JobVerify  = "verify"
 	JobPrune   = "prune"
 	JobGC      = "gc"
+	JobCleanup = "cleanup"
+	JobCopy    = "copy"
+	JobInstant = "instant"
+	// JobBootVerify boots points and checks them (kura verify --boot).
+	JobBootVerify = "boot-verify"
 )
 
-// Job states. New and Running are open; the others are final.
-const (
-	StateNew             = "New"
-	StateRunning         = "Running"
-	StateCompleted       = "Completed"
-	StatePartiallyFailed = "PartiallyFailed"
-	StateFailed          = "Failed"
-)
-
-var (
-	jobKinds    = map[string]bool{JobBackup: true, JobRestore: true, JobVerify: true, JobPrune: true, JobGC: true}
-	finalStates = map[string]bool{StateCompleted: true, StatePartiallyFailed: true, StateFailed: true}
-)
+var jobKinds = map[string]bool{JobBackup: true, JobRestore: true, JobExport: true, JobVerify: true, JobPrune: true,
+	JobGC: true, JobCleanup: true, JobCopy: true, JobInstant: true, JobBootVerify: true}
 
 // Repository is a repository the catalog indexes.
 type Repository struct {
@@ -70,6 +67,14 @@ type Point struct {
 	Tags        []string
 	Notes       []string
 	Disks       []PointDisk // in the order given when the point was added
+	// Damaged is true while a verify problem (a missing or corrupt object)
+	// affects the point; Verified is when a verify last found it sound.
+	// Both are the catalog's own state: AddPoint does not set them.
+	Damaged  bool
+	Verified time.Time
+	// Copies are the other repositories holding the point (kura copy
+	// keeps point ids), sorted; catalog state, ignored by AddPoint.
+	Copies []string
 }
 
 // PointDisk is one disk of a recovery point.
@@ -93,28 +98,122 @@ type PointFilter struct {
 	Until  time.Time // started at or before
 }
 
+// VMStatus summarises the points of one VM.
+type VMStatus struct {
+	UUID    string `json:"uuid"`
+	Name    string `json:"name"`
+	Missing bool   `json:"missing"`
+	Points  int    `json:"points"`
+	Damaged int    `json:"damaged"`
+	// Newest is the newest point; NewestGood the newest not damaged one.
+	NewestID       string    `json:"newest_id,omitempty"`
+	Newest         time.Time `json:"newest"`
+	NewestGoodID   string    `json:"newest_good_id,omitempty"`
+	NewestGood     time.Time `json:"newest_good"`
+	BytesStored    int64     `json:"bytes_stored"`
+	LastBytesNew   int64     `json:"last_bytes_new"`
+	NewestVerified time.Time `json:"newest_verified"`
+}
+
+// Damage is a verify problem: a missing or corrupt object of a repository
+// and the points it affects.
+type Damage struct {
+	Object string    `json:"object"` // e.g. "chunks/ab/ab…"
+	Kind   string    `json:"kind"`   // "missing" or "corrupt"
+	Detail string    `json:"detail"`
+	Found  time.Time `json:"found"`
+	Points []string  `json:"points"`
+}
+
+// JobSpec describes a job to queue.
+type JobSpec struct {
+	Kind    string          `json:"kind"`
+	Group   string          `json:"group,omitempty"`
+	Trigger string          `json:"trigger,omitempty"` // "schedule:<id>", "api:<user>", "catch-up:<id>"
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+// JobFilter selects jobs. Zero fields match everything; Limit <= 0 means
+// all.
+type JobFilter struct {
+	Kind  string
+	State phase.Job
+	Group string
+	Since time.Time
+	Limit int
+}
+
+// LogLine is one line of a job's log.
+type LogLine struct {
+	Seq     int64           `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Level   string          `json:"level"`
+	Message string          `json:"message"`
+	Attrs   json.RawMessage `json:"attrs,omitempty"`
+}
+
+// ScheduleRun is when a schedule last fired.
+type ScheduleRun struct {
+	ID   string    `json:"id"`
+	Last time.Time `json:"last"`
+	Job  string    `json:"job,omitempty"`
+}
+
+// AuditEntry records one change or restore: who did what to what.
+type AuditEntry struct {
+	Seq     int64           `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Actor   string          `json:"actor"`
+	Action  string          `json:"action"`
+	Target  string          `json:"target,omitempty"`
+	Outcome string          `json:"outcome"` // "ok", "denied", "failed"
+	Remote  string          `json:"remote,omitempty"`
+	Detail  json.RawMessage `json:"detail,omitempty"`
+}
+
+// AuditFilter selects audit entries, newest first. Limit <= 0 means all.
+type AuditFilter struct {
+	Since  time.Time
+	Actor  string
+	Action string
+	Limit  int
+}
+
 // Job is one run of a long operation.
 type Job struct {
-	ID       string          `json:"id"`
-	Kind     string          `json:"kind"`  // JobBackup, JobRestore, ...
-	State    string          `json:"state"` // StateNew, StateRunning, ...
-	Started  time.Time       `json:"started"`
-	Finished time.Time       `json:"finished"`
-	Summary  json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
-	VMs      []JobVM         `json:"vms,omitempty"`
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`  // JobBackup, JobRestore, ...
+	State    phase.Job `json:"state"` // phase.Running, phase.Completed, ...
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Host and PID identify the process running the job.
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
+	// Heartbeat is the last time the running process said it was alive.
+	Heartbeat time.Time `json:"heartbeat"`
+	// Error says why a job failed as a whole (an interruption, say).
+	Error   string          `json:"error,omitempty"`
+	Summary json.RawMessage `json:"summary"` // JSON given to FinishJob; "null" until then
+	VMs     []JobVM         `json:"vms,omitempty"`
+	// Queued jobs (EnqueueJob): when, for which group, why, with what.
+	Queued          time.Time       `json:"queued"`
+	Group           string          `json:"group,omitempty"`
+	Trigger         string          `json:"trigger,omitempty"`
+	Params          json.RawMessage `json:"params,omitempty"`
+	CancelRequested bool            `json:"cancel_requested,omitempty"`
 }
 
 // JobVM is the outcome of one VM within a job. A record is identified by
 // its job and the VM's UUID, or its name when the UUID is unknown (a VM
 // selected by name that could not be found).
 type JobVM struct {
-	JobID    string `json:"job_id"`
-	VMName   string `json:"vm_name"`
-	VMUUID   string `json:"vm_uuid"`
-	State    string `json:"state"`
-	Attempts int    `json:"attempts"`
-	Error    string `json:"error"`
-	PointID  string `json:"point_id"`
+	JobID    string   `json:"job_id"`
+	VMName   string   `json:"vm_name"`
+	VMUUID   string   `json:"vm_uuid"`
+	State    phase.VM `json:"state"`
+	Attempts int      `json:"attempts"`
+	Error    string   `json:"error"`
+	PointID  string   `json:"point_id"`
 }
 
 func (j JobVM) key() string {

@@ -88,6 +88,129 @@ CREATE TABLE job_vms (
 	PRIMARY KEY (job_id, vm_key)
 );
 `,
+	// 2: who runs a job, whether it is alive, why it failed.
+	`
+ALTER TABLE jobs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN heartbeat INTEGER;
+ALTER TABLE jobs ADD COLUMN error TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_state ON jobs(state);
+`,
+	// 3: the server: queued jobs and their logs, schedules, verification
+	// state, the audit log.
+	`
+ALTER TABLE jobs ADD COLUMN queued INTEGER;
+ALTER TABLE jobs ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN trig TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN params TEXT NOT NULL DEFAULT 'null';
+ALTER TABLE jobs ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_grp_started ON jobs(grp, started);
+
+CREATE TABLE job_log (
+	job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+	seq     INTEGER NOT NULL,
+	time    INTEGER NOT NULL,
+	level   TEXT NOT NULL,
+	message TEXT NOT NULL,
+	attrs   TEXT NOT NULL DEFAULT 'null',
+	PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE schedule_runs (
+	id     TEXT PRIMARY KEY,
+	last   INTEGER NOT NULL,
+	job_id TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE point_verified (
+	point_id TEXT PRIMARY KEY,
+	verified INTEGER NOT NULL
+);
+
+CREATE TABLE damage (
+	repo_id TEXT NOT NULL,
+	object  TEXT NOT NULL,
+	kind    TEXT NOT NULL,
+	detail  TEXT NOT NULL DEFAULT '',
+	found   INTEGER NOT NULL,
+	PRIMARY KEY (repo_id, object)
+);
+CREATE TABLE damage_points (
+	repo_id  TEXT NOT NULL,
+	object   TEXT NOT NULL,
+	point_id TEXT NOT NULL,
+	PRIMARY KEY (repo_id, object, point_id)
+);
+CREATE INDEX damage_points_point ON damage_points(point_id);
+
+CREATE TABLE verified_chunks (
+	repo_id  TEXT NOT NULL,
+	digest   TEXT NOT NULL,
+	verified INTEGER NOT NULL,
+	PRIMARY KEY (repo_id, digest)
+);
+
+CREATE TABLE audit (
+	seq     INTEGER PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	actor   TEXT NOT NULL,
+	action  TEXT NOT NULL,
+	target  TEXT NOT NULL DEFAULT '',
+	outcome TEXT NOT NULL DEFAULT '',
+	remote  TEXT NOT NULL DEFAULT '',
+	detail  TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX audit_time ON audit(time);
+`,
+	// 4: a per-VM summary of its points, kept up to date by every write,
+	// so that the status of every VM of an estate is one small read.
+	`
+CREATE TABLE vm_summary (
+	repo_id         TEXT NOT NULL,
+	vm_uuid         TEXT NOT NULL,
+	points          INTEGER NOT NULL,
+	damaged         INTEGER NOT NULL,
+	bytes_stored    INTEGER NOT NULL,
+	newest_id       TEXT NOT NULL,
+	newest          INTEGER,
+	newest_bytes_new INTEGER NOT NULL,
+	good_id         TEXT NOT NULL,
+	good            INTEGER,
+	verified        INTEGER,
+	PRIMARY KEY (repo_id, vm_uuid)
+);
+` + summarySQL("1 = 1"),
+	// 5: boot verification results (kura verify --boot). Not tied to the
+	// points table: a rebuild of the points keeps them.
+	`
+CREATE TABLE boot_checks (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	point_id   TEXT NOT NULL,
+	repo_id    TEXT NOT NULL DEFAULT '',
+	vm_uuid    TEXT NOT NULL DEFAULT '',
+	vm_name    TEXT NOT NULL DEFAULT '',
+	started    INTEGER,
+	finished   INTEGER,
+	ok         INTEGER NOT NULL CHECK (ok IN (0, 1)),
+	reason     TEXT NOT NULL DEFAULT '',
+	screenshot TEXT NOT NULL DEFAULT '',
+	probes     TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX boot_checks_point ON boot_checks(point_id, started);
+CREATE INDEX boot_checks_vm ON boot_checks(vm_uuid, started);
+`,
+	// 6: copies of a point in other repositories (kura copy keeps point
+	// ids): the point's row belongs to one repository, these name the
+	// others holding it. Not a foreign key: rewriting a point's row keeps
+	// its copies.
+	`
+CREATE TABLE point_copies (
+	point_id TEXT NOT NULL,
+	repo_id  TEXT NOT NULL REFERENCES repositories(id),
+	PRIMARY KEY (point_id, repo_id)
+);
+CREATE INDEX point_copies_repo ON point_copies(repo_id);
+`,
 }
 
 // SchemaVersion is the schema version this binary writes.
@@ -96,7 +219,7 @@ func SchemaVersion() int { return len(migrations) }
 // migrate brings the database to the newest schema. Each step runs in its
 // own immediate transaction that re-reads the version, so two processes
 // opening a fresh file at once apply every step exactly once.
-func (c *Catalog) migrate(ctx context.Context) error {
+func (c *SQLite) migrate(ctx context.Context) error {
 	if _, err := c.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 	version INTEGER NOT NULL,
 	applied INTEGER NOT NULL

@@ -8,7 +8,7 @@ import (
 )
 
 // UpsertRepository records a repository or updates its location.
-func (c *Catalog) UpsertRepository(ctx context.Context, r Repository) error {
+func (c *SQLite) UpsertRepository(ctx context.Context, r Repository) error {
 	if r.ID == "" {
 		return fmt.Errorf("upsert repository: %w: empty id", ErrInvalid)
 	}
@@ -21,7 +21,7 @@ ON CONFLICT(id) DO UPDATE SET location = excluded.location`, r.ID, r.Location)
 }
 
 // Repositories lists the known repositories ordered by ID.
-func (c *Catalog) Repositories(ctx context.Context) ([]Repository, error) {
+func (c *SQLite) Repositories(ctx context.Context) ([]Repository, error) {
 	rows, err := c.r.QueryContext(ctx, `SELECT id, location FROM repositories ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list repositories: %w", classify(err))
@@ -44,14 +44,14 @@ func (c *Catalog) Repositories(ctx context.Context) ([]Repository, error) {
 // UpsertVM records a VM or updates it. FirstSeen keeps the earliest value
 // ever recorded; LastSeen the latest. A zero FirstSeen or LastSeen means
 // now. Missing is stored as given.
-func (c *Catalog) UpsertVM(ctx context.Context, v VM) error {
+func (c *SQLite) UpsertVM(ctx context.Context, v VM) error {
 	if err := c.inTx(ctx, func(tx *sql.Tx) error { return c.upsertVM(ctx, tx, v) }); err != nil {
 		return fmt.Errorf("upsert vm %s: %w", v.UUID, err)
 	}
 	return nil
 }
 
-func (c *Catalog) upsertVM(ctx context.Context, tx *sql.Tx, v VM) error {
+func (c *SQLite) upsertVM(ctx context.Context, tx *sql.Tx, v VM) error {
 	if v.UUID == "" || v.Name == "" {
 		return fmt.Errorf("%w: vm needs a uuid and a name", ErrInvalid)
 	}
@@ -66,15 +66,15 @@ func (c *Catalog) upsertVM(ctx context.Context, tx *sql.Tx, v VM) error {
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(uuid) DO UPDATE SET
 	name = excluded.name, hypervisor = excluded.hypervisor, uri = excluded.uri, host = excluded.host,
-	first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
-	last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen),
+	first_seen = CASE WHEN vms.first_seen IS NULL OR excluded.first_seen < vms.first_seen THEN excluded.first_seen ELSE vms.first_seen END,
+	last_seen = CASE WHEN vms.last_seen IS NULL OR excluded.last_seen > vms.last_seen THEN excluded.last_seen ELSE vms.last_seen END,
 	missing = excluded.missing`,
 		v.UUID, v.Name, v.Hypervisor, v.URI, v.Host, timeToDB(v.FirstSeen), timeToDB(v.LastSeen), v.Missing)
 	return classify(err)
 }
 
 // VMs lists every known VM, missing ones included, ordered by name then UUID.
-func (c *Catalog) VMs(ctx context.Context) ([]VM, error) {
+func (c *SQLite) VMs(ctx context.Context) ([]VM, error) {
 	rows, err := c.r.QueryContext(ctx, `SELECT uuid, name, hypervisor, uri, host, first_seen, last_seen, missing
 FROM vms ORDER BY name, uuid`)
 	if err != nil {
@@ -97,46 +97,65 @@ FROM vms ORDER BY name, uuid`)
 	return out, nil
 }
 
-// MarkMissing reconciles the VM table with the live inventory: every VM
-// whose UUID is in liveUUIDs is marked present, every other one missing.
-// Points of missing VMs are kept. It returns the UUIDs newly marked missing.
-func (c *Catalog) MarkMissing(ctx context.Context, liveUUIDs []string) ([]string, error) {
+// Scope names the hypervisor an inventory comes from: its host name and
+// connection URI.
+type Scope struct {
+	Host string
+	URI  string
+}
+
+// where is the SQL condition (and its arguments) selecting the VMs of the
+// scope: those recorded on the scope's host or, for records without a host
+// (or a scope without one), through the same connection URI.
+func (s Scope) where() (string, []any) {
+	if s.Host == "" {
+		return `uri = ?`, []any{s.URI}
+	}
+	return `(host = ? OR (host = '' AND uri = ?))`, []any{s.Host, s.URI}
+}
+
+// MarkMissing reconciles the VMs of one hypervisor (scope) with its live
+// inventory: every VM whose UUID is in liveUUIDs is marked present, every
+// other VM of that scope missing; VMs of other hypervisors are left as
+// they are. Points of missing VMs are kept. It returns the UUIDs newly
+// marked missing.
+func (c *SQLite) MarkMissing(ctx context.Context, scope Scope, liveUUIDs []string) ([]string, error) {
+	cond, args := scope.where()
+	live := make(map[string]bool, len(liveUUIDs))
+	for _, u := range liveUUIDs {
+		live[u] = true
+	}
 	var newly []string
 	err := c.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS live_vms(uuid TEXT PRIMARY KEY)`); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM temp.live_vms`); err != nil {
-			return err
-		}
-		for _, u := range liveUUIDs {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO temp.live_vms(uuid) VALUES (?)`, u); err != nil {
-				return err
-			}
-		}
-		rows, err := tx.QueryContext(ctx, `UPDATE vms SET missing = 1
-WHERE missing = 0 AND uuid NOT IN (SELECT uuid FROM temp.live_vms) RETURNING uuid`)
+		rows, err := tx.QueryContext(ctx, `SELECT uuid, missing FROM vms WHERE `+cond, args...)
 		if err != nil {
 			return err
 		}
+		var flip []string
 		for rows.Next() {
 			var u string
-			if err := rows.Scan(&u); err != nil {
+			var missing bool
+			if err := rows.Scan(&u, &missing); err != nil {
 				rows.Close()
 				return err
 			}
-			newly = append(newly, u)
+			if missing == live[u] {
+				flip = append(flip, u)
+				if !missing {
+					newly = append(newly, u)
+				}
+			}
 		}
 		if err := rows.Close(); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE vms SET missing = 0
-WHERE missing = 1 AND uuid IN (SELECT uuid FROM temp.live_vms)`); err != nil {
-			return err
+		for _, u := range flip {
+			if _, err := tx.ExecContext(ctx, `UPDATE vms SET missing = ? WHERE uuid = ?`, !live[u], u); err != nil {
+				return err
+			}
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM temp.live_vms`)
 		slices.Sort(newly)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mark missing vms: %w", classify(err))

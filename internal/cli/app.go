@@ -18,8 +18,9 @@ import (
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/service"
 	"github.com/kurabackup/kura/internal/storage"
-	"github.com/kurabackup/kura/internal/storage/local"
+	_ "github.com/kurabackup/kura/internal/storage/backends" // every backend, chosen by location scheme
 )
 
 // App holds the global options and the resources commands open lazily.
@@ -31,13 +32,21 @@ type App struct {
 	passwordFile string
 	masterKey    string
 	connectURI   string
+	connectPass  string
 	catalogPath  string
 	jsonOut      bool
 	logLevel     string
 	quiet        bool
 
 	logger  *slog.Logger
+	cat     catalog.Catalog
 	closers []func()
+
+	// cacheBytes is the chunk cache of each disk reader (0: the default);
+	// passphrase is the one the repository was opened with (kura instant
+	// hands it to the process it starts).
+	cacheBytes int64
+	passphrase string
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
@@ -46,10 +55,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *App {
 
 func (a *App) bindGlobalFlags(root *cobra.Command) {
 	f := root.PersistentFlags()
-	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location (directory); env KURA_REPO")
+	f.StringVarP(&a.repoLocation, "repo", "r", os.Getenv("KURA_REPO"), "repository location: a directory, local:DIR or s3:https://host[:port]/bucket[/prefix]; env KURA_REPO")
 	f.StringVar(&a.passwordFile, "password-file", os.Getenv("KURA_PASSWORD_FILE"), "read the repository passphrase from this file; env KURA_PASSWORD_FILE (or KURA_PASSWORD)")
 	f.StringVar(&a.masterKey, "master-key-file", os.Getenv("KURA_MASTER_KEY_FILE"), "open the repository with a master key written by kura repo export-key instead of a passphrase (then kura repo key add sets a new one); env KURA_MASTER_KEY_FILE")
-	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "libvirt connection URI; env KURA_CONNECT")
+	f.StringVarP(&a.connectURI, "connect", "c", envOr("KURA_CONNECT", "qemu:///system"), "hypervisor connection URI: qemu:///system, qemu+ssh://USER@HOST/system, vsphere://USER@VCENTER/DATACENTER; env KURA_CONNECT")
+	f.StringVar(&a.connectPass, "connect-password-file", os.Getenv("KURA_CONNECT_PASSWORD_FILE"), "read the hypervisor login's password (vSphere) from this file; env KURA_CONNECT_PASSWORD_FILE (or KURA_CONNECT_PASSWORD)")
 	f.StringVar(&a.catalogPath, "catalog", os.Getenv("KURA_CATALOG"), "catalog database (default /var/lib/kura/catalog.db as root, else ~/.cache/kura/catalog.db); env KURA_CATALOG")
 	f.BoolVar(&a.jsonOut, "json", false, "machine-readable JSON output")
 	f.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
@@ -81,26 +91,34 @@ func (a *App) close() {
 
 func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
 
-// backend opens the storage backend named by --repo.
-func (a *App) backend(create bool) (storage.Backend, error) {
-	loc := a.repoLocation
-	if loc == "" {
-		return nil, usageError("no repository given: use --repo DIR or set KURA_REPO")
-	}
-	loc = strings.TrimPrefix(loc, "local:")
-	if create {
-		if err := os.MkdirAll(loc, 0o700); err != nil {
-			return nil, fmt.Errorf("create repository directory: %w", err)
-		}
-	} else if _, err := os.Stat(loc); err != nil {
-		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", loc, err)
-	}
-	be, err := local.OpenOptions(loc, local.Options{Batch: true})
+// backend opens the storage backend named by --repo, through the
+// registry of backends linked in (storage/backends).
+func (a *App) backend(ctx context.Context, create bool) (storage.Backend, error) {
+	return a.openLocation(ctx, a.repoLocation, create)
+}
+
+// openLocation opens a repository location (a path, local:DIR, s3:URL)
+// and closes it with the App.
+func (a *App) openLocation(ctx context.Context, loc string, create bool) (storage.Backend, error) {
+	be, err := openBackend(ctx, loc, create)
 	if err != nil {
 		return nil, err
 	}
 	a.onClose(func() { _ = be.Close() })
 	return be, nil
+}
+
+// openBackend opens the storage backend at a repository location through
+// the registry; locks and gc markers may use a full local disk's reserve.
+func openBackend(ctx context.Context, loc string, create bool) (storage.Backend, error) {
+	if loc == "" {
+		return nil, usageError("no repository given: use --repo LOCATION or set KURA_REPO")
+	}
+	be, err := storage.Open(ctx, loc, storage.OpenOptions{Create: create, ReserveFor: repo.MaintenanceObject})
+	if errors.Is(err, storage.ErrUnknownScheme) {
+		return nil, usageError("%v", err)
+	}
+	return be, err
 }
 
 // password returns the passphrase from --password-file (or
@@ -151,9 +169,26 @@ func (a *App) askPassword(prompt string, confirm bool) (string, error) {
 	return string(p), nil
 }
 
+// connectPassword returns the hypervisor login's password from
+// --connect-password-file (or KURA_CONNECT_PASSWORD_FILE), else
+// KURA_CONNECT_PASSWORD, else a terminal prompt. Never from the URI.
+func (a *App) connectPassword() (string, error) {
+	if a.connectPass != "" {
+		data, err := os.ReadFile(a.connectPass)
+		if err != nil {
+			return "", fmt.Errorf("read connection password file: %w", err)
+		}
+		return strings.TrimRight(string(data), "\r\n"), nil
+	}
+	if v, ok := os.LookupEnv("KURA_CONNECT_PASSWORD"); ok {
+		return v, nil
+	}
+	return a.askPassword("password for "+a.connectURI, false)
+}
+
 // openRepo opens the repository named by --repo with the passphrase.
 func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
-	be, err := a.backend(false)
+	be, err := a.backend(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -163,13 +198,14 @@ func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
 		if rerr != nil {
 			return nil, fmt.Errorf("read master key: %w", rerr)
 		}
-		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger})
+		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
 	} else {
 		pw, perr := a.password("", false)
 		if perr != nil {
 			return nil, perr
 		}
-		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger})
+		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
+		a.passphrase = pw
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
@@ -191,44 +227,86 @@ func (a *App) loadPoint(ctx context.Context, id string) (*repo.Repository, *repo
 	return r, m, nil
 }
 
-// openEngine opens what a backup or restore job needs: the repository, the
-// hypervisor connection and the catalog (a cache: when it cannot be opened
-// the job still runs, with a warning).
-func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
+// openService opens what an operation needs: the repository, the catalog
+// (a cache: when it cannot be opened the operation still runs, with a
+// warning) and, with needConn, the hypervisor connection.
+func (a *App) openService(ctx context.Context, needConn bool) (*service.Service, error) {
 	r, err := a.openRepo(ctx)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := a.connect(ctx)
+	svc := &service.Service{Repo: r, Logger: a.logger, ScratchDir: defaultScratchDir()}
+	if needConn {
+		if svc.Conn, err = a.connect(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cat, opened, err := a.catalog(ctx)
+	if err != nil {
+		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
+		return svc, nil
+	}
+	svc.Catalog = cat
+	if opened.MovedAside != "" {
+		// The damaged catalog was set aside: fill the new one at once.
+		if rep, err := svc.RebuildCatalog(ctx); err != nil {
+			a.logger.Warn("catalog rebuild", "err", err)
+		} else {
+			fmt.Fprintf(a.stderr, "kura: the catalog was damaged: moved to %s; rebuilt from the repository (%d points)\n",
+				opened.MovedAside, rep.Points)
+		}
+	}
+	return svc, nil
+}
+
+// openEngine opens what a restore job needs (see openService).
+func (a *App) openEngine(ctx context.Context) (*engine.Engine, error) {
+	svc, err := a.openService(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	cat, err := a.openCatalog(ctx)
-	if err != nil {
-		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
-		cat = nil
-	}
-	return &engine.Engine{Repo: r, Catalog: cat, Conn: conn, Logger: a.logger}, nil
+	return svc.Engine(), nil
 }
 
-// openCatalog opens the catalog database.
-func (a *App) openCatalog(ctx context.Context) (*catalog.Catalog, error) {
-	path := a.catalogPath
-	if path == "" {
-		dir := "/var/lib/kura"
-		if os.Geteuid() != 0 {
-			if d, err := os.UserCacheDir(); err == nil {
-				dir = filepath.Join(d, "kura")
-			}
-		}
-		path = filepath.Join(dir, "catalog.db")
-	}
-	c, err := catalog.Open(ctx, path, a.logger)
+// openCatalog opens the catalog database (for commands that read only it).
+func (a *App) openCatalog(ctx context.Context) (catalog.Catalog, error) {
+	c, opened, err := a.catalog(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+		return nil, err
 	}
-	a.onClose(func() { _ = c.Close() })
+	if opened.MovedAside != "" {
+		fmt.Fprintf(a.stderr, "kura: the catalog was damaged: moved to %s; kura catalog rebuild fills the new one\n", opened.MovedAside)
+	}
 	return c, nil
+}
+
+// catalogFile is the catalog's path: --catalog, or the default.
+func (a *App) catalogFile() string {
+	if a.catalogPath != "" {
+		return a.catalogPath
+	}
+	dir := "/var/lib/kura"
+	if os.Geteuid() != 0 {
+		if d, err := os.UserCacheDir(); err == nil {
+			dir = filepath.Join(d, "kura")
+		}
+	}
+	return filepath.Join(dir, "catalog.db")
+}
+
+// catalog opens the catalog once per command.
+func (a *App) catalog(ctx context.Context) (catalog.Catalog, *service.CatalogOpened, error) {
+	if a.cat != nil {
+		return a.cat, &service.CatalogOpened{}, nil
+	}
+	path := a.catalogFile()
+	c, opened, err := service.OpenCatalog(ctx, path, a.logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open catalog %s: %w", path, err)
+	}
+	a.cat = c
+	a.onClose(func() { _ = c.Close() })
+	return c, opened, nil
 }
 
 // progressSink returns the sink for long operations: JSON lines with --json,

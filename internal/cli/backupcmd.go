@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,17 +11,19 @@ import (
 
 func (a *App) backupCommand() *cobra.Command {
 	var opts engine.BackupOptions
-	var consistency string
+	var consistency, preexisting string
 	cmd := &cobra.Command{
 		Use:   "backup SPEC...",
 		Short: "Back up VMs: every disk and the configuration, incrementally",
 		Long: `Back up the VMs the selectors match (name:GLOB, uuid:UUID, ipaddr:ADDR|DNS,
 powerstate:on|off|paused, any:, or a plain VM name). Each VM gets one recovery
-point holding every protectable disk and its domain XML. Backups are
-incremental through libvirt checkpoints unless --full; every point is still
-restorable on its own.
+point holding every protectable disk and its configuration (domain XML,
+.vmx). Backups are incremental (libvirt checkpoints, vSphere changed block
+tracking) unless --full; every point is still restorable on its own. A
+selector that matches no VM is reported as a failed item of the job.
 
-Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
+Exit code: 0 all VMs succeeded, 3 some failed (or a selector matched
+nothing), 4 all failed, 1 nothing ran.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch hypervisor.ConsistencyMode(consistency) {
@@ -34,21 +35,22 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 			if opts.Unprotected != "skip" && opts.Unprotected != "fail" {
 				return usageError("invalid --unprotected %q: use skip or fail", opts.Unprotected)
 			}
+			p, err := hypervisor.ParsePreexisting(preexisting)
+			if err != nil {
+				return usageError("invalid --preexisting-snapshot: %v", err)
+			}
+			opts.Preexisting = p
 			ctx := cmd.Context()
-			eng, err := a.openEngine(ctx)
+			if _, err := hypervisor.ParseSelectors(args); err != nil {
+				return usageError("%v", err)
+			}
+			svc, err := a.openService(ctx, true)
 			if err != nil {
 				return err
 			}
-			vms, err := a.selectVMs(ctx, eng.Conn, args)
-			if err != nil {
-				return err
-			}
-			if len(vms) == 0 {
-				return fmt.Errorf("no VM matches %v on %s: see kura vm list", args, eng.Conn.URI())
-			}
-			eng.Progress = a.progressSink()
-			rep, err := eng.Backup(ctx, vms, opts)
-			endProgress(eng.Progress)
+			svc.Progress = a.progressSink()
+			rep, err := svc.Backup(ctx, args, opts)
+			endProgress(svc.Progress)
 			if err != nil {
 				return err
 			}
@@ -75,6 +77,7 @@ Exit code: 0 all VMs succeeded, 3 some failed, 4 all failed, 1 nothing ran.`,
 	f.IntVar(&opts.Retries, "retries", 2, "retries for a failed VM")
 	f.DurationVar(&opts.RetryDelay, "retry-delay", 10*time.Second, "first retry delay (doubles each retry)")
 	f.StringVar(&opts.Unprotected, "unprotected", "skip", "disks kura cannot read: skip (record them) or fail the VM")
+	f.StringVar(&preexisting, "preexisting-snapshot", "fail", "a backup snapshot of kura already on a VM (vSphere; a killed run's): fail the VM, or delete it and go on")
 	return cmd
 }
 

@@ -49,7 +49,10 @@ temporary repository, ingest it again (all duplicates) and read it back.`,
 			}
 			tw.Flush()
 			if res.ImageBytes > 0 {
-				a.out("image %s stored as %s; peak RSS %s", fmtBytes(res.ImageBytes), fmtBytes(res.StoredBytes), fmtBytes(res.PeakRSS))
+				a.out("image %s stored as %s in %s; peak RSS %s", fmtBytes(res.ImageBytes), fmtBytes(res.StoredBytes), res.Backend, fmtBytes(res.PeakRSS))
+			}
+			if q := res.Requests; q != nil {
+				a.out("backend requests: PUT %d, GET %d, HEAD %d, LIST %d, DELETE %d, retried %d", q.Put, q.Get, q.Head, q.List, q.Delete, q.Retries)
 			}
 			return nil
 		},
@@ -59,6 +62,7 @@ temporary repository, ingest it again (all duplicates) and read it back.`,
 	f.StringVar(&size, "size", "1GiB", "size of the synthetic image")
 	f.StringVar(&chunk, "chunk-size", "4MiB", "chunk size of the temporary repository")
 	f.StringVar(&opts.Dir, "dir", "", "where to put the temporary repository (default: the temp dir)")
+	f.StringVar(&opts.Location, "location", "", "measure the repository steps on this store instead (e.g. s3:https://host/bucket): a temporary prefix is used and removed")
 	f.StringVar(&writeImage, "write-image", "", "only write the synthetic image (--size bytes) to this file, for side-by-side benchmarks")
 	f.BoolVar(&opts.Primitives, "primitives", false, "measure only the primitives")
 	return cmd

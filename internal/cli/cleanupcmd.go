@@ -2,103 +2,98 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/lock"
+	"github.com/kurabackup/kura/internal/service"
 )
 
 func (a *App) cleanupCommand() *cobra.Command {
-	var yes bool
+	var yes, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "cleanup [VM...]",
-		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, sockets, scratch files, stale repository locks)",
+		Short: "Find and remove what killed runs left behind (backup jobs, stale checkpoints, vSphere snapshots, NBD servers, scratch files, partial restore images, stale repository locks)",
+		Long: `Find and remove what killed runs left behind: backup jobs, checkpoints and
+bitmaps of this repository that no recovery point references, qemu-nbd
+servers and scratch files of dead kura processes, partial images of
+interrupted restores, and stale repository locks.
+
+Without VM arguments, only the VMs this repository holds recovery points of
+are looked at. Checkpoints of other repositories backing up the same VMs are
+listed as theirs and never removed. A backup reclaims what a killed run left
+on the VM it backs up by itself; cleanup is for the rest.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx)
+			svc, err := a.openService(ctx, true)
 			if err != nil {
 				return err
 			}
-			conn, err := a.connect(ctx)
+			opts := service.CleanupOptions{VMs: args, DryRun: dryRun}
+			if !yes && !dryRun {
+				opts.Confirm = func(found []hypervisor.Leftover) bool {
+					if !a.jsonOut {
+						printLeftovers(a, found)
+					}
+					removable := 0
+					for _, l := range found {
+						if !l.Foreign {
+							removable++
+						}
+					}
+					return a.confirm(fmt.Sprintf("remove these %d leftovers?", removable))
+				}
+			}
+			rep, err := svc.Cleanup(ctx, opts)
+			if errors.Is(err, service.ErrDeclined) {
+				return fmt.Errorf("nothing removed: confirm on a terminal or pass --yes")
+			}
 			if err != nil {
 				return err
-			}
-			points, err := r.ListPoints(ctx)
-			if err != nil {
-				return err
-			}
-			keep := map[string]bool{}
-			for _, p := range points {
-				if p.Checkpoint != "" {
-					keep[p.Checkpoint] = true
-				}
-			}
-			left, err := conn.Leftovers(ctx, args, keep)
-			if err != nil {
-				return err
-			}
-			// Repository locks of processes that died: shared locks never
-			// block backups, but they defer gc.
-			locks, err := lock.List(ctx, r.Backend())
-			if err != nil {
-				return err
-			}
-			var stale []lock.Info
-			for _, l := range locks {
-				if l.Stale {
-					stale = append(stale, l)
-					left = append(left, hypervisor.Leftover{Kind: "repository-lock", Name: l.ID,
-						Detail: fmt.Sprintf("%s lock of pid %d on %s: %s", l.Kind, l.PID, l.Host, l.StaleReason)})
-				}
-			}
-			if len(left) == 0 {
-				if a.jsonOut {
-					return a.printJSON([]hypervisor.Leftover{})
-				}
-				a.out("nothing to clean up")
-				return nil
-			}
-			if !a.jsonOut {
-				for _, l := range left {
-					a.out("%s %s %s: %s", l.VM, l.Kind, l.Name, l.Detail)
-				}
-			}
-			if !yes {
-				if !a.confirm(fmt.Sprintf("remove these %d leftovers?", len(left))) {
-					return fmt.Errorf("nothing removed: confirm on a terminal or pass --yes")
-				}
-			}
-			var failed int
-			if len(stale) > 0 {
-				if _, err := lock.RemoveStale(ctx, r.Backend()); err != nil {
-					failed += len(stale)
-					a.logger.Error("remove stale locks", "err", err)
-				}
-			}
-			for _, l := range left {
-				if l.Kind == "repository-lock" {
-					continue
-				}
-				if err := conn.RemoveLeftover(ctx, l); err != nil {
-					failed++
-					a.logger.Error("remove leftover", "vm", l.VM, "kind", l.Kind, "name", l.Name, "err", err)
-				}
 			}
 			if a.jsonOut {
-				return a.printJSON(map[string]any{"leftovers": left, "failed": failed})
+				return a.printJSON(rep)
 			}
-			a.out("removed %d leftovers, %d failed", len(left)-failed, failed)
-			if failed > 0 {
+			if opts.Confirm == nil {
+				printLeftovers(a, rep.Leftovers)
+			}
+			switch {
+			case len(rep.Leftovers) == 0:
+				a.out("nothing to clean up")
+			case dryRun:
+				a.out("dry run: nothing removed")
+			default:
+				a.out("removed %d leftovers, %d failed", rep.Removed, len(rep.Failed))
+				for _, f := range rep.Failed {
+					a.out("  %s %s: %s", f.Leftover.Kind, f.Leftover.Name, f.Error)
+				}
+			}
+			if len(rep.Failed) > 0 {
 				return withCode(ExitPartial, errReported)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "remove without asking")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
 	return cmd
+}
+
+func printLeftovers(a *App, found []hypervisor.Leftover) {
+	for _, l := range found {
+		vm := l.VM
+		if vm == "" {
+			vm = "-"
+		}
+		mark := ""
+		if l.Foreign {
+			mark = " (kept)"
+		}
+		a.out("%s %s %s: %s%s", vm, l.Kind, l.Name, l.Detail, mark)
+	}
 }
 
 // confirm asks a yes/no question on the terminal; false when not interactive.

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -10,26 +9,35 @@ import (
 	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
-	"github.com/kurabackup/kura/internal/retention"
+	"github.com/kurabackup/kura/internal/service"
 )
 
 func (a *App) verifyCommand() *cobra.Command {
 	var readData bool
+	var bf bootFlags
+	var outdated time.Duration
 	cmd := &cobra.Command{
-		Use:   "verify",
-		Short: "Check the repository's structure; --read-data re-hashes every chunk",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.openRepo(cmd.Context())
+		Use:   "verify [--boot POINT|SPEC...]",
+		Short: "Check the repository's structure; --read-data re-hashes every chunk; --boot boots points",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if bf.boot {
+				return a.runVerifyBoot(cmd, args, bf)
+			}
+			if len(args) > 0 {
+				return usageError("verify takes no arguments without --boot")
+			}
+			svc, err := a.openService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
 			sink := a.progressSink()
 			// Progress counts chunks; shown as (at most) chunk-size bytes each.
-			cs := int64(r.Config().ChunkSize)
-			rep, err := r.Verify(cmd.Context(), repo.VerifyOptions{ReadData: readData, Progress: func(done, total int64) {
-				sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
-			}})
+			cs := int64(svc.Repo.Config().ChunkSize)
+			rep, err := svc.Verify(cmd.Context(), service.VerifyOptions{ReadData: readData, OutdatedAfter: outdated,
+				Progress: func(done, total int64) {
+					sink.Emit(progress.Event{Kind: "disk-progress", Job: "verify", VM: "verify", Disk: "chunks", Done: done * cs, Total: total * cs})
+				}})
 			endProgress(sink)
 			if err != nil {
 				return err
@@ -48,6 +56,8 @@ func (a *App) verifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read, decrypt and re-hash every referenced chunk")
+	bf.bind(cmd)
+	cmd.Flags().DurationVar(&outdated, "outdated-after", 0, "with --read-data: re-hash only chunks not verified within this long (e.g. 720h)")
 	return cmd
 }
 
@@ -67,89 +77,85 @@ func printVerify(a *App, rep *repo.VerifyReport) {
 }
 
 func (a *App) pruneCommand() *cobra.Command {
-	var p retention.Policy
-	var dryRun, runGC bool
-	var vm string
+	var opts service.PruneOptions
+	p := &opts.Policy
 	cmd := &cobra.Command{
 		Use:   "prune",
 		Short: "Remove recovery points outside the retention policy (per VM)",
-		Args:  cobra.NoArgs,
+		Long: `Remove the recovery points a retention policy does not keep, per VM. Every
+rule keeps points independently; a point is kept if any rule keeps it. A count
+of -1 keeps all the points the rule applies to (unlimited). Points a restore,
+export, file browser or instant VM is reading are kept this time. Space is
+freed by kura gc (or --gc).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if p.Empty() {
-				return usageError("no retention policy given: use --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly or --keep-yearly")
+				return usageError("%v", service.ErrEmptyPolicy)
 			}
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx)
+			svc, err := a.openService(ctx, false)
 			if err != nil {
 				return err
 			}
-			points, err := r.ListPoints(ctx)
+			rep, err := svc.Prune(ctx, opts)
 			if err != nil {
 				return err
-			}
-			var items []retention.Item
-			for _, m := range points {
-				if vm != "" && m.VM.Name != vm && m.VM.UUID != vm {
-					continue
-				}
-				items = append(items, retention.Item{ID: m.ID, Time: m.Started, Group: m.VM.UUID})
-			}
-			decisions := retention.Apply(items, p)
-			cat, _ := a.openCatalog(ctx)
-			var removed []string
-			for _, d := range decisions {
-				if d.Keep {
-					continue
-				}
-				removed = append(removed, d.Item.ID)
-				if dryRun {
-					continue
-				}
-				if err := r.DeletePoint(ctx, d.Item.ID); err != nil {
-					return fmt.Errorf("remove point %s: %w", d.Item.ID, err)
-				}
-				if cat != nil {
-					_ = cat.DeletePoint(ctx, d.Item.ID)
-				}
 			}
 			if a.jsonOut {
-				if err := a.printJSON(map[string]any{"dry_run": dryRun, "decisions": decisions, "removed": removed}); err != nil {
-					return err
-				}
-			} else {
-				for _, d := range decisions {
-					verb := "keep  "
-					if !d.Keep {
-						verb = "remove"
-						if dryRun {
-							verb = "would remove"
-						}
-					}
-					a.out("%s %s %s %v", verb, d.Item.ID, d.Item.Time.Format(time.RFC3339), d.Reasons)
-				}
-				a.out("%d points kept, %d removed%s", len(decisions)-len(removed), len(removed), map[bool]string{true: " (dry run)"}[dryRun])
+				return a.printJSON(rep)
 			}
-			if runGC && !dryRun && len(removed) > 0 {
-				return a.runGC(cmd, false)
+			removed := map[string]bool{}
+			for _, id := range rep.Removed {
+				removed[id] = true
 			}
-			if !dryRun && len(removed) > 0 && !a.jsonOut {
+			for _, d := range rep.Decisions {
+				verb := "keep  "
+				switch {
+				case removed[d.Item.ID] && opts.DryRun:
+					verb = "would remove"
+				case removed[d.Item.ID]:
+					verb = "remove"
+				case !d.Keep:
+					verb = "in use"
+				}
+				a.out("%s %s %s %v", verb, d.Item.ID, d.Item.Time.Format(time.RFC3339), d.Reasons)
+			}
+			a.out("%d points kept, %d removed%s", len(rep.Decisions)-len(rep.Removed), len(rep.Removed),
+				map[bool]string{true: " (dry run)"}[opts.DryRun])
+			printKept(a, rep.Kept)
+			switch {
+			case rep.GC != nil:
+				printGC(a, rep.GC)
+			case !opts.DryRun && len(rep.Removed) > 0:
 				a.out("space is freed by kura gc")
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&p.Last, "keep-last", 0, "keep the N newest points")
-	f.IntVar(&p.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours")
-	f.IntVar(&p.Daily, "keep-daily", 0, "keep the newest point of each of the last N days")
-	f.IntVar(&p.Weekly, "keep-weekly", 0, "keep the newest point of each of the last N weeks")
-	f.IntVar(&p.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months")
-	f.IntVar(&p.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years")
-	f.DurationVar(&p.Within, "keep-within", 0, "keep every point newer than this duration (e.g. 72h)")
-	f.BoolVar(&dryRun, "dry-run", false, "show what would be removed")
-	f.BoolVar(&runGC, "gc", false, "run gc afterwards")
-	f.StringVar(&vm, "vm", "", "only points of this VM (name or UUID)")
+	f.IntVar(&p.Last, "keep-last", 0, "keep the N newest points (-1: all)")
+	f.IntVar(&p.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours (-1: every hour)")
+	f.IntVar(&p.Daily, "keep-daily", 0, "keep the newest point of each of the last N days (-1: every day)")
+	f.IntVar(&p.Weekly, "keep-weekly", 0, "keep the newest point of each of the last N weeks (-1: every week)")
+	f.IntVar(&p.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months (-1: every month)")
+	f.IntVar(&p.Quarterly, "keep-quarterly", 0, "keep the newest point of each of the last N calendar quarters (-1: every quarter)")
+	f.IntVar(&p.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years (-1: every year)")
+	f.DurationVar(&p.Within, "keep-within", 0, "keep every point newer than this duration before the VM's newest (e.g. 72h)")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "show what would be removed")
+	f.BoolVar(&opts.GC, "gc", false, "run gc afterwards")
+	f.StringVar(&opts.VM, "vm", "", "only points of this VM (name or UUID)")
 	return cmd
+}
+
+// printKept lists points a policy or a delete would remove but a reader holds.
+func printKept(a *App, kept map[string]string) {
+	for id, who := range kept {
+		if strings.HasPrefix(who, "locked") { // immutable repository
+			a.out("kept %s: %s", id, who)
+			continue
+		}
+		a.out("kept %s: in use (%s); it goes at the next prune", id, who)
+	}
 }
 
 func (a *App) gcCommand() *cobra.Command {
@@ -159,27 +165,23 @@ func (a *App) gcCommand() *cobra.Command {
 		Short: "Delete chunks no recovery point refers to (safe while backups run)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.runGC(cmd, dryRun)
+			svc, err := a.openService(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			rep, err := svc.GC(cmd.Context(), dryRun)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(rep)
+			}
+			printGC(a, rep)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be deleted")
 	return cmd
-}
-
-func (a *App) runGC(cmd *cobra.Command, dryRun bool) error {
-	r, err := a.openRepo(cmd.Context())
-	if err != nil {
-		return err
-	}
-	rep, err := r.GC(cmd.Context(), repo.GCOptions{DryRun: dryRun})
-	if err != nil {
-		return err
-	}
-	if a.jsonOut {
-		return a.printJSON(rep)
-	}
-	printGC(a, rep)
-	return nil
 }
 
 func (a *App) locksCommand() *cobra.Command {
@@ -189,7 +191,7 @@ func (a *App) locksCommand() *cobra.Command {
 		Short: "List repository locks; --remove-stale deletes locks of dead processes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			be, err := a.backend(false)
+			be, err := a.backend(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -240,6 +242,10 @@ func printGC(a *App, rep *repo.GCReport) {
 	if rep.TempRemoved > 0 {
 		a.out("removed %d leftover temporary files", rep.TempRemoved)
 	}
+	if rep.Locked > 0 {
+		a.out("%d more unused objects (%s) are still locked by the immutability period and were left alone: they become deletable between %s and %s",
+			rep.Locked, fmtBytes(rep.LockedBytes), rep.LockedFrom.UTC().Format(time.RFC3339), rep.LockedUntil.UTC().Format(time.RFC3339))
+	}
 }
 
 func printInfo(a *App, location string, in *repo.Info) {
@@ -253,4 +259,13 @@ func printInfo(a *App, location string, in *repo.Info) {
 	a.out("unique       %s before compression", fmtBytes(in.UniqueRaw))
 	a.out("dedup        %.2fx", in.DedupRatio)
 	a.out("compression  %.2fx", in.CompressionRatio)
+	a.out("backend      %s, %d objects", in.Backend, in.Objects)
+	if im := in.Config.Immutable; im != nil {
+		a.out("immutable    every point's objects locked for %s (+%s slack)", im.Retain(), im.Slack())
+	}
+	if j := in.LastJob; j != nil {
+		q := j.Requests
+		a.out("last job     point %s (%s): %d requests (PUT %d, GET %d, HEAD %d, LIST %d, DELETE %d, retention %d, retried %d), %s sent, %s received",
+			j.Point, j.Kind, q.Total(), q.Put, q.Get, q.Head, q.List, q.Delete, q.Retention, q.Retries, fmtBytes(q.BytesUp), fmtBytes(q.BytesDown))
+	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/repo"
 )
 
@@ -71,38 +70,23 @@ func (a *App) pointsCommand() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := a.openRepo(ctx)
+			svc, err := a.openService(ctx, false)
 			if err != nil {
 				return err
 			}
-			// Resolve every prefix first: nothing is deleted when one is wrong.
-			var ids []string
-			for _, arg := range args {
-				m, err := r.LoadPoint(ctx, arg)
-				if err != nil {
-					return err
-				}
-				ids = append(ids, m.ID)
-			}
-			cat, _ := a.openCatalog(ctx)
-			for _, id := range ids {
-				if err := r.DeletePoint(ctx, id); err != nil {
-					return fmt.Errorf("delete point %s: %w", id, err)
-				}
-				if cat != nil {
-					_ = cat.DeletePoint(ctx, id)
-				}
-				if !a.jsonOut {
-					a.out("deleted point %s", id)
-				}
+			rep, err := svc.DeletePoints(ctx, args, runGC)
+			if err != nil {
+				return err
 			}
 			if a.jsonOut {
-				if err := a.printJSON(map[string]any{"deleted": ids}); err != nil {
-					return err
-				}
+				return a.printJSON(rep)
 			}
-			if runGC {
-				return a.runGC(cmd, false)
+			for _, id := range rep.Deleted {
+				a.out("deleted point %s", id)
+			}
+			printKept(a, rep.Kept)
+			if rep.GC != nil {
+				printGC(a, rep.GC)
 			}
 			return nil
 		},
@@ -141,46 +125,6 @@ func printPoint(a *App, m *repo.Manifest) {
 	}
 }
 
-// reconcileVMs marks the catalog's VMs that the hypervisor no longer has as
-// missing (after restoring the backup server, VMs deleted since are shown
-// as such) and returns their names.
-func (a *App) reconcileVMs(cmd *cobra.Command) ([]string, error) {
-	ctx := cmd.Context()
-	conn, err := a.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	vms, err := conn.ListVMs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c, err := a.openCatalog(ctx)
-	if err != nil {
-		return nil, err
-	}
-	live := make([]string, len(vms))
-	for i, vm := range vms {
-		live[i] = vm.UUID
-	}
-	uuids, err := c.MarkMissing(ctx, live)
-	if err != nil {
-		return nil, err
-	}
-	known, err := c.VMs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	names := map[string]string{}
-	for _, v := range known {
-		names[v.UUID] = v.Name
-	}
-	out := make([]string, 0, len(uuids))
-	for _, u := range uuids {
-		out = append(out, names[u]+" ("+u+")")
-	}
-	return out, nil
-}
-
 func (a *App) catalogCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "catalog", Short: "Maintain the catalog (a cache of the repository)"}
 	cmd.AddCommand(&cobra.Command{
@@ -188,28 +132,34 @@ func (a *App) catalogCommand() *cobra.Command {
 		Short: "Recreate the catalog's recovery points from the repository alone",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.openRepo(cmd.Context())
+			svc, err := a.openService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
-			c, err := a.openCatalog(cmd.Context())
+			if svc.Catalog == nil {
+				_, err := a.openCatalog(cmd.Context())
+				return err
+			}
+			// The hypervisor is optional here: without it the points are
+			// rebuilt and the VMs not reconciled.
+			if svc.Conn, err = a.connect(cmd.Context()); err != nil {
+				a.logger.Warn("VMs not reconciled", "err", err)
+			}
+			rep, err := svc.RebuildCatalog(cmd.Context())
 			if err != nil {
 				return err
 			}
-			n, err := engine.RebuildCatalog(cmd.Context(), r, c)
-			if err != nil {
-				return err
-			}
-			missing, rerr := a.reconcileVMs(cmd)
 			if a.jsonOut {
-				return a.printJSON(map[string]any{"points": n, "repository": r.Config().ID, "missing_vms": missing})
+				return a.printJSON(rep)
 			}
-			a.out("catalog rebuilt: %d recovery points of repository %s", n, r.Config().ID)
+			a.out("catalog rebuilt: %d recovery points of repository %s", rep.Points, rep.Repository)
 			switch {
-			case rerr != nil:
-				a.out("VMs not reconciled with %s: %v", a.connectURI, rerr)
-			case len(missing) > 0:
-				a.out("no longer defined on %s (marked missing, points kept): %s", a.connectURI, strings.Join(missing, ", "))
+			case svc.Conn == nil:
+				a.out("VMs not reconciled: no connection to %s", a.connectURI)
+			case rep.ReconcileError != "":
+				a.out("VMs not reconciled with %s: %s", a.connectURI, rep.ReconcileError)
+			case len(rep.Missing) > 0:
+				a.out("no longer defined on %s (marked missing, points kept): %s", a.connectURI, strings.Join(rep.Missing, ", "))
 			}
 			return nil
 		},

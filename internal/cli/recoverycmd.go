@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,7 +13,6 @@ import (
 
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 )
 
 // addRecoveryCommands adds restore, export and files.
@@ -22,6 +22,7 @@ func (a *App) addRecoveryCommands(root *cobra.Command) {
 
 type restoreFlags struct {
 	name, storage, format, planFile, onConflict, before, suffix string
+	folder, pool                                                string
 	networks                                                    []string
 	start, plan, all, latest                                    bool
 	workers                                                     int
@@ -30,7 +31,7 @@ type restoreFlags struct {
 func (a *App) restoreCommand() *cobra.Command {
 	var f restoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore POINT | --all SPEC...",
+		Use:   "restore POINT | --plan-file FILE | --all SPEC...",
 		Short: "Restore a whole VM from a recovery point, in place or as a new VM",
 		Long: `Restore a recovery point (POINT may be a unique prefix of its id).
 
@@ -38,10 +39,14 @@ Without --name the VM goes back to its original place: same name, UUID, MAC
 addresses and disk paths, replacing its disks and definition (recreated if it
 was deleted). With --name NEW it is restored beside the original: a new UUID
 and MAC addresses, disks in --storage (a directory or a libvirt directory
-pool; default: beside the original's disks), networks mapped with --network
-OLD=NEW, host-bound parts (saved state, host devices, fixed ports) dropped.
+pool, a vSphere datastore; default: beside the original's disks), networks
+mapped with --network OLD=NEW, host-bound parts (saved state, host devices,
+fixed ports) dropped; on vSphere --folder and --resource-pool place it.
+A point restores only to the kind of hypervisor it came from (kura export
+writes any point's disks as files).
 
---plan prints the full restore plan as YAML for editing; --plan-file uses it.
+--plan prints the full restore plan as YAML for editing; --plan-file uses it
+(the plan names its point: POINT may then be left out).
 
 Conflicts (a VM of that name or UUID is defined, a disk file exists) are
 found before anything changes. --on-conflict: prompt (the default on a
@@ -54,14 +59,16 @@ so an interrupted restore leaves no half VM.
 --all SPEC... restores every VM the selectors match (name:GLOB, uuid:UUID, a
 name...) from its latest point (or the latest --before TIME), each isolated
 from the others; --name-suffix restores them beside the originals.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.runRestore(cmd, args, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.name, "name", "", "restore as a new VM of this name beside the original")
-	fl.StringVar(&f.storage, "storage", "", "directory or libvirt directory pool for the new VM's disks")
+	fl.StringVar(&f.storage, "storage", "", "where the new VM's disks go: a directory or libvirt directory pool, a vSphere datastore")
+	fl.StringVar(&f.folder, "folder", "", "vSphere: VM folder of the new VM (inventory path, e.g. /DC/vm/restored)")
+	fl.StringVar(&f.pool, "resource-pool", "", "vSphere: resource pool of the new VM (inventory path)")
 	fl.StringArrayVar(&f.networks, "network", nil, "map a network or bridge: OLD=NEW (repeatable)")
-	fl.StringVar(&f.format, "format", "", "image format: qcow2 or raw (default: as saved)")
+	fl.StringVar(&f.format, "format", "", "libvirt image format: qcow2 or raw (default: as saved)")
 	fl.BoolVar(&f.start, "start", false, "start the VM once restored")
 	fl.BoolVar(&f.plan, "plan", false, "print the restore plan (YAML) and exit")
 	fl.StringVar(&f.planFile, "plan-file", "", "restore according to this plan (YAML from --plan)")
@@ -76,11 +83,8 @@ from the others; --name-suffix restores them beside the originals.`,
 
 func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) error {
 	ctx := cmd.Context()
-	opts := engine.RestoreOptions{Name: f.name, Storage: f.storage, Format: f.format, Start: f.start,
-		Workers: f.workers, ScratchDir: defaultScratchDir()}
-	if f.format != "" && f.format != domxml.FormatQCOW2 && f.format != domxml.FormatRaw {
-		return usageError("invalid --format %q: use qcow2 or raw", f.format)
-	}
+	opts := engine.RestoreOptions{Name: f.name, Storage: f.storage, Folder: f.folder, ResourcePool: f.pool,
+		Format: f.format, Start: f.start, Workers: f.workers, ScratchDir: defaultScratchDir()}
 	if len(f.networks) > 0 {
 		opts.NetworkMap = map[string]string{}
 		for _, n := range f.networks {
@@ -115,15 +119,25 @@ func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) erro
 		if err != nil {
 			return fmt.Errorf("read plan: %w", err)
 		}
-		if opts.Plan, err = domxml.DecodeYAML(data); err != nil {
+		if opts.Plan, err = hypervisor.DecodePlanYAML(data); err != nil {
 			return fmt.Errorf("plan %s: %w", f.planFile, err)
 		}
 	}
 	if !f.all && (f.before != "" || f.latest || f.suffix != "") {
 		return usageError("--latest, --before and --name-suffix go with --all")
 	}
+	if !f.all && len(args) == 0 && opts.Plan != nil && opts.Plan.Point != "" {
+		args = []string{opts.Plan.Point}
+	}
+	if f.all && len(args) == 0 {
+		return usageError("--all needs selectors: kura restore --all SPEC...")
+	}
 	if !f.all && len(args) != 1 {
-		return usageError("restore takes one POINT (or --all SPEC...)")
+		return usageError("restore takes one POINT (or --plan-file FILE naming it, or --all SPEC...)")
+	}
+	if !f.all && opts.Plan != nil && opts.Plan.Point != "" && !strings.HasPrefix(strings.ToLower(opts.Plan.Point), strings.ToLower(args[0])) &&
+		!strings.HasPrefix(strings.ToLower(args[0]), strings.ToLower(opts.Plan.Point)) {
+		return usageError("the plan is for point %s, not %s", opts.Plan.Point, args[0])
 	}
 	eng, err := a.openEngine(ctx)
 	if err != nil {
@@ -141,7 +155,7 @@ func (a *App) runRestore(cmd *cobra.Command, args []string, f restoreFlags) erro
 		if err != nil {
 			return err
 		}
-		out, err := domxml.EncodeYAML(plan)
+		out, err := hypervisor.EncodePlanYAML(plan)
 		if err != nil {
 			return err
 		}
@@ -277,15 +291,15 @@ func (a *App) exportCommand() *cobra.Command {
 	var opts engine.ExportOptions
 	cmd := &cobra.Command{
 		Use:   "export POINT --out DIR",
-		Short: "Write a point's disk images and domain XML as files (virsh define gives the VM back)",
+		Short: "Write a point's disk images and its configuration (domain XML, .vmx) as files",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if opts.OutDir == "" {
 				return usageError("export needs --out DIR")
 			}
-			if opts.Format != "" && opts.Format != domxml.FormatQCOW2 && opts.Format != domxml.FormatRaw {
-				return usageError("invalid --format %q: use qcow2 or raw", opts.Format)
+			if opts.Format != "" && !slices.Contains(engine.ExportFormats, opts.Format) {
+				return usageError("invalid --format %q: use %s", opts.Format, strings.Join(engine.ExportFormats, ", "))
 			}
 			r, m, err := a.loadPoint(ctx, args[0])
 			if err != nil {
@@ -305,8 +319,8 @@ func (a *App) exportCommand() *cobra.Command {
 				a.out("disk %-5s %s (%s) %s, data %s, %.1fs, %s/s", d.Target, d.Path, d.Format, fmtBytes(d.Size),
 					fmtBytes(d.DataBytes), d.Seconds, fmtBytes(int64(d.Rate)))
 			}
-			if rep.XML != "" {
-				a.out("domain xml %s (virsh define %s)", rep.XML, rep.XML)
+			if rep.ConfigFile != "" {
+				a.out("configuration %s (%s)", rep.ConfigFile, rep.Hint)
 			}
 			for _, n := range rep.Notes {
 				a.out("note: %s", n)
@@ -317,7 +331,7 @@ func (a *App) exportCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&opts.OutDir, "out", "", "output directory")
 	fl.StringVar(&opts.Disk, "disk", "", "only this disk (target, e.g. vdb)")
-	fl.StringVar(&opts.Format, "format", "", "image format: qcow2 or raw (default: as saved)")
+	fl.StringVar(&opts.Format, "format", "", "image format: qcow2, raw or vmdk (default: as saved for libvirt points, vmdk for vSphere points)")
 	fl.IntVar(&opts.Workers, "workers", 0, "parallel chunk fetches (default: CPUs)")
 	return cmd
 }

@@ -12,13 +12,14 @@ import (
 
 func (a *App) repoCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "repo", Short: "Create and inspect repositories, manage their keys"}
-	cmd.AddCommand(a.repoInitCommand(), a.repoInfoCommand(), a.repoKeyCommand(), a.repoExportKeyCommand())
+	cmd.AddCommand(a.repoInitCommand(), a.repoInfoCommand(), a.repoKeyCommand(), a.repoExportKeyCommand(), a.repoUnhideCommand())
 	return cmd
 }
 
 func (a *App) repoInitCommand() *cobra.Command {
-	var chunkSize string
+	var chunkSize, copyOf string
 	var plain bool
+	var immutableDays, slackDays float64
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -28,19 +29,28 @@ func (a *App) repoInitCommand() *cobra.Command {
 			if err != nil {
 				return usageError("invalid --chunk-size: %v", err)
 			}
-			be, err := a.backend(true)
+			if immutableDays < 0 || slackDays < 0 {
+				return usageError("--immutable and --immutable-slack take a positive number of days")
+			}
+			opts := repo.InitOptions{Immutable: days(immutableDays), ImmutableSlack: days(slackDays)}
+			if copyOf != "" {
+				if opts.CopyOf, err = a.openRepoAt(cmd.Context(), copyOf, a.passwordFile, ""); err != nil {
+					return err
+				}
+			}
+			be, err := a.backend(cmd.Context(), true)
 			if err != nil {
 				return err
 			}
 			pw := ""
-			if !plain {
+			if !plain && copyOf == "" {
 				if pw, err = a.newPassword(); err != nil {
 					return err
 				}
 			}
 			host, _ := os.Hostname()
-			r, err := repo.Init(cmd.Context(), be, repo.InitOptions{Password: pw, ChunkSize: int(cs), Encrypt: !plain,
-				Hostname: host, Username: os.Getenv("USER")})
+			opts.Password, opts.ChunkSize, opts.Encrypt, opts.Hostname, opts.Username = pw, int(cs), !plain, host, os.Getenv("USER")
+			r, err := repo.Init(cmd.Context(), be, opts)
 			if err != nil {
 				return fmt.Errorf("init repository at %s: %w", be.Location(), err)
 			}
@@ -50,6 +60,13 @@ func (a *App) repoInitCommand() *cobra.Command {
 				return a.printJSON(cfg)
 			}
 			a.out("created kura repository %s at %s (chunk size %s, encryption %v)", cfg.ID, be.Location(), fmtBytes(int64(cfg.ChunkSize)), cfg.Encrypted)
+			if cfg.CopyOf != "" {
+				a.out("copy of repository %s: same chunk size and keys, opened by the same passphrases", cfg.CopyOf)
+			}
+			if im := cfg.Immutable; im != nil {
+				a.out("immutable: the store locks every object of a point, config and key files for %s after it (plus up to %s); prune and gc wait for the locks to expire",
+					im.Retain(), im.Slack())
+			}
 			if cfg.Encrypted {
 				a.out("keep the passphrase safe: without it (or an exported master key) the data cannot be read; see kura repo export-key")
 			}
@@ -58,6 +75,9 @@ func (a *App) repoInitCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&chunkSize, "chunk-size", "4MiB", "fixed chunk size (1MiB to 32MiB, a power of two)")
 	cmd.Flags().BoolVar(&plain, "no-encryption", false, "store data unencrypted (digests unkeyed); not recommended")
+	cmd.Flags().StringVar(&copyOf, "copy-of", "", "make the repository a copy of this one (same chunk size and keys), the destination of kura copy")
+	cmd.Flags().Float64Var(&immutableDays, "immutable", 0, "lock every object of a point for DAYS after it (S3 bucket with Object Lock, compliance mode)")
+	cmd.Flags().Float64Var(&slackDays, "immutable-slack", 0, "lock objects this many DAYS longer, so points within that time extend nothing (default: a quarter of --immutable, at most 7)")
 	return cmd
 }
 

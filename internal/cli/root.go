@@ -103,7 +103,9 @@ incrementally through changed-block tracking, and restores whole VMs, disks or
 single files from any recovery point.
 
 Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
-(passphrase), KURA_CONNECT (libvirt URI), KURA_CATALOG (catalog database).`,
+(passphrase), KURA_CONNECT (hypervisor URI: qemu:///system, vsphere://...),
+KURA_CONNECT_PASSWORD or KURA_CONNECT_PASSWORD_FILE (vSphere login),
+KURA_CATALOG (catalog database).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version: fmt.Sprintf("%s (repository format: reads %d-%d, writes %d-%d)", Version,
@@ -121,6 +123,7 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.benchmarkCommand(),
 		a.verifyCommand(),
 		a.pruneCommand(),
+		a.policyCommand(),
 		a.gcCommand(),
 		a.locksCommand(),
 		a.vmCommand(),
@@ -129,9 +132,40 @@ Environment: KURA_REPO (repository), KURA_PASSWORD or KURA_PASSWORD_FILE
 		a.catalogCommand(),
 		a.cleanupCommand(),
 		a.jobsCommand(),
+		a.instantCommand(),
+		a.serverCommand(),
+		a.capacityCommand(),
+		a.copyCommand(),
 	)
 	a.addRecoveryCommands(root)
+	strictGroups(root)
 	return root
+}
+
+// groupAnnotation marks commands that only group subcommands.
+const groupAnnotation = "kura-group"
+
+// strictGroups makes every command that only groups subcommands ("kura
+// repo", "kura points") fail with a usage error, exit 2, on an unknown
+// subcommand instead of printing its help and succeeding; alone, it prints
+// its help.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if c.HasParent() && c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[groupAnnotation] = "true"
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
 }
 
 // startCPUProfile writes a CPU profile to path until the returned function

@@ -17,7 +17,7 @@ import (
 var (
 	// ErrExists means the target file exists and Options.Overwrite is off.
 	ErrExists = errors.New("disk image already exists")
-	// ErrFormat means the target format is not qcow2 or raw.
+	// ErrFormat means the target format is not qcow2, raw or vmdk.
 	ErrFormat = errors.New("unsupported disk image format")
 	// ErrRange means a write falls outside the image.
 	ErrRange = errors.New("write beyond the image size")
@@ -33,8 +33,11 @@ const PartialSuffix = ".kura-partial"
 // Target is an image to create.
 type Target struct {
 	Path   string // final path
-	Format string // "qcow2" or "raw"
+	Format string // "qcow2", "raw" or "vmdk" (monolithicSparse)
 	Size   int64  // virtual size in bytes
+	// Mode is the image's permission bits. Zero: those of the file being
+	// replaced at Path, else 0600 (guest data is private).
+	Mode fs.FileMode
 }
 
 // Options tune Create.
@@ -92,16 +95,22 @@ type Writer struct {
 // opts.Overwrite is off. A stale partial file of an interrupted restore is
 // replaced.
 func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
-	if t.Format != "qcow2" && t.Format != "raw" {
+	if t.Format != "qcow2" && t.Format != "raw" && t.Format != "vmdk" {
 		return nil, fmt.Errorf("create %s: %w: %q", t.Path, ErrFormat, t.Format)
 	}
 	if t.Size <= 0 || !filepath.IsAbs(t.Path) {
 		return nil, fmt.Errorf("create %q: need an absolute path and a positive size (%d)", t.Path, t.Size)
 	}
-	if _, err := os.Lstat(t.Path); err == nil && !opts.Overwrite {
+	fi, err := os.Lstat(t.Path)
+	switch {
+	case err == nil && !opts.Overwrite:
 		return nil, fmt.Errorf("create %s: %w", t.Path, ErrExists)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("create %s: %w", t.Path, err)
+	case t.Mode == 0 && err == nil && fi.Mode().IsRegular():
+		t.Mode = fi.Mode().Perm()
+	case t.Mode == 0:
+		t.Mode = 0o600
 	}
 	w := &Writer{t: t, partial: t.Path + PartialSuffix, opts: opts, log: opts.Logger}
 	if w.log == nil {
@@ -112,13 +121,21 @@ func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("create %s: %w", t.Path, err)
 	}
-	var err error
-	if t.Format == "raw" && !opts.RawViaNBD {
+	switch {
+	case t.Format == "raw" && !opts.RawViaNBD:
 		w.gran = 4 << 10
 		w.be, err = createRaw(w.partial, t.Size)
-	} else {
+	case t.Format == "vmdk":
+		w.gran = 64 << 10 // the grain
+		w.be, err = createVMDK(w.partial, t.Path, t.Size)
+	default:
 		w.gran = 64 << 10 // qcow2 default cluster size
 		w.be, err = startNBD(ctx, w.partial, t, opts, w.log)
+	}
+	if err == nil {
+		if err = os.Chmod(w.partial, t.Mode.Perm()); err != nil {
+			w.be.kill()
+		}
 	}
 	if err != nil {
 		os.Remove(w.partial)
@@ -127,6 +144,10 @@ func Create(ctx context.Context, t Target, opts Options) (*Writer, error) {
 	w.log.Debug("disk image created", "path", w.partial, "format", t.Format, "size", t.Size)
 	return w, nil
 }
+
+// DataBytes is the number of bytes sent to the image so far (it makes a
+// Writer a hypervisor.DiskSink).
+func (w *Writer) DataBytes() int64 { return w.data.Load() }
 
 // Size is the image's virtual size.
 func (w *Writer) Size() int64 { return w.t.Size }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -172,6 +173,7 @@ func TestWriteThin(t *testing.T) {
 		{"qcow2-writeback", "qcow2", Options{Cache: "writeback"}},
 		{"raw", "raw", Options{}},
 		{"raw-via-nbd", "raw", Options{RawViaNBD: true}},
+		{"vmdk", "vmdk", Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -340,8 +342,8 @@ func TestExistsAbortAndPartial(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := Create(ctx, Target{Path: "/tmp/x.vmdk", Format: "vmdk", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
-		t.Errorf("vmdk: %v", err)
+	if _, err := Create(ctx, Target{Path: "/tmp/x.vdi", Format: "vdi", Size: 1 << 20}, Options{}); !errors.Is(err, ErrFormat) {
+		t.Errorf("vdi: %v", err)
 	}
 	if _, err := Create(ctx, Target{Path: "rel.raw", Format: "raw", Size: 1 << 20}, Options{}); err == nil {
 		t.Error("relative path accepted")
@@ -377,5 +379,54 @@ func TestNoDirectIO(t *testing.T) {
 		want := make([]byte, 8<<20)
 		copy(want[4<<20:], data)
 		compareImage(t, path, format, want)
+	}
+}
+
+// TestImageModes: new images are private (0600) whatever the umask and
+// the tool that creates them; an image replacing a file keeps that file's
+// mode; an explicit mode wins.
+func TestImageModes(t *testing.T) {
+	needTools(t)
+	ctx := context.Background()
+	for _, format := range []string{"qcow2", "raw"} {
+		t.Run(format, func(t *testing.T) {
+			dir := t.TempDir()
+			mode := func(p string) fs.FileMode {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fi.Mode().Perm()
+			}
+			create := func(tg Target, o Options) {
+				t.Helper()
+				w, err := Create(ctx, tg, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fresh := filepath.Join(dir, "fresh."+format)
+			create(Target{Path: fresh, Format: format, Size: 1 << 20}, Options{})
+			if m := mode(fresh); m != 0o600 {
+				t.Errorf("new image mode %o, want 600", m)
+			}
+			replaced := filepath.Join(dir, "replaced."+format)
+			if err := os.WriteFile(replaced, nil, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			_ = os.Chmod(replaced, 0o640)
+			create(Target{Path: replaced, Format: format, Size: 1 << 20}, Options{Overwrite: true})
+			if m := mode(replaced); m != 0o640 {
+				t.Errorf("replacing image mode %o, want the original's 640", m)
+			}
+			explicit := filepath.Join(dir, "explicit."+format)
+			create(Target{Path: explicit, Format: format, Size: 1 << 20, Mode: 0o644}, Options{})
+			if m := mode(explicit); m != 0o644 {
+				t.Errorf("explicit mode %o, want 644", m)
+			}
+		})
 	}
 }

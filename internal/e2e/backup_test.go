@@ -15,7 +15,9 @@ import (
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/service"
 	"github.com/kurabackup/kura/internal/testenv"
 )
 
@@ -104,30 +106,38 @@ func TestBackupRunningGuest(t *testing.T) {
 	}
 
 	// 7. A backup killed in the middle leaves no point, a sound repository
-	// and leftovers that cleanup removes; the next backup is incremental
-	// from the last committed point.
+	// and a job that the next kura marks interrupted; the next backup
+	// reclaims what it left on the VM by itself (no kura cleanup), says so,
+	// and is incremental from the last committed point.
 	kr := killKuraDuringBackup(t, c, "vdb", g.Name(), "--full", "--retries", "0")
 	t.Logf("killed kura after %v, vdb at %s of %s", kr.After.Round(time.Millisecond), mib(kr.Done), mib(kr.Total))
 	if n := len(c.points(t)); n != 2 {
 		t.Fatalf("%d points after the killed backup, want 2", n)
 	}
 	c.ok(t, "verify")
-	cleanupLeftovers(t, c, g.Name(), []string{"backup-job", "checkpoint", "scratch-file", "repository-lock"})
-	if b, err := exec.Command("virsh", "-c", "qemu:///system", "domjobinfo", g.Name()).CombinedOutput(); err != nil ||
-		!strings.Contains(string(b), "None") {
-		t.Fatalf("virsh domjobinfo after cleanup: %v: %s", err, b)
-	}
+	checkInterruptedJob(t, c)
 	patternWrite(t, ctx, g, "vdb", vdb, 0x33, 10<<20, 1<<20)
 	rep = c.backup(t, 0, g.Name(), "--retries", "0")
 	p3 := vmResult(t, rep, g.Name()).Point
 	if p3.Kind != "incremental" || p3.Parent != p2.ID {
 		t.Fatalf("point after the kill: kind %s parent %s, want incremental from %s", p3.Kind, p3.Parent, p2.ID)
 	}
+	if !slices.ContainsFunc(p3.Notes, func(n string) bool { return strings.Contains(n, "killed run") }) {
+		t.Errorf("point after the kill does not say what it reclaimed: notes %q", p3.Notes)
+	}
 	if br := diskStats(p3, "vdb").BytesRead; br > chunk {
 		t.Errorf("P3 read %d bytes of vdb for 1 MiB changed", br)
 	}
 	t.Logf("P3 incremental after the kill: vdb read %s, vda read %s", mib(diskStats(p3, "vdb").BytesRead), mib(diskStats(p3, "vda").BytesRead))
 	sameBytes(t, "P3 vdb", pointDisk(t, ctx, r, p3, "vdb"), vdb)
+
+	// 7b. Killed again: kura cleanup finds what it left and removes it.
+	killKuraDuringBackup(t, c, "vdb", g.Name(), "--full", "--retries", "0")
+	cleanupLeftovers(t, c, g.Name(), []string{"backup-job", "checkpoint", "repository-lock", "scratch-file"})
+	if b, err := exec.Command("virsh", "-c", "qemu:///system", "domjobinfo", g.Name()).CombinedOutput(); err != nil ||
+		!strings.Contains(string(b), "None") {
+		t.Fatalf("virsh domjobinfo after cleanup: %v: %s", err, b)
+	}
 
 	// A point taken while the guest's filesystems are frozen (by the test,
 	// so nothing writes to vda) equals the live image read at that moment.
@@ -231,10 +241,7 @@ func checkFreezeLog(t *testing.T, ctx context.Context, g *testenv.Guest, n int) 
 // of what it removed, and that a second run finds nothing.
 func cleanupLeftovers(t *testing.T, c *cliRepo, vm string, kinds []string) {
 	t.Helper()
-	var res struct {
-		Leftovers []hypervisor.Leftover `json:"leftovers"`
-		Failed    int                   `json:"failed"`
-	}
+	var res service.CleanupReport
 	if err := json.Unmarshal([]byte(c.ok(t, "cleanup", vm, "--yes", "--json")), &res); err != nil {
 		t.Fatal(err)
 	}
@@ -243,12 +250,26 @@ func cleanupLeftovers(t *testing.T, c *cliRepo, vm string, kinds []string) {
 		got = append(got, l.Kind)
 		t.Logf("cleanup removed %s %s (%s)", l.Kind, l.Name, l.Detail)
 	}
-	if res.Failed != 0 || !slices.Equal(got, kinds) {
-		t.Fatalf("cleanup removed %v (%d failed), want kinds %v", res.Leftovers, res.Failed, kinds)
+	slices.Sort(got)
+	if len(res.Failed) != 0 || res.Removed != len(res.Leftovers) || !slices.Equal(got, kinds) {
+		t.Fatalf("cleanup removed %v (failed %v), want kinds %v", res.Leftovers, res.Failed, kinds)
 	}
-	var again []hypervisor.Leftover
-	if err := json.Unmarshal([]byte(c.ok(t, "cleanup", vm, "--yes", "--json")), &again); err != nil || len(again) != 0 {
+	var again service.CleanupReport
+	if err := json.Unmarshal([]byte(c.ok(t, "cleanup", vm, "--yes", "--json")), &again); err != nil || len(again.Leftovers) != 0 {
 		t.Fatalf("second cleanup: %v %+v", err, again)
+	}
+}
+
+// checkInterruptedJob checks that the newest job, whose kura was killed,
+// is shown Failed (interrupted) by the next kura.
+func checkInterruptedJob(t *testing.T, c *cliRepo) {
+	t.Helper()
+	var jobs []catalog.Job
+	if err := json.Unmarshal([]byte(c.ok(t, "jobs", "--json", "--limit", "1")), &jobs); err != nil || len(jobs) != 1 {
+		t.Fatalf("kura jobs: %v %+v", err, jobs)
+	}
+	if j := jobs[0]; j.State != phase.Failed || !strings.Contains(j.Error, "interrupted") || j.Finished.IsZero() {
+		t.Fatalf("killed job shown as %+v, want Failed (interrupted) with its time of death", j)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/testenv"
 )
 
@@ -90,12 +91,12 @@ func TestBackupOfflineNoAgentPartial(t *testing.T) {
 		t.Fatalf("job state %s", rep.State)
 	}
 	br := vmResult(t, rep, bad.Name())
-	if br.State != "failed" || br.Attempts != 2 || br.Point != nil || !strings.Contains(br.Error, bad.DiskPath("vda")) {
+	if br.State != phase.VMFailed || br.Attempts != 2 || br.Point != nil || !strings.Contains(br.Error, bad.DiskPath("vda")) {
 		t.Fatalf("failed vm: %+v", br)
 	}
 	gr := vmResult(t, rep, good.Name())
 	g2 := gr.Point
-	if gr.State != "succeeded" || gr.Attempts != 1 || g2.Kind != "incremental" || g2.Parent != g1.ID || g2.Consistency != "off" {
+	if gr.State != phase.Succeeded || gr.Attempts != 1 || g2.Kind != "incremental" || g2.Parent != g1.ID || g2.Consistency != "off" {
 		t.Fatalf("good vm: %+v (point %+v)", gr, g2)
 	}
 	va, vb := diskStats(g2, "vda"), diskStats(g2, "vdb")

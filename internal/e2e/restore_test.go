@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,13 @@ func TestCLIBackupFilesRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	kura(t, "repo", "init")
-	kura(t, "backup", g.Name(), "--retries", "0")
+	// Tags kept in the domain's metadata select the VM, and come back
+	// with a restore.
+	kura(t, "vm", "tag", g.Name(), "backup/daily", "team-web")
+	if out := kura(t, "vm", "tag", g.Name(), "--remove", "team-web", "kura-e2e"); !strings.Contains(out, "backup/daily kura-e2e") {
+		t.Fatalf("vm tag: %s", out)
+	}
+	kura(t, "backup", "tag:backup/*", "--retries", "0")
 	var points []repo.Manifest
 	if err := json.Unmarshal([]byte(kura(t, "points", "list", "--json")), &points); err != nil || len(points) != 1 {
 		t.Fatalf("points list: %v %d", err, len(points))
@@ -193,6 +200,12 @@ func TestCLIBackupFilesRestore(t *testing.T) {
 	}
 	if err := exec.Command("virsh", "-c", "qemu:///system", "dominfo", name).Run(); err != nil {
 		t.Fatalf("virsh dominfo %s: %v", name, err)
+	}
+	var tagged struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal([]byte(kura(t, "vm", "tag", name, "--json")), &tagged); err != nil || !slices.Equal(tagged.Tags, []string{"backup/daily", "kura-e2e"}) {
+		t.Fatalf("tags of the restored vm: %+v %v", tagged, err)
 	}
 }
 
@@ -298,7 +311,7 @@ func TestEngineRestoreInPlaceConflictsExport(t *testing.T) {
 	if err := conn.UndefineVM(ctx, g.Name()); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"define", ex.XML}, {"start", g.Name()}} {
+	for _, args := range [][]string{{"define", ex.ConfigFile}, {"start", g.Name()}} {
 		if out, err := exec.Command("virsh", append([]string{"-c", "qemu:///system"}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("virsh %v: %v: %s", args, err, out)
 		}

@@ -10,8 +10,10 @@ import (
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
+	"github.com/kurabackup/kura/internal/throttle"
 )
 
 // Sentinel errors.
@@ -23,22 +25,29 @@ var (
 	ErrNothingToProtect = errors.New("vm has no protectable disk")
 )
 
-// Job states (velero naming).
+// Job states, as package phase defines them.
 const (
-	StateCompleted       = "Completed"
-	StatePartiallyFailed = "PartiallyFailed"
-	StateFailed          = "Failed"
+	StateCompleted       = phase.Completed
+	StatePartiallyFailed = phase.PartiallyFailed
+	StateFailed          = phase.Failed
+	StateCancelled       = phase.Cancelled
 )
 
 // Engine runs backup and restore jobs.
 type Engine struct {
 	Repo     *repo.Repository
-	Catalog  *catalog.Catalog // optional
+	Catalog  catalog.Catalog // optional
 	Conn     hypervisor.Connector
 	Logger   *slog.Logger
 	Progress progress.Sink
 	// Now returns the current time; tests inject a fixed clock.
 	Now func() time.Time
+	// Job, when set, is the id of a catalog job the caller has started
+	// (a server's queued job) and will finish: the engine records its VMs
+	// in it instead of starting and finishing a job of its own.
+	Job string
+
+	heartbeats sync.Map // job id → chan struct{} stopping its heartbeat
 }
 
 func (e *Engine) now() time.Time {
@@ -79,13 +88,33 @@ type BackupOptions struct {
 	// Unprotected is "skip" (record the disk as unprotected and go on) or
 	// "fail" (fail the VM).
 	Unprotected string
+	// Unmatched are selectors that matched no VM: each is a failed item of
+	// the job (a typo must not pass for success).
+	Unmatched []hypervisor.Match
+	// Distrust names objects a verify found damaged (catalog.Damaged):
+	// backups store them again when they meet the same data (repo.Writer
+	// Distrust), which heals the points using them.
+	Distrust []string
+	// Skip, when set, is asked about each VM first: a non-empty reason
+	// skips it (phase Skipped; a VM another group backed up in the same
+	// schedule slot, say).
+	Skip func(vm hypervisor.VM) string
+	// Slot, when set, is called before each VM is backed up and waits for
+	// room (limits across jobs: VMs at once per host, per repository);
+	// release is called when the VM is done.
+	Slot func(ctx context.Context, vm hypervisor.VM) (release func(), err error)
+	// Throttle limits the reads of every disk together (nil: no limit).
+	Throttle *throttle.Limiter
+	// Preexisting is what to do with a backup snapshot of kura a killed
+	// run left on a VM (vSphere): fail (the default) or delete.
+	Preexisting hypervisor.PreexistingPolicy
 }
 
 // VMResult is the outcome for one VM.
 type VMResult struct {
 	VM       string         `json:"vm"`
 	UUID     string         `json:"uuid"`
-	State    string         `json:"state"` // succeeded or failed
+	State    phase.VM       `json:"state"` // Succeeded or Failed
 	Attempts int            `json:"attempts"`
 	Point    *repo.Manifest `json:"point,omitempty"`
 	Error    string         `json:"error,omitempty"`
@@ -95,7 +124,7 @@ type VMResult struct {
 // BackupReport is the outcome of a backup job.
 type BackupReport struct {
 	Job      string     `json:"job"`
-	State    string     `json:"state"`
+	State    phase.Job  `json:"state"`
 	Started  time.Time  `json:"started"`
 	Finished time.Time  `json:"finished"`
 	VMs      []VMResult `json:"vms"`
@@ -134,29 +163,47 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: "failed", Err: ctx.Err(), Error: ctx.Err().Error()}
+				rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.VMFailed, Err: ctx.Err(), Error: ctx.Err().Error()}
 				return
 			}
 			defer func() { <-sem }()
+			if opts.Skip != nil {
+				if why := opts.Skip(vm); why != "" {
+					rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.Skipped, Error: why}
+					e.recordJobVM(ctx, jobID, rep.VMs[i])
+					e.emit(progress.Event{Kind: progress.Message, Job: jobID, VM: vm.Name, Msg: "skipped: " + why})
+					return
+				}
+			}
+			if opts.Slot != nil {
+				release, err := opts.Slot(ctx, vm)
+				if err != nil {
+					rep.VMs[i] = VMResult{VM: vm.Name, UUID: vm.UUID, State: phase.VMFailed, Err: err, Error: err.Error()}
+					e.recordJobVM(ctx, jobID, rep.VMs[i])
+					return
+				}
+				defer release()
+			}
 			rep.VMs[i] = e.backupWithRetries(ctx, jobID, vm, latest[vm.UUID], opts)
 		}()
 	}
 	wg.Wait()
 
-	ok := 0
+	for _, m := range opts.Unmatched {
+		r := VMResult{VM: m.Selector.String(), State: phase.VMFailed, Err: m.Err, Error: m.Err.Error()}
+		e.recordJobVM(ctx, jobID, r)
+		rep.VMs = append(rep.VMs, r)
+	}
+	ok, skipped := 0, 0
 	for _, r := range rep.VMs {
-		if r.Err == nil {
+		switch {
+		case r.State == phase.Skipped:
+			skipped++
+		case r.Err == nil:
 			ok++
 		}
 	}
-	switch {
-	case ok == len(rep.VMs):
-		rep.State = StateCompleted
-	case ok == 0:
-		rep.State = StateFailed
-	default:
-		rep.State = StatePartiallyFailed
-	}
+	rep.State = phase.Outcome(ok, len(rep.VMs)-ok-skipped, skipped)
 	rep.Finished = e.now()
 	e.finishJob(ctx, jobID, rep.State, rep)
 	e.emit(progress.Event{Kind: "job-done", Job: jobID, Done: int64(ok), Total: int64(len(vms)),
@@ -172,12 +219,12 @@ func (e *Engine) backupWithRetries(ctx context.Context, jobID string, vm hypervi
 		e.emit(progress.Event{Kind: "vm-start", Job: jobID, VM: vm.Name, Data: map[string]any{"attempt": attempt}})
 		m, err := e.backupVM(ctx, jobID, vm, parent, opts)
 		if err == nil {
-			res.State, res.Point, res.Err, res.Error = "succeeded", m, nil, ""
+			res.State, res.Point, res.Err, res.Error = phase.Succeeded, m, nil, ""
 			e.emit(progress.Event{Kind: "vm-done", Job: jobID, VM: vm.Name,
 				Data: map[string]any{"point": m.ID, "kind": m.Kind, "consistency": m.Consistency}})
 			break
 		}
-		res.State, res.Err, res.Error = "failed", err, err.Error()
+		res.State, res.Err, res.Error = phase.VMFailed, err, err.Error()
 		e.log().Warn("vm backup failed", "vm", vm.Name, "attempt", attempt, "err", err)
 		if attempt > opts.Retries || !retryable(ctx, err) {
 			e.emit(progress.Event{Kind: "vm-failed", Job: jobID, VM: vm.Name, Err: err.Error()})

@@ -3,15 +3,24 @@ package engine
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kurabackup/kura/internal/catalog"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
 )
 
 // The catalog is a cache: failing to update it never fails a job (the
 // repository is the truth and `kura catalog rebuild` restores the cache).
 
+// heartbeatInterval is how often a running job tells the catalog it is
+// alive (so that a job whose process died is recognised as interrupted).
+const heartbeatInterval = 30 * time.Second
+
 func (e *Engine) startJob(ctx context.Context, kind string) string {
+	if e.Job != "" {
+		return e.Job // the caller's job: it runs the heartbeat
+	}
 	if e.Catalog == nil {
 		return ""
 	}
@@ -20,12 +29,31 @@ func (e *Engine) startJob(ctx context.Context, kind string) string {
 		e.log().Warn("catalog: record job start", "err", err)
 		return ""
 	}
+	stop := make(chan struct{})
+	e.heartbeats.Store(j.ID, stop)
+	go func() {
+		t := time.NewTicker(heartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := e.Catalog.Heartbeat(context.WithoutCancel(ctx), j.ID); err != nil {
+					e.log().Warn("catalog: job heartbeat", "job", j.ID, "err", err)
+				}
+			}
+		}
+	}()
 	return j.ID
 }
 
-func (e *Engine) finishJob(ctx context.Context, id, state string, summary any) {
-	if e.Catalog == nil || id == "" {
+func (e *Engine) finishJob(ctx context.Context, id string, state phase.Job, summary any) {
+	if e.Catalog == nil || id == "" || id == e.Job {
 		return
+	}
+	if stop, ok := e.heartbeats.LoadAndDelete(id); ok {
+		close(stop.(chan struct{}))
 	}
 	if err := e.Catalog.FinishJob(context.WithoutCancel(ctx), id, state, summary); err != nil {
 		e.log().Warn("catalog: record job end", "err", err)
@@ -81,7 +109,7 @@ func CatalogPoint(repoID string, m *repo.Manifest) catalog.Point {
 
 // RebuildCatalog recreates the catalog's view of the repository from the
 // manifests alone. It returns the number of points recorded.
-func RebuildCatalog(ctx context.Context, r *repo.Repository, c *catalog.Catalog) (int, error) {
+func RebuildCatalog(ctx context.Context, r *repo.Repository, c catalog.Catalog) (int, error) {
 	points, err := r.ListPoints(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("list recovery points: %w", err)

@@ -8,13 +8,12 @@ import (
 	"strings"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 )
 
 // findConflicts lists what the plan would replace: VM definitions holding
 // its name or UUID, and existing files at its disk paths. Nothing is
 // changed.
-func (e *Engine) findConflicts(ctx context.Context, plan *domxml.Plan) (vms, disks []Conflict, err error) {
+func (e *Engine) findConflicts(ctx context.Context, plan *hypervisor.RestorePlan) (vms, disks []Conflict, err error) {
 	seen := map[string]bool{}
 	for _, key := range []string{plan.Name, plan.UUID} {
 		if key == "" {
@@ -37,7 +36,7 @@ func (e *Engine) findConflicts(ctx context.Context, plan *domxml.Plan) (vms, dis
 		if d.Skip {
 			continue
 		}
-		exists, err := e.diskExists(ctx, d.Path)
+		exists, err := e.Conn.DiskExists(ctx, d.Path)
 		if err != nil {
 			return nil, nil, fmt.Errorf("disk %s: %w", d.Target, err)
 		}
@@ -126,4 +125,15 @@ func (e *Engine) checkDisksInUse(ctx context.Context, jobs []diskJob, replaced [
 		}
 	}
 	return nil
+}
+
+// Conflicts lists what restoring according to plan would collide with
+// (VMs holding its name or UUID, files at its disk paths), changing
+// nothing: the preview of a restore.
+func (e *Engine) Conflicts(ctx context.Context, plan *hypervisor.RestorePlan) ([]Conflict, error) {
+	vms, disks, err := e.findConflicts(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	return append(vms, disks...), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kurabackup/kura/internal/diskwrite"
+	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 )
@@ -40,74 +42,62 @@ type diskJob struct {
 	path      string
 	format    string
 	overwrite bool
-	// local is where the image is written when it is not path itself (a
-	// restore to a remote host stages it here, then uploads it).
-	local string
 }
 
-// writePath is the local file the image is written to.
-func (j diskJob) writePath() string {
-	if j.local != "" {
-		return j.local
+// createFunc starts one image: the target connector's CreateDisk, or local
+// files for an export.
+type createFunc func(ctx context.Context, d hypervisor.NewDisk) (hypervisor.DiskSink, error)
+
+// localImage creates an image file on this host (exports).
+func localImage(log *slog.Logger) createFunc {
+	return func(ctx context.Context, d hypervisor.NewDisk) (hypervisor.DiskSink, error) {
+		if err := os.MkdirAll(filepath.Dir(d.Path), 0o755); err != nil {
+			return nil, fmt.Errorf("create directory of %s: %w", d.Path, err)
+		}
+		return diskwrite.Create(ctx, diskwrite.Target{Path: d.Path, Format: d.Format, Size: d.Size},
+			diskwrite.Options{Overwrite: d.Overwrite, Logger: log, ScratchDir: d.ScratchDir})
 	}
-	return j.path
 }
 
-// pendingDisks are images fully written under their partial names, not yet
-// committed.
+// pendingDisks are images fully written, not yet committed.
 type pendingDisks struct {
-	writers []*diskwrite.Writer
+	sinks   []hypervisor.DiskSink
 	results []DiskRestore
-	// uploads are the staged images of a restore to a remote host.
-	uploads []pendingUpload
-	remote  remoteDisks
 }
 
-// abort removes every partial image.
+// abort removes every image written (and undoes what committed images
+// can undo).
 func (p *pendingDisks) abort(ctx context.Context) {
-	for _, w := range p.writers {
-		_ = w.Abort(ctx)
+	for _, s := range p.sinks {
+		_ = s.Abort(ctx)
 	}
-	p.removeStaged()
 }
 
-// commit gives every image its final name.
+// commit makes every image visible at its path, in order; on failure every
+// image is aborted.
 func (p *pendingDisks) commit(ctx context.Context) error {
-	for i, w := range p.writers {
-		if err := w.Commit(ctx); err != nil {
-			for _, rest := range p.writers[i+1:] {
-				_ = rest.Abort(ctx)
-			}
-			p.removeStaged()
+	for _, s := range p.sinks {
+		if err := s.Commit(ctx); err != nil {
+			p.abort(ctx)
 			return err
 		}
-	}
-	if p.remote != nil {
-		return p.upload(ctx, p.remote)
 	}
 	return nil
 }
 
-// writeDisks writes every job's image under its partial name. Nothing is
-// committed: on error every partial image is removed.
-func (e *Engine) writeDisks(ctx context.Context, jobID, vm string, jobs []diskJob, scratch string, workers int) (*pendingDisks, error) {
-	p := &pendingDisks{remote: e.remote()}
+// writeDisks writes every job's image. Nothing is committed: on error every
+// image written so far is removed.
+func (e *Engine) writeDisks(ctx context.Context, jobID, vm string, jobs []diskJob, scratch string, workers int, create createFunc) (*pendingDisks, error) {
+	p := &pendingDisks{}
 	if scratch != "" && len(jobs) > 0 {
 		if err := os.MkdirAll(scratch, 0o700); err != nil {
 			return nil, fmt.Errorf("scratch directory: %w", err)
 		}
 	}
 	for _, j := range jobs {
-		if p.remote != nil {
-			// Written here first, uploaded at commit.
-			u := pendingUpload{local: stagingPath(scratch, j.entry.Target, j.format), remote: j.path,
-				format: j.format, size: j.entry.Size, overwrite: j.overwrite}
-			p.uploads = append(p.uploads, u)
-			j.local, j.overwrite = u.local, true
-		}
-		res, w, err := e.writeDisk(ctx, jobID, vm, j, scratch, workers)
-		if w != nil {
-			p.writers = append(p.writers, w)
+		res, sink, err := e.writeDisk(ctx, jobID, vm, j, scratch, workers, create)
+		if sink != nil {
+			p.sinks = append(p.sinks, sink)
 		}
 		if err != nil {
 			p.abort(context.WithoutCancel(ctx))
@@ -121,7 +111,7 @@ func (e *Engine) writeDisks(ctx context.Context, jobID, vm string, jobs []diskJo
 // writeDisk streams one disk of a point into a new image: chunks are
 // fetched and decoded in parallel by the repository, written by several
 // writers at once, and zero chunks are skipped (the image is fresh).
-func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scratch string, workers int) (DiskRestore, *diskwrite.Writer, error) {
+func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scratch string, workers int, create createFunc) (DiskRestore, hypervisor.DiskSink, error) {
 	res := DiskRestore{Target: j.entry.Target, Path: j.path, Format: j.format, Size: j.entry.Size}
 	started := time.Now()
 	dr, err := e.Repo.OpenDisk(ctx, j.entry.Index)
@@ -130,11 +120,7 @@ func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scr
 	}
 	defer dr.Close()
 	res.Size = dr.Size()
-	if err := os.MkdirAll(filepath.Dir(j.writePath()), 0o755); err != nil {
-		return res, nil, fmt.Errorf("create directory of %s: %w", j.writePath(), err)
-	}
-	w, err := diskwrite.Create(ctx, diskwrite.Target{Path: j.writePath(), Format: j.format, Size: res.Size},
-		diskwrite.Options{Overwrite: j.overwrite, Logger: e.log(), ScratchDir: scratch})
+	w, err := create(ctx, hypervisor.NewDisk{Path: j.path, Format: j.format, Size: res.Size, Overwrite: j.overwrite, ScratchDir: scratch})
 	if err != nil {
 		return res, nil, err
 	}
@@ -145,8 +131,7 @@ func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scr
 	if err := e.pump(ctx, jobID, vm, j.entry.Target, dr, w, workers); err != nil {
 		return res, w, err
 	}
-	st := w.Stats()
-	res.DataBytes, res.ZeroBytes = st.DataBytes, res.Size-st.DataBytes
+	res.DataBytes, res.ZeroBytes = w.DataBytes(), res.Size-w.DataBytes()
 	res.Seconds = time.Since(started).Seconds()
 	if res.Seconds > 0 {
 		res.Rate = float64(res.Size) / res.Seconds
@@ -157,7 +142,7 @@ func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scr
 }
 
 // pump copies the disk reader's chunks into the writer.
-func (e *Engine) pump(ctx context.Context, jobID, vm, target string, dr *repo.DiskReader, w *diskwrite.Writer, workers int) error {
+func (e *Engine) pump(ctx context.Context, jobID, vm, target string, dr *repo.DiskReader, w hypervisor.DiskSink, workers int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cs := dr.Index().ChunkSize

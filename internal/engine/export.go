@@ -5,20 +5,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
+	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 )
 
 // ExportOptions control an export.
 type ExportOptions struct {
-	// OutDir receives the images and the domain XML.
+	// OutDir receives the images and the configuration file.
 	OutDir string
 	// Disk limits the export to one disk target (empty = all).
 	Disk string
-	// Format of the images: qcow2, raw, or empty (as saved).
+	// Format of the images: qcow2, raw, vmdk, or empty (the point's
+	// configuration format decides: as saved for libvirt, vmdk for
+	// vSphere).
 	Format string
 	// Workers fetching and decoding chunks (default GOMAXPROCS).
 	Workers int
@@ -26,26 +30,39 @@ type ExportOptions struct {
 	ScratchDir string
 }
 
+// ExportFormats are the image formats an export writes.
+var ExportFormats = []string{"qcow2", "raw", "vmdk"}
+
 // ExportReport is the outcome of an export.
 type ExportReport struct {
 	Point string        `json:"point"`
 	VM    string        `json:"vm"`
 	Disks []DiskRestore `json:"disks"`
-	// XML is the path of the domain XML pointing at the exported images
-	// (empty when the point has no configuration).
-	XML     string   `json:"xml,omitempty"`
+	// ConfigFile is the path of the configuration written beside the
+	// images (domain XML, .vmx) pointing at them; empty when the point has
+	// no configuration kura can render for files.
+	ConfigFile string `json:"config_file,omitempty"`
+	// Hint says how to use it ("virsh define web.xml").
+	Hint    string   `json:"hint,omitempty"`
 	Notes   []string `json:"notes,omitempty"`
 	Seconds float64  `json:"seconds"`
 }
 
 // Export writes a point's disks as image files <vm>-<target>.<format> in
-// opts.OutDir, plus <vm>.xml: the saved domain XML with the disks pointing
-// at those files, so that `virsh define` on it gives back the VM (same name
-// and UUID). Existing files are never overwritten. The images are written
-// under partial names and the XML last.
+// opts.OutDir, plus the saved configuration rendered for those files by
+// the point's configuration format (<vm>.xml for libvirt, <vm>.vmx for
+// vSphere: same identity, disks pointing at the files), so the hypervisor
+// gives back the VM from them. It needs no connection. Existing files are
+// never overwritten. The images are written under partial names and the
+// configuration last.
 func (e *Engine) Export(ctx context.Context, m *repo.Manifest, opts ExportOptions) (*ExportReport, error) {
 	begun := time.Now()
 	rep := &ExportReport{Point: m.ID, VM: m.VM.Name}
+	m, release, err := e.lease(ctx, "export", m)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 	out, err := filepath.Abs(opts.OutDir)
 	if err != nil || opts.OutDir == "" {
 		return rep, fmt.Errorf("export: need an output directory (--out)")
@@ -55,60 +72,64 @@ func (e *Engine) Export(ctx context.Context, m *repo.Manifest, opts ExportOption
 			return rep, err
 		}
 	}
+	if opts.Format != "" && !slices.Contains(ExportFormats, opts.Format) {
+		return rep, fmt.Errorf("export: format %q is not one of %s", opts.Format, strings.Join(ExportFormats, ", "))
+	}
+	src := restoreSource(m)
+	cf, _, known := hypervisor.LookupFormat(src.ConfigFormat)
 	format := func(d repo.DiskEntry) string {
 		switch {
 		case opts.Format != "":
 			return opts.Format
-		case d.Format == domxml.FormatRaw:
-			return domxml.FormatRaw
+		case known && cf.ImageFormat != nil:
+			return cf.ImageFormat(d.Format)
+		case slices.Contains(ExportFormats, d.Format):
+			return d.Format
 		}
-		return domxml.FormatQCOW2
-	}
-	if opts.Format != "" && opts.Format != domxml.FormatQCOW2 && opts.Format != domxml.FormatRaw {
-		return rep, fmt.Errorf("export: format %q is not qcow2 or raw", opts.Format)
-	}
-	var plan *domxml.Plan
-	if len(m.Config) > 0 && (m.ConfigFormat == "" || m.ConfigFormat == ConfigFormatLibvirt) {
-		plan, err = exportPlan(m, out, opts.Format)
-		if err != nil {
-			return rep, err
-		}
-	} else {
-		rep.Notes = append(rep.Notes, "the point holds no libvirt configuration: disks only")
+		return "qcow2"
 	}
 	var jobs []diskJob
+	var exported []hypervisor.ExportedDisk
 	for _, d := range m.Disks {
 		if opts.Disk != "" && d.Target != opts.Disk {
 			continue
 		}
-		path := filepath.Join(out, m.VM.Name+"-"+d.Target+"."+format(d))
-		if plan != nil {
-			for i := range plan.Disks {
-				if plan.Disks[i].Target == d.Target {
-					path = plan.Disks[i].Path
-				}
-			}
-		}
+		f := format(d)
+		path := filepath.Join(out, exportName(m.VM.Name, d.Target)+"."+f)
 		if _, err := os.Lstat(path); err == nil {
 			return rep, fmt.Errorf("%w: %s exists (export into an empty directory)", ErrConflict, path)
 		}
-		jobs = append(jobs, diskJob{entry: d, path: path, format: format(d)})
+		jobs = append(jobs, diskJob{entry: d, path: path, format: f})
+		exported = append(exported, hypervisor.ExportedDisk{Target: d.Target, Path: path, Format: f, Size: d.Size})
 	}
-	if plan != nil {
-		for i := range plan.Disks {
-			if opts.Disk != "" && plan.Disks[i].Target != opts.Disk {
-				plan.Disks[i].Skip = true
-			}
-			if plan.Disks[i].Skip {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("disk %s left out of %s.xml", plan.Disks[i].Target, m.VM.Name))
-			}
+	render := len(src.Config) > 0 && known && cf.ExportConfig != nil
+	for _, d := range exported {
+		if render && !slices.Contains(cf.ImageFormats, d.Format) {
+			render = false
+			rep.Notes = append(rep.Notes, fmt.Sprintf("no %s configuration written: it cannot refer to %s images (use --format %s)",
+				src.ConfigFormat, d.Format, strings.Join(cf.ImageFormats, " or ")))
+		}
+	}
+	if !render && (len(src.Config) == 0 || !known) {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the point holds no configuration kura can write for files (format %q): disks only", src.ConfigFormat))
+	}
+	var cfg hypervisor.ExportedConfig
+	if render {
+		// Rendered first: a configuration kura cannot render fails the
+		// export before anything is written.
+		if cfg, err = cf.ExportConfig(src, exported); err != nil {
+			return rep, err
+		}
+		rep.ConfigFile, rep.Hint = filepath.Join(out, cfg.File), cfg.Hint
+		if _, err := os.Lstat(rep.ConfigFile); err == nil {
+			return rep, fmt.Errorf("%w: %s exists (export into an empty directory)", ErrConflict, rep.ConfigFile)
 		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return rep, err
 	}
 	e.emit(progress.Event{Kind: progress.VMStart, VM: m.VM.Name})
-	pending, err := e.writeDisks(ctx, "", m.VM.Name, jobs, opts.ScratchDir, opts.Workers)
+	pending, err := e.writeDisks(ctx, "", m.VM.Name, jobs, opts.ScratchDir, opts.Workers, localImage(e.log()))
 	if err != nil {
 		return rep, err
 	}
@@ -120,14 +141,9 @@ func (e *Engine) Export(ctx context.Context, m *repo.Manifest, opts ExportOption
 		return rep, err
 	}
 	rep.Disks = pending.results
-	if plan != nil {
-		xml, notes, err := domxml.ApplyNotes(m.Config, plan)
-		if err != nil {
-			return rep, err
-		}
-		rep.Notes = append(rep.Notes, notes...)
-		rep.XML = filepath.Join(out, m.VM.Name+".xml")
-		if err := writeFileAtomic(rep.XML, xml); err != nil {
+	if render {
+		rep.Notes = append(rep.Notes, cfg.Notes...)
+		if err := writeFileAtomic(rep.ConfigFile, cfg.Data); err != nil {
 			return rep, err
 		}
 	}
@@ -136,50 +152,15 @@ func (e *Engine) Export(ctx context.Context, m *repo.Manifest, opts ExportOption
 	return rep, nil
 }
 
-// exportPlan plans the saved VM as is (name, UUID, MAC addresses) with its
-// disks in dir.
-func exportPlan(m *repo.Manifest, dir, format string) (*domxml.Plan, error) {
-	sizes := map[string]int64{}
-	for _, d := range m.Disks {
-		sizes[d.Target] = d.Size
-	}
-	// Plan "beside" the original to get paths in dir, then keep the
-	// identity: the result is the original VM with its disks moved.
-	p, err := domxml.DefaultPlan(m.Config, domxml.Options{PointID: m.ID, NewName: m.VM.Name + "-export", StorageDir: dir,
-		Format: format, DiskSizes: sizes})
-	if err != nil {
-		return nil, err
-	}
-	p.KeepMACs, p.NVRAM = true, ""
-	for i := range p.Networks {
-		p.Networks[i].MAC = ""
-	}
-	for i := range p.Disks {
-		d := &p.Disks[i]
-		d.Path = filepath.Join(dir, m.VM.Name+"-"+d.Target+"."+d.Format)
-		if _, ok := sizes[d.Target]; !ok {
-			d.Skip = true
-		}
-	}
-	setIdentity(p, m)
-	return p, nil
-}
-
-// setIdentity gives the plan the saved VM's name and UUID (read from the
-// saved XML, which is the authority).
-func setIdentity(p *domxml.Plan, m *repo.Manifest) {
-	if in, err := domxml.DefaultPlan(m.Config, domxml.Options{PointID: m.ID, InPlace: true}); err == nil {
-		p.Name, p.UUID = in.Name, in.UUID
-		return
-	}
-	// In-place planning fails for disks without a local path; the identity
-	// is still the manifest's.
-	p.Name, p.UUID = m.VM.Name, m.VM.UUID
+// exportName is an exported disk's file name without extension. Targets
+// such as scsi0:1 hold characters unwelcome in file names.
+func exportName(vm, target string) string {
+	return vm + "-" + strings.NewReplacer(":", "_", "/", "_").Replace(target)
 }
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".kura-partial"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil { // VM configuration is private too
 		return err
 	}
 	f, err := os.Open(tmp)

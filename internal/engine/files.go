@@ -25,14 +25,26 @@ type FileBrowser struct {
 	Volume fsread.Volume
 	FS     fsread.FS
 	reader *repo.DiskReader
+	lease  *repo.Lease
 }
 
-// Close releases the disk reader.
-func (b *FileBrowser) Close() error { return b.reader.Close() }
+// Close releases the disk reader and the point's lease.
+func (b *FileBrowser) Close() error {
+	err := b.reader.Close()
+	if b.lease != nil {
+		err = errors.Join(err, b.lease.Release(context.Background()))
+	}
+	return err
+}
 
 // VolumesOf lists the partitions, LVM logical volumes (or the whole disk)
 // of one disk of a point.
 func VolumesOf(ctx context.Context, r *repo.Repository, m *repo.Manifest, target string) ([]fsread.Volume, error) {
+	lease, m, err := r.LeasePoint(ctx, "files", m.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	d, err := pointDisk(m, target)
 	if err != nil {
 		return nil, err
@@ -64,6 +76,7 @@ func pointDisk(m *repo.Manifest, target string) (repo.DiskEntry, error) {
 
 // OpenFiles opens the filesystem on partition vol (0 = the first volume
 // holding a filesystem kura can read) of disk target of point m.
+// The point is leased (never deleted) until the browser is closed.
 func OpenFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target string, vol int) (*FileBrowser, error) {
 	sel := ""
 	if vol != 0 {
@@ -74,8 +87,23 @@ func OpenFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target
 
 // OpenFilesVolume opens the filesystem on the volume named sel: a
 // partition number, an LVM logical volume "vg/lv", or "" for the first
-// volume holding a filesystem kura can read.
+// volume holding a filesystem kura can read. The point is leased (never
+// deleted) until the browser is closed.
 func OpenFilesVolume(ctx context.Context, r *repo.Repository, m *repo.Manifest, target, sel string) (*FileBrowser, error) {
+	lease, m, err := r.LeasePoint(ctx, "files", m.ID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := openFiles(ctx, r, m, target, sel)
+	if err != nil {
+		_ = lease.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	b.lease = lease
+	return b, nil
+}
+
+func openFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target, sel string) (*FileBrowser, error) {
 	d, err := pointDisk(m, target)
 	if err != nil {
 		return nil, err

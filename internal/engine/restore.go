@@ -4,19 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 )
-
-// ConfigFormatLibvirt is the configuration format of points taken from
-// libvirt.
-const ConfigFormatLibvirt = "libvirt-domain-xml"
 
 // defineTimeout bounds committing the images and defining the VM once every
 // disk is written; that last step is not interrupted by cancellation, so a
@@ -28,8 +22,6 @@ var (
 	// ErrConflict means a VM definition or a disk file the restore would
 	// replace exists and the policy is to abort.
 	ErrConflict = errors.New("restore conflicts with what exists")
-	// ErrNoConfig means the point holds no configuration kura can restore.
-	ErrNoConfig = errors.New("recovery point has no restorable configuration")
 )
 
 // ConflictPolicy says what to do with an existing VM definition or disk
@@ -85,19 +77,23 @@ type RestoreOptions struct {
 	// Name of the restored VM; empty restores in place (the original name,
 	// UUID, MAC addresses and disk paths).
 	Name string
-	// Storage is where new disk images go: an absolute directory or the
-	// name of a libvirt directory storage pool. Default: the directory of
-	// the original's first disk.
+	// Storage is where new disk images go, in the target's terms: an
+	// absolute directory or a libvirt directory storage pool, a vSphere
+	// datastore. Default: beside the original's disks.
 	Storage string
-	// NetworkMap maps networks or bridges of the saved XML to new ones.
+	// Folder and ResourcePool place a new VM in a vSphere inventory.
+	Folder, ResourcePool string
+	// NetworkMap maps networks or bridges of the saved configuration to
+	// new ones.
 	NetworkMap map[string]string
-	// Format of the restored images: qcow2, raw, or empty (as saved).
+	// Format of the restored images (libvirt: qcow2 or raw), or empty (the
+	// connector's default for each disk).
 	Format string
 	// Start the VM once restored.
 	Start bool
 	// Plan, when set, is used as is instead of one derived from the
 	// options above (kura restore --plan-file).
-	Plan *domxml.Plan
+	Plan *hypervisor.RestorePlan
 	// OnConflict is the conflict policy (default abort).
 	OnConflict ConflictPolicy
 	// Prompt decides one conflict under ConflictPrompt: it returns
@@ -129,72 +125,49 @@ type RestoreReport struct {
 	Seconds  float64   `json:"seconds"`
 }
 
+// restoreSource describes point m for a connector. Points written before
+// kura recorded the hypervisor and configuration format are libvirt's.
+func restoreSource(m *repo.Manifest) *hypervisor.RestoreSource {
+	src := &hypervisor.RestoreSource{Point: m.ID, VMName: m.VM.Name, VMUUID: m.VM.UUID, Hypervisor: m.VM.Hypervisor,
+		Config: m.Config, ConfigFormat: m.ConfigFormat}
+	if src.ConfigFormat == "" && len(src.Config) > 0 {
+		src.ConfigFormat = hypervisor.LegacyConfigFormat
+	}
+	if src.Hypervisor == "" {
+		src.Hypervisor = hypervisor.LegacyHypervisor
+	}
+	for _, d := range m.Disks {
+		src.Disks = append(src.Disks, hypervisor.SourceDisk{Target: d.Target, Source: d.Source, Format: d.Format, Size: d.Size})
+	}
+	return src
+}
+
 // PlanRestore derives the restore plan of point m from the options (or
-// checks opts.Plan against the point).
-func (e *Engine) PlanRestore(ctx context.Context, m *repo.Manifest, opts RestoreOptions) (*domxml.Plan, error) {
-	if len(m.Config) == 0 || (m.ConfigFormat != "" && m.ConfigFormat != ConfigFormatLibvirt) {
-		return nil, fmt.Errorf("point %s: %w (format %q): export its disks instead", m.ID, ErrNoConfig, m.ConfigFormat)
+// checks opts.Plan against the point) through the target connector. A
+// point from another kind of hypervisor, which the target cannot convert,
+// is refused (hypervisor.ErrIncompatible).
+func (e *Engine) PlanRestore(ctx context.Context, m *repo.Manifest, opts RestoreOptions) (*hypervisor.RestorePlan, error) {
+	src := restoreSource(m)
+	if err := hypervisor.CheckRestorable(e.Conn.Capabilities(), e.Conn.URI(), src); err != nil {
+		return nil, err
 	}
 	if opts.Plan != nil {
 		p := *opts.Plan
 		if p.Point != "" && p.Point != m.ID {
-			return nil, fmt.Errorf("%w: the plan is for point %s, not %s", domxml.ErrInvalidPlan, p.Point, m.ID)
+			return nil, fmt.Errorf("%w: the plan is for point %s, not %s", hypervisor.ErrInvalidPlan, p.Point, m.ID)
 		}
 		p.Point = m.ID
 		if opts.Start {
 			p.Start = true
 		}
-		return &p, p.Validate()
-	}
-	sizes := map[string]int64{}
-	for _, d := range m.Disks {
-		sizes[d.Target] = d.Size
-	}
-	o := domxml.Options{PointID: m.ID, NewName: opts.Name, NetworkMap: opts.NetworkMap, Host: e.Conn.URI(),
-		Format: opts.Format, InPlace: opts.Name == "", DiskSizes: sizes}
-	if !o.InPlace {
-		dir, err := e.storageDir(ctx, m, opts.Storage)
-		if err != nil {
+		check := p
+		if _, _, err := e.Conn.PrepareRestore(ctx, src, &check); err != nil {
 			return nil, err
 		}
-		o.StorageDir = dir
+		return &p, nil
 	}
-	p, err := domxml.DefaultPlan(m.Config, o)
-	if err != nil {
-		return nil, err
-	}
-	p.Start = opts.Start
-	// Disks the point holds no data for (not protectable when backed up)
-	// cannot be restored.
-	for i := range p.Disks {
-		if _, ok := sizes[p.Disks[i].Target]; !ok {
-			p.Disks[i].Skip = true
-		}
-	}
-	return p, nil
-}
-
-// storageDir resolves --storage: a directory, a pool, or by default the
-// directory of the original's first disk.
-func (e *Engine) storageDir(ctx context.Context, m *repo.Manifest, storage string) (string, error) {
-	switch {
-	case storage == "":
-		for _, d := range m.Disks {
-			if filepath.IsAbs(d.Source) {
-				return filepath.Dir(d.Source), nil
-			}
-		}
-		return "", fmt.Errorf("%w: storage: the original disks have no local path: give a directory or pool", domxml.ErrInvalidPlan)
-	case filepath.IsAbs(storage):
-		return filepath.Clean(storage), nil
-	case strings.ContainsAny(storage, `/\`):
-		return "", fmt.Errorf("%w: storage: %q is neither an absolute directory nor a pool name", domxml.ErrInvalidPlan, storage)
-	}
-	dir, err := e.Conn.StoragePoolPath(ctx, storage)
-	if err != nil {
-		return "", fmt.Errorf("storage pool %s: %w", storage, err)
-	}
-	return dir, nil
+	return e.Conn.PlanRestore(ctx, src, hypervisor.RestoreRequest{Name: opts.Name, Storage: opts.Storage,
+		Folder: opts.Folder, ResourcePool: opts.ResourcePool, NetworkMap: opts.NetworkMap, Format: opts.Format, Start: opts.Start})
 }
 
 // Restore restores point m as one VM: plan, check conflicts before changing
@@ -204,14 +177,16 @@ func (e *Engine) storageDir(ctx context.Context, m *repo.Manifest, storage strin
 // defined and no image under a final name.
 func (e *Engine) Restore(ctx context.Context, m *repo.Manifest, opts RestoreOptions) (*RestoreReport, error) {
 	rep := &RestoreReport{Point: m.ID, SourceVM: m.VM.Name, Host: e.Conn.URI(), Begun: e.now()}
+	m, release, err := e.lease(ctx, "restore", m)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
 	plan, err := e.PlanRestore(ctx, m, opts)
 	if err != nil {
 		return rep, err
 	}
-	if plan.UUID == "" {
-		plan.UUID = domxml.NewUUID()
-	}
-	xml, notes, err := domxml.ApplyNotes(m.Config, plan)
+	config, notes, err := e.Conn.PrepareRestore(ctx, restoreSource(m), plan)
 	if err != nil {
 		return rep, err
 	}
@@ -250,7 +225,7 @@ func (e *Engine) Restore(ctx context.Context, m *repo.Manifest, opts RestoreOpti
 
 	jobID := e.startJob(ctx, "restore")
 	e.emit(progress.Event{Kind: progress.VMStart, Job: jobID, VM: plan.Name})
-	pending, err := e.writeDisks(ctx, jobID, plan.Name, jobs, opts.ScratchDir, opts.Workers)
+	pending, err := e.writeDisks(ctx, jobID, plan.Name, jobs, opts.ScratchDir, opts.Workers, e.Conn.CreateDisk)
 	if err == nil {
 		err = ctx.Err()
 		if err != nil {
@@ -261,7 +236,7 @@ func (e *Engine) Restore(ctx context.Context, m *repo.Manifest, opts RestoreOpti
 		rep.Disks = append(rep.Disks, pending.results...)
 		// From here on the restore completes even if ctx is cancelled.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defineTimeout)
-		err = e.finishRestore(dctx, pending, vmsConf, keepVM, xml, rep)
+		err = e.finishRestore(dctx, pending, vmsConf, keepVM, config, plan, rep)
 		cancel()
 	}
 	if err == nil && plan.Start {
@@ -285,8 +260,11 @@ func (e *Engine) Restore(ctx context.Context, m *repo.Manifest, opts RestoreOpti
 }
 
 // finishRestore commits the written images, replaces or keeps the VM
-// definition and defines the restored VM.
-func (e *Engine) finishRestore(ctx context.Context, pending *pendingDisks, vmsConf []Conflict, keepVM bool, xml []byte, rep *RestoreReport) error {
+// definition and defines the restored VM. A connector that replaces a VM
+// in place (Capabilities.ReplaceInPlace) keeps the VM of the plan's name
+// and UUID: it is not undefined first.
+func (e *Engine) finishRestore(ctx context.Context, pending *pendingDisks, vmsConf []Conflict, keepVM bool, config []byte,
+	plan *hypervisor.RestorePlan, rep *RestoreReport) error {
 	if err := pending.commit(ctx); err != nil {
 		return err
 	}
@@ -294,12 +272,16 @@ func (e *Engine) finishRestore(ctx context.Context, pending *pendingDisks, vmsCo
 		rep.Notes = append(rep.Notes, "the existing definition of the vm was kept (conflict policy keep)")
 		return nil
 	}
+	inPlace := e.Conn.Capabilities().ReplaceInPlace
 	for _, c := range vmsConf {
+		if inPlace && c.Name == plan.Name && strings.EqualFold(c.UUID, plan.UUID) {
+			continue
+		}
 		if err := e.Conn.UndefineVM(ctx, c.UUID); err != nil && !errors.Is(err, hypervisor.ErrVMNotFound) {
 			return fmt.Errorf("undefine vm %s to replace it: %w", c.Name, err)
 		}
 	}
-	vm, err := e.Conn.DefineVM(ctx, xml)
+	vm, err := e.Conn.DefineVM(ctx, config)
 	if err != nil {
 		return fmt.Errorf("disks restored but the vm could not be defined: %w", err)
 	}
@@ -309,7 +291,7 @@ func (e *Engine) finishRestore(ctx context.Context, pending *pendingDisks, vmsCo
 
 // restoreJobs lists the images to write: every planned disk not skipped and
 // not kept.
-func restoreJobs(m *repo.Manifest, plan *domxml.Plan, diskConf []Conflict, rep *RestoreReport) ([]diskJob, error) {
+func restoreJobs(m *repo.Manifest, plan *hypervisor.RestorePlan, diskConf []Conflict, rep *RestoreReport) ([]diskJob, error) {
 	decision := map[string]ConflictPolicy{}
 	for _, c := range diskConf {
 		decision[c.Target] = c.Decision

@@ -17,7 +17,8 @@ import (
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/fake"
-	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
+	// The libvirt configuration format, for exports.
+	_ "github.com/kurabackup/kura/internal/hypervisor/connectors"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 )
@@ -308,12 +309,12 @@ func TestRestorePlanFileAndExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := domxml.EncodeYAML(plan)
+	y, err := hypervisor.EncodePlanYAML(plan)
 	if err != nil {
 		t.Fatal(err)
 	}
 	edited := t.TempDir()
-	p2, err := domxml.DecodeYAML(y)
+	p2, err := hypervisor.DecodePlanYAML(y)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestRestorePlanFileAndExport(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Export: %v", err)
 	}
-	xml, err := os.ReadFile(ex.XML)
+	xml, err := os.ReadFile(ex.ConfigFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,5 +399,45 @@ func TestRestoreAllIsolatesFailures(t *testing.T) {
 				t.Fatalf("beta: %v", r.Err)
 			}
 		}
+	}
+}
+
+// TestRestoreRefusesOtherHypervisor: a point of another kind of hypervisor
+// is not restored (no conversion exists), and export still writes its
+// disks.
+func TestRestoreRefusesOtherHypervisor(t *testing.T) {
+	ctx := context.Background()
+	w, _ := restoreWorld(t)
+	vm := w.addRealVM("esx", uuidA, 2*mib)
+	w.write("esx", "vda", 0, randBytes(7, mib))
+	m, snap := w.pointOf(vm)
+	if m.VM.Hypervisor != fake.Kind || m.ConfigFormat != "libvirt-domain-xml" {
+		t.Fatalf("point records hypervisor %q, config format %q", m.VM.Hypervisor, m.ConfigFormat)
+	}
+	other := *m
+	other.VM.Hypervisor, other.ConfigFormat = "vsphere", "vsphere-vm-json"
+	// Restore plans first (the manifest it plans from is the one read under
+	// its lease, so the changed copy is planned directly).
+	_, err := w.eng.PlanRestore(ctx, &other, engine.RestoreOptions{Name: "esx2", Storage: t.TempDir()})
+	if !errors.Is(err, hypervisor.ErrIncompatible) || !strings.Contains(err.Error(), "taken from vsphere") || !strings.Contains(err.Error(), "kura export") {
+		t.Fatalf("restore of a vsphere point on a fake connection: %v", err)
+	}
+	out := t.TempDir()
+	ex, err := (&engine.Engine{Repo: w.repo}).Export(ctx, &other, engine.ExportOptions{OutDir: out, Format: "raw"})
+	if err != nil || len(ex.Disks) != 1 {
+		t.Fatalf("export of a vsphere point: %v %+v", err, ex)
+	}
+	if b, _ := os.ReadFile(ex.Disks[0].Path); !bytes.Equal(b, snap["esx/vda"]) {
+		t.Fatal("exported disk differs from the point")
+	}
+	// A plan made for another kind of target is refused before anything
+	// is written.
+	plan, err := w.eng.PlanRestore(ctx, m, engine.RestoreOptions{Name: "esx3", Storage: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Hypervisor = "vsphere"
+	if _, err := w.eng.Restore(ctx, m, engine.RestoreOptions{Plan: plan}); !errors.Is(err, hypervisor.ErrInvalidPlan) {
+		t.Fatalf("a vsphere plan on a fake connection: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/repo"
 )
 
@@ -69,7 +70,7 @@ func (e *Engine) ChoosePoints(ctx context.Context, sels []hypervisor.Selector, b
 type RestoreResult struct {
 	VM     string         `json:"vm"`
 	Point  string         `json:"point"`
-	State  string         `json:"state"` // succeeded or failed
+	State  phase.VM       `json:"state"` // Succeeded or Failed
 	Report *RestoreReport `json:"report,omitempty"`
 	Error  string         `json:"error,omitempty"`
 	Err    error          `json:"-"`
@@ -77,7 +78,7 @@ type RestoreResult struct {
 
 // RestoreAllReport is the outcome of RestoreAll.
 type RestoreAllReport struct {
-	State string          `json:"state"`
+	State phase.Job       `json:"state"`
 	VMs   []RestoreResult `json:"vms"`
 }
 
@@ -96,16 +97,16 @@ func (e *Engine) RestoreAll(ctx context.Context, points []*repo.Manifest, opts R
 		if nameSuffix != "" {
 			o.Name = p.VM.Name + nameSuffix
 		}
-		res := RestoreResult{VM: p.VM.Name, Point: p.ID, State: "succeeded"}
+		res := RestoreResult{VM: p.VM.Name, Point: p.ID, State: phase.Succeeded}
 		if err := ctx.Err(); err != nil {
-			res.State, res.Err, res.Error = "failed", err, err.Error()
+			res.State, res.Err, res.Error = phase.VMFailed, err, err.Error()
 			rep.VMs = append(rep.VMs, res)
 			continue
 		}
 		r, err := e.Restore(ctx, p, o)
 		res.Report = r
 		if err != nil {
-			res.State, res.Err, res.Error = "failed", err, err.Error()
+			res.State, res.Err, res.Error = phase.VMFailed, err, err.Error()
 			e.log().Warn("vm restore failed", "vm", p.VM.Name, "point", p.ID, "err", err)
 		} else {
 			ok++

@@ -16,9 +16,6 @@ import (
 // the job's context was cancelled.
 const closeTimeout = 2 * time.Minute
 
-// checkpointPrefix names the checkpoints kura creates.
-const checkpointPrefix = "kura-"
-
 // backupVM takes one recovery point of vm. Nothing is visible in the
 // repository unless it returns nil.
 func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, parent *repo.Manifest, opts BackupOptions) (*repo.Manifest, error) {
@@ -28,10 +25,15 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 	}
 	started := e.now()
 	id := repo.NewPointID(started)
+	// Checkpoints belong to this repository: another repository backing
+	// up the same VM keeps its own chain.
+	owner := hypervisor.OwnerTag(e.Repo.Config().ID)
 	hopts := hypervisor.BackupOptions{
 		Consistency:   opts.Consistency,
-		NewCheckpoint: checkpointPrefix + id,
+		NewCheckpoint: hypervisor.CheckpointName(owner, id),
+		Owner:         owner,
 		Disks:         targets,
+		Preexisting:   opts.Preexisting,
 	}
 	switch {
 	case parent == nil:
@@ -41,13 +43,21 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		notes = append(notes, fmt.Sprintf("previous point %s has no checkpoint: read all allocated data", parent.ID))
 	default:
 		hopts.BaseCheckpoint = parent.Checkpoint
+		for _, d := range parent.Disks {
+			if d.ChangeID != "" {
+				if hopts.BaseChangeIDs == nil {
+					hopts.BaseChangeIDs = map[string]string{}
+				}
+				hopts.BaseChangeIDs[d.Target] = d.ChangeID
+			}
+		}
 	}
 	sess, err := e.Conn.BeginBackup(ctx, vm, hopts)
 	if errors.Is(err, hypervisor.ErrCheckpointMissing) && hopts.BaseCheckpoint != "" {
 		notes = append(notes, fmt.Sprintf("repair: checkpoint %s of point %s is missing or broken (%v); read all allocated data, deduplicated against that point",
 			hopts.BaseCheckpoint, parent.ID, err))
 		e.log().Warn("checkpoint chain broken, reading in full", "vm", vm.Name, "checkpoint", hopts.BaseCheckpoint, "err", err)
-		hopts.BaseCheckpoint = ""
+		hopts.BaseCheckpoint, hopts.BaseChangeIDs = "", nil
 		sess, err = e.Conn.BeginBackup(ctx, vm, hopts)
 	}
 	if err != nil {
@@ -67,10 +77,13 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		return nil, err
 	}
 	defer w.Close()
+	if len(opts.Distrust) > 0 {
+		w.Distrust(opts.Distrust)
+	}
 
 	m := &repo.Manifest{
 		ID:          id,
-		VM:          repo.VMInfo{Name: vm.Name, UUID: vm.UUID, Hypervisor: "libvirt", URI: e.Conn.URI()},
+		VM:          repo.VMInfo{Name: vm.Name, UUID: vm.UUID, Hypervisor: e.Conn.Capabilities().Kind, URI: e.Conn.URI()},
 		Consistency: string(sess.Consistency()),
 		Checkpoint:  sess.Checkpoint(),
 		Started:     started,
@@ -88,6 +101,9 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 		m.Parent = parent.ID
 	}
 	for _, sd := range sess.Disks() {
+		if opts.Throttle != nil {
+			sd.Reader = opts.Throttle.ReaderAt(ctx, sd.Reader)
+		}
 		rec, incremental, err := e.backupDisk(ctx, jobID, w, vm, sd, parent)
 		if err != nil {
 			return nil, fmt.Errorf("disk %s: %w", sd.Target, err)
@@ -145,7 +161,11 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 	}
 	e.emit(progress.Event{Kind: "disk-start", Job: jobID, VM: vm.Name, Disk: sd.Target, Total: sd.Size})
 	last := time.Time{}
-	idxID, st, err := w.WriteDisk(ctx, repo.DiskSource{Reader: sd.Reader, Size: sd.Size, Extents: exts, Parent: pidx},
+	src := repo.DiskSource{Reader: sd.Reader, Size: sd.Size, Extents: exts, Parent: pidx}
+	if pidx != nil {
+		src.ParentRetainUntil = parent.RetainUntil
+	}
+	idxID, st, err := w.WriteDisk(ctx, src,
 		func(done, total int64) {
 			now := e.now()
 			if now.Sub(last) < 100*time.Millisecond && done < total {
@@ -169,6 +189,7 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 		Index:       idxID,
 		Stats:       st,
 		Incremental: incremental,
+		ChangeID:    sd.ChangeID,
 	}, incremental, nil
 }
 

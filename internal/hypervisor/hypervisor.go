@@ -1,12 +1,18 @@
 // Package hypervisor defines the Connector interface through which the
-// engine talks to a virtualization platform (libvirt/KVM first), and the
-// types it exchanges: VMs, disks, backup sessions and changed-extent maps.
+// engine talks to a virtualization platform (libvirt/KVM, VMware vSphere),
+// and the types it exchanges: VMs, disks, backup sessions, changed-extent
+// maps, restore plans and disk sinks. Connectors are picked by the scheme
+// of their connection URI through a registry (Register, Open); what a
+// connection can do is explicit in its Capabilities.
 //
 // A connector knows nothing of repositories or recovery points. It offers
 // each protected disk of a VM as a random-access reader plus an extent map
 // saying which ranges hold data, which are known to read as zeros, and which
 // are unchanged since a named checkpoint. The engine turns that into a
-// recovery point.
+// recovery point. For restores a connector plans where a point's VM goes
+// (RestorePlan, one file format for every hypervisor with a section of the
+// connector's own), renders the configuration it defines, and writes disks
+// where the target keeps them (DiskSink); the engine only orchestrates.
 //
 // Every implementation (and every fake) must pass the conformance suite in
 // package hypervisor/hvtest.
@@ -15,6 +21,7 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -73,6 +80,13 @@ type VM struct {
 	Persistent bool `json:"persistent"`
 	// HasAgent is true when a guest agent channel is configured and connected.
 	HasAgent bool `json:"has_agent"`
+	// DNSName is the guest's host name as its agent reports it (VMware
+	// Tools); empty when unknown. ipaddr: selectors match it.
+	DNSName string `json:"dns_name,omitempty"`
+	// Attributes are further selectable properties by name, each with one
+	// or more values (vSphere: moref, folder, resource_pool, tag). A
+	// selector "KEY:GLOB" matches a VM having a value of KEY that matches.
+	Attributes map[string][]string `json:"attributes,omitempty"`
 }
 
 // Consistency is the level a recovery point reached.
@@ -137,15 +151,59 @@ type BackupOptions struct {
 	// and the engine retries with an empty base (a reported repair).
 	BaseCheckpoint string
 	// NewCheckpoint is the name to give the checkpoint this backup creates
-	// (the engine derives it from the recovery point id).
+	// (the engine derives it with CheckpointName from the owner and the
+	// recovery point id).
 	NewCheckpoint string
+	// Owner is the owner tag (OwnerTag) of the repository the backup goes
+	// to. When the session ends successfully the connector removes the
+	// checkpoints the new one supersedes (Superseded): older ones of the
+	// same owner, never those of another repository, which keeps its own
+	// chain on the same VM.
+	Owner string
 	// Disks limits the session to these targets (empty = every protectable
 	// disk).
 	Disks []string
+	// BaseChangeIDs are, for connectors tracking changes by change ids
+	// (Capabilities.ChangeTracking == TrackChangeIDs), the change id of
+	// each disk (by target) at the previous recovery point. A disk without
+	// one is read in full; an id the hypervisor no longer knows makes
+	// BeginBackup fail with ErrCheckpointMissing.
+	BaseChangeIDs map[string]string
+	// Preexisting says what to do with a backup snapshot of kura already on
+	// the VM whose session the connector cannot show dead (one of a killed
+	// process on this host is always reclaimed, one of a live session
+	// always makes the VM busy): PreexistingFail (the default) or
+	// PreexistingDelete. Connectors without backup snapshots ignore it.
+	Preexisting PreexistingPolicy
 	// ScratchDir is where the connector may put sockets and scratch files
 	// when it has no place of its own (the libvirt connector uses a
 	// directory QEMU can reach, under /var/lib/libvirt/qemu/kura).
 	ScratchDir string
+}
+
+// PreexistingPolicy is what a backup does with a backup snapshot kura left
+// on a VM earlier (seed 003's PREEXISTING_VCB_SNAPSHOT).
+type PreexistingPolicy string
+
+// Pre-existing snapshot policies.
+const (
+	// PreexistingFail fails the VM's backup, naming the snapshot and
+	// `kura cleanup`.
+	PreexistingFail PreexistingPolicy = "fail"
+	// PreexistingDelete removes the old snapshot and goes on; failing to
+	// remove it fails the backup.
+	PreexistingDelete PreexistingPolicy = "delete"
+)
+
+// ParsePreexisting checks a policy name ("" is PreexistingFail).
+func ParsePreexisting(s string) (PreexistingPolicy, error) {
+	switch p := PreexistingPolicy(s); p {
+	case "":
+		return PreexistingFail, nil
+	case PreexistingFail, PreexistingDelete:
+		return p, nil
+	}
+	return "", fmt.Errorf("invalid pre-existing snapshot policy %q: use fail or delete", s)
 }
 
 // SessionDisk is one disk exposed by a backup session.
@@ -159,6 +217,10 @@ type SessionDisk struct {
 	Extents []Extent
 	// Incremental is true when Extents is relative to the base checkpoint.
 	Incremental bool
+	// ChangeID is the disk's change-tracking id at the session's point in
+	// time, for connectors tracking changes by change ids (vSphere CBT):
+	// the next session's BackupOptions.BaseChangeIDs. Empty otherwise.
+	ChangeID string
 }
 
 // BackupSession is an open point-in-time view of a VM's disks.
@@ -166,7 +228,8 @@ type BackupSession interface {
 	// Disks returns the exposed disks, in the VM's order.
 	Disks() []SessionDisk
 	// Config returns the VM configuration captured with the point in time
-	// (libvirt domain XML), and its format name ("libvirt-domain-xml").
+	// and its format name (Capabilities.ConfigFormat: "libvirt-domain-xml",
+	// "vsphere-vm-json").
 	Config() (data []byte, format string)
 	// Consistency is the level reached.
 	Consistency() Consistency
@@ -185,16 +248,35 @@ type BackupSession interface {
 // Leftover is something a killed run left behind.
 type Leftover struct {
 	VM   string `json:"vm"`
-	Kind string `json:"kind"` // backup-job, checkpoint, bitmap, socket, scratch-file, nbd-server
+	Kind string `json:"kind"` // backup-job, checkpoint, bitmap, socket, scratch-file, nbd-server, snapshot
 	Name string `json:"name"`
 	// Detail explains why it is considered a leftover.
 	Detail string `json:"detail"`
+	// Foreign marks a checkpoint (or bitmap) of another repository
+	// (Owner names it): listed, never removed.
+	Foreign bool   `json:"foreign,omitempty"`
+	Owner   string `json:"owner,omitempty"`
+}
+
+// LeftoverQuery says whose leftovers Leftovers looks for.
+type LeftoverQuery struct {
+	// VMs are names or UUIDs; empty means every VM of the connection.
+	VMs []string
+	// Keep holds checkpoint names still referenced by recovery points;
+	// they are never reported. Connectors keeping no checkpoints on the VM
+	// (vSphere: change ids live in the disks) ignore it.
+	Keep map[string]bool
+	// Owner is the owner tag of the repository asking: checkpoints of
+	// other owners are reported Foreign.
+	Owner string
 }
 
 // Connector is the extension point for a hypervisor platform.
 type Connector interface {
 	// URI identifies the connection ("qemu:///system").
 	URI() string
+	// Capabilities says what the connection can do.
+	Capabilities() Capabilities
 	// Host is the hypervisor host name.
 	Host(ctx context.Context) (string, error)
 	// ListVMs returns every VM of the connection.
@@ -203,31 +285,15 @@ type Connector interface {
 	LookupVM(ctx context.Context, nameOrUUID string) (VM, error)
 	// BeginBackup opens a point-in-time backup session of a VM.
 	BeginBackup(ctx context.Context, vm VM, opts BackupOptions) (BackupSession, error)
-	// Leftovers lists what killed runs left behind for the VMs given (all
-	// when empty). keep holds checkpoint names still referenced by recovery
-	// points; they are never reported.
-	Leftovers(ctx context.Context, vms []string, keep map[string]bool) ([]Leftover, error)
-	// RemoveLeftover removes one leftover.
+	// Leftovers lists what killed runs left behind on the VMs of q.
+	// Artefacts of a session whose process is still alive are not
+	// leftovers. BeginBackup reclaims the leftovers of dead processes on
+	// the VM it backs up by itself (saying so in the session's notes).
+	Leftovers(ctx context.Context, q LeftoverQuery) ([]Leftover, error)
+	// RemoveLeftover removes one leftover; a Foreign one is refused.
 	RemoveLeftover(ctx context.Context, l Leftover) error
-
-	// Restore targets.
-
-	// DefineVM defines (creates or replaces) a persistent VM from its
-	// configuration (libvirt domain XML) and returns it. It fails with
-	// ErrExists when another VM already holds the name or the UUID.
-	DefineVM(ctx context.Context, config []byte) (VM, error)
-	// UndefineVM removes a VM's definition: a running VM is stopped first
-	// (forcefully), its checkpoint and snapshot metadata are removed, its
-	// disk files are kept. ErrVMNotFound when none matches.
-	UndefineVM(ctx context.Context, nameOrUUID string) error
-	// StartVM boots a defined VM; nothing happens when it already runs.
-	StartVM(ctx context.Context, nameOrUUID string) error
-	// StopVM powers a VM off at once (like pulling the plug); nothing
-	// happens when it is already off.
-	StopVM(ctx context.Context, nameOrUUID string) error
-	// StoragePoolPath returns the directory of a storage pool (a "dir"
-	// pool); ErrUnsupported for pools of other types.
-	StoragePoolPath(ctx context.Context, pool string) (string, error)
+	// Restorer is the restore side: plans, disks, define, power.
+	Restorer
 	// Close releases the connection.
 	Close() error
 }

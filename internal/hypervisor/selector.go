@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -23,23 +25,33 @@ const (
 	SelectPowerState SelectorKind = "powerstate" // on, off, paused
 	SelectAny        SelectorKind = "any"        // every VM
 	SelectExactName  SelectorKind = "exact"      // a bare word: exact name
+	SelectAttr       SelectorKind = "attr"       // KEY:GLOB on VM.Attributes[KEY]
 )
 
 // Selector picks VMs, as written by a user: "name:web-*", "uuid:…",
-// "ipaddr:10.0.0.5", "ipaddr:db.example.org", "powerstate:on", "any:", or a
-// bare VM name.
+// "ipaddr:10.0.0.5", "ipaddr:db.example.org", "powerstate:on", "any:", a
+// bare VM name, or "KEY:GLOB" on a connector's attribute (vSphere:
+// "folder:/DC/vm/prod/*", "resource_pool:…", "tag:backup-*", "moref:vm-42").
 type Selector struct {
-	Kind  SelectorKind
+	Kind SelectorKind
+	// Key is the attribute name of a SelectAttr selector.
+	Key   string
 	Value string
 }
 
 // String returns the selector in the syntax ParseSelector accepts.
 func (s Selector) String() string {
-	if s.Kind == SelectExactName {
+	switch s.Kind {
+	case SelectExactName:
 		return s.Value
+	case SelectAttr:
+		return s.Key + ":" + s.Value
 	}
 	return string(s.Kind) + ":" + s.Value
 }
+
+// attrKeyRE is the syntax of attribute names.
+var attrKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 
 // ParseSelector parses one selector.
 func ParseSelector(spec string) (Selector, error) {
@@ -82,8 +94,21 @@ func ParseSelector(spec string) (Selector, error) {
 			return Selector{}, fmt.Errorf("%w: %q: any: takes no value", ErrBadSelector, spec)
 		}
 		return Selector{Kind: SelectAny}, nil
+	case SelectExactName, SelectAttr:
+	default:
+		key := strings.ToLower(kind)
+		if !attrKeyRE.MatchString(key) {
+			break
+		}
+		if value == "" {
+			return Selector{}, fmt.Errorf("%w: %q: %s: needs a pattern", ErrBadSelector, spec, key)
+		}
+		if _, err := path.Match(value, ""); err != nil {
+			return Selector{}, fmt.Errorf("%w: %q: bad glob pattern: %w", ErrBadSelector, spec, err)
+		}
+		return Selector{Kind: SelectAttr, Key: key, Value: value}, nil
 	}
-	return Selector{}, fmt.Errorf("%w: %q: unknown kind %q (want name, uuid, ipaddr, powerstate or any)", ErrBadSelector, spec, kind)
+	return Selector{}, fmt.Errorf("%w: %q: unknown kind %q (want name, uuid, ipaddr, powerstate, any or an attribute name)", ErrBadSelector, spec, kind)
 }
 
 // ParseSelectors parses several selectors, failing on the first bad one.
@@ -124,18 +149,51 @@ type Resolver interface {
 }
 
 // Select returns the VMs matching any of the selectors, each once, in the
-// order of vms. An ipaddr: selector holding a DNS name is resolved with r
-// (net.DefaultResolver when nil) and matches a VM having any of the
-// resulting addresses. A name that does not resolve matches nothing; the
-// returned error then lists the resolution failures (the VMs matched by the
-// other selectors are still returned).
+// order of vms. An ipaddr: selector holding a DNS name matches a VM whose
+// agent reports that host name (VM.DNSName), and is resolved with r
+// (net.DefaultResolver when nil) to match a VM having any of the resulting
+// addresses. A name that does not resolve matches only by DNSName; the
+// returned error then lists the resolution failures, and attribute
+// selectors whose key no VM has (the VMs matched by the other selectors
+// are still returned).
 func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, error) {
+	out, matches := SelectEach(ctx, vms, sels, r)
+	var errs []error
+	for _, m := range matches {
+		if m.Err != nil && !errors.Is(m.Err, ErrNoMatch) {
+			errs = append(errs, m.Err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ErrNoMatch means a selector matched no VM.
+var ErrNoMatch = errors.New("matches no VM")
+
+// Match is what one selector matched.
+type Match struct {
+	Selector Selector
+	// VMs are the names of the VMs it matched, in inventory order.
+	VMs []string
+	// Err is why it matched nothing: ErrNoMatch, or a DNS resolution error
+	// of an ipaddr: selector.
+	Err error
+}
+
+// SelectEach is Select that also says, per selector, what it matched: a
+// selector matching nothing is reported (a typo in a schedule must never
+// silently leave a VM unprotected).
+func SelectEach(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, []Match) {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	var errs []error
+	matches := make([]Match, len(sels))
 	addrSets := make([]map[string]bool, len(sels))
 	for i, s := range sels {
+		matches[i].Selector = s
+		if s.Kind == SelectAttr && !slices.ContainsFunc(vms, func(vm VM) bool { return len(vm.Attributes[s.Key]) > 0 }) {
+			matches[i].Err = fmt.Errorf("%w: %s: no vm has a %q attribute", ErrBadSelector, s, s.Key)
+		}
 		if s.Kind != SelectIPAddr {
 			continue
 		}
@@ -144,8 +202,8 @@ func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, e
 			set[ip.String()] = true
 		} else {
 			addrs, err := r.LookupHost(ctx, s.Value)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("resolve %s: %w", s, err))
+			if err != nil && !slices.ContainsFunc(vms, func(vm VM) bool { return sameHost(vm.DNSName, s.Value) }) {
+				matches[i].Err = fmt.Errorf("resolve %s: %w", s, err)
 			}
 			for _, a := range addrs {
 				if ip := net.ParseIP(a); ip != nil {
@@ -157,14 +215,23 @@ func Select(ctx context.Context, vms []VM, sels []Selector, r Resolver) ([]VM, e
 	}
 	var out []VM
 	for _, vm := range vms {
+		picked := false
 		for i, s := range sels {
 			if s.matches(vm, addrSets[i]) {
-				out = append(out, vm)
-				break
+				matches[i].VMs = append(matches[i].VMs, vm.Name)
+				if !picked {
+					out = append(out, vm)
+					picked = true
+				}
 			}
 		}
 	}
-	return out, errors.Join(errs...)
+	for i := range matches {
+		if len(matches[i].VMs) == 0 && matches[i].Err == nil {
+			matches[i].Err = fmt.Errorf("selector %s %w", matches[i].Selector, ErrNoMatch)
+		}
+	}
+	return out, matches
 }
 
 func (s Selector) matches(vm VM, addrs map[string]bool) bool {
@@ -181,11 +248,36 @@ func (s Selector) matches(vm VM, addrs map[string]bool) bool {
 	case SelectPowerState:
 		return string(vm.State) == s.Value
 	case SelectIPAddr:
+		if sameHost(vm.DNSName, s.Value) {
+			return true
+		}
 		for _, a := range vm.Addresses {
 			if ip := net.ParseIP(a); ip != nil && addrs[ip.String()] {
 				return true
 			}
 		}
+	case SelectAttr:
+		for _, v := range vm.Attributes[s.Key] {
+			if ok, _ := path.Match(s.Value, v); ok {
+				return true
+			}
+		}
 	}
 	return false
+}
+
+// sameHost reports whether a guest's host name names the host of a
+// selector: equal ignoring case and a trailing dot, or a short guest name
+// equal to the selector's first label.
+func sameHost(guest, want string) bool {
+	if guest == "" || net.ParseIP(want) != nil {
+		return false
+	}
+	g := strings.TrimSuffix(strings.ToLower(guest), ".")
+	w := strings.TrimSuffix(strings.ToLower(want), ".")
+	if g == w {
+		return true
+	}
+	first, _, _ := strings.Cut(w, ".")
+	return !strings.Contains(g, ".") && g == first
 }

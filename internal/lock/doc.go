@@ -2,11 +2,16 @@
 // which offers no compare-and-swap.
 //
 // A lock is an object "locks/<kind>-<16 hex random>" holding JSON (kind,
-// host, pid, created, refreshed, data). Three kinds exist:
+// host, pid, created, refreshed, data). Five kinds exist:
 //
-//	Shared    ("backup")    coexists with Shared and GC
-//	GC        ("gc")        excludes GC and Exclusive
+//	Shared    ("backup")    excludes Exclusive only
+//	Read      ("read")      excludes Exclusive only (reader leases)
+//	Prune     ("prune")     excludes GC and Exclusive
+//	GC        ("gc")        excludes GC, Prune and Exclusive
 //	Exclusive ("exclusive") excludes every other lock
+//
+// Versions of kura before reader leases know only backup, gc and exclusive
+// and ignore lock objects of other kinds.
 //
 // # Acquire protocol
 //

@@ -110,8 +110,12 @@ func try(ctx context.Context, be storage.Backend, kind Kind, data map[string]str
 		return nil, fmt.Errorf("lock: acquire %s: %w", kind, err)
 	}
 	infos, err := readAll(ctx, be, c)
+	var dead []Info
 	if err == nil {
 		for _, i := range infos {
+			if i.ID != l.id && i.Stale && i.Host == c.host && i.PID > 0 && !c.pidAlive(i.PID) {
+				dead = append(dead, i)
+			}
 			if i.ID == l.id || !kind.Conflicts(i.Kind) {
 				continue
 			}
@@ -121,6 +125,15 @@ func try(ctx context.Context, be storage.Backend, kind Kind, data map[string]str
 			}
 			err = &LockedError{Holder: i}
 			break
+		}
+	}
+	if err == nil {
+		// Locks of processes that died on this host are certainly stale:
+		// remove them, so that killed runs leave nothing to pile up.
+		for _, i := range dead {
+			if derr := be.Delete(ctx, Prefix+i.ID); derr == nil {
+				c.logger.Info("removed lock of a dead process", "id", i.ID, "kind", i.Kind, "pid", i.PID)
+			}
 		}
 	}
 	if err != nil {

@@ -189,7 +189,11 @@ func TestStaleByDeadPID(t *testing.T) {
 	if err != nil || len(infos) != 1 || !infos[0].Stale || !strings.Contains(infos[0].StaleReason, "no longer exists") {
 		t.Fatalf("lock of dead pid %d: %+v %v", dead, infos, err)
 	}
-	mustAcquire(t, be, Exclusive)
+	own := mustAcquire(t, be, Exclusive)
+	// Taking it removed the dead process's lock: killed runs leave no pile.
+	if infos, _ := List(ctx, be); len(infos) != 1 || infos[0].ID != own.ID() {
+		t.Fatalf("after acquiring over a dead process's lock: %+v", infos)
+	}
 
 	// The same dead pid on another host is not judged.
 	be2 := mem.New()

@@ -3,13 +3,13 @@ package nbd
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -46,9 +46,22 @@ type Client struct {
 
 // Dial connects to an NBD server ("unix" with a socket path, or "tcp"
 // with host:port) and negotiates the export.
+//
+// A unix socket that refuses the connection is tried again for up to 2 s:
+// a server just started (qemu-nbd) creates its socket file when it binds,
+// a moment before it listens.
 func Dial(ctx context.Context, network, address string, opts Options) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
+	for deadline := time.Now().Add(2 * time.Second); err != nil && network == "unix" &&
+		errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("nbd: dial %s %s: %w", network, address, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		conn, err = d.DialContext(ctx, network, address)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nbd: dial %s %s: %w", network, address, err)
 	}
@@ -179,12 +192,7 @@ func (c *Client) do(ctx context.Context, req *request, payload []byte) error {
 	c.mu.Unlock()
 
 	var hdr [requestHeaderLen]byte
-	binary.BigEndian.PutUint32(hdr[0:], magicRequest)
-	binary.BigEndian.PutUint16(hdr[4:], req.flags)
-	binary.BigEndian.PutUint16(hdr[6:], req.cmd)
-	binary.BigEndian.PutUint64(hdr[8:], cookie)
-	binary.BigEndian.PutUint64(hdr[16:], uint64(req.off))
-	binary.BigEndian.PutUint32(hdr[24:], req.length)
+	reqHeader{flags: req.flags, cmd: req.cmd, cookie: cookie, off: uint64(req.off), length: req.length}.put(hdr[:])
 	if err := c.send(ctx, hdr[:], payload); err != nil {
 		c.fail(err)
 		<-req.done
@@ -303,8 +311,7 @@ func (c *Client) Close() error {
 		}
 		if broken == nil {
 			var hdr [requestHeaderLen]byte
-			binary.BigEndian.PutUint32(hdr[0:], magicRequest)
-			binary.BigEndian.PutUint16(hdr[6:], cmdDisc)
+			reqHeader{cmd: cmdDisc}.put(hdr[:])
 			c.writeMu.Lock()
 			c.conn.SetWriteDeadline(time.Now().Add(closeDrain))
 			_, err = c.conn.Write(hdr[:])

@@ -1,7 +1,9 @@
-// Package nbd is a client for the Network Block Device protocol, written
-// from the protocol specification (NetworkBlockDevice/nbd doc/proto.md).
+// Package nbd is a client and a read-only server for the Network Block
+// Device protocol, written from the protocol specification
+// (NetworkBlockDevice/nbd doc/proto.md). Both halves share the wire code
+// (wire.go): one encoder and one decoder per message.
 //
-// Concepts:
+// Client concepts:
 //
 //   - Handshake: only the fixed newstyle negotiation is spoken. The client
 //     asks for structured replies (NBD_OPT_STRUCTURED_REPLY), selects meta
@@ -27,4 +29,12 @@
 //     request fails with an error matching ErrClosed.
 //
 // A Client is safe for concurrent use; ReadAt makes it an io.ReaderAt.
+//
+// Server concepts: a Server serves Exports (size, ReadAt, base:allocation)
+// to any number of connections: fixed newstyle negotiation (LIST, INFO,
+// GO, structured replies, meta contexts), READ answered with data and
+// hole chunks (zero ranges are never read), BLOCK_STATUS, CACHE as a
+// prefetch hint; writes are refused. Serve stops by closing connections
+// (never with ESHUTDOWN), so clients that reconnect, like QEMU, carry on
+// with a server started again on the same socket.
 package nbd

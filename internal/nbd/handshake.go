@@ -114,11 +114,7 @@ func (n *negotiator) run(export string, metas []string) (*exportInfo, error) {
 }
 
 func (n *negotiator) sendOpt(opt uint32, data []byte) error {
-	buf := make([]byte, 16+len(data))
-	binary.BigEndian.PutUint64(buf[0:], magicOpts)
-	binary.BigEndian.PutUint32(buf[8:], opt)
-	binary.BigEndian.PutUint32(buf[12:], uint32(len(data)))
-	copy(buf[16:], data)
+	buf := append(appendOptHeader(make([]byte, 0, 16+len(data)), opt, len(data)), data...)
 	if _, err := n.rw.Write(buf); err != nil {
 		return fmt.Errorf("nbd: sending option %d: %w", opt, err)
 	}
@@ -171,18 +167,8 @@ func (n *negotiator) simpleOpt(opt uint32, data []byte) error {
 	return nil
 }
 
-func putString32(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
-}
-
 func (n *negotiator) setMetaContexts(export string, metas []string, info *exportInfo) error {
-	data := putString32(nil, export)
-	data = binary.BigEndian.AppendUint32(data, uint32(len(metas)))
-	for _, m := range metas {
-		data = putString32(data, m)
-	}
-	if err := n.sendOpt(optSetMetaContext, data); err != nil {
+	if err := n.sendOpt(optSetMetaContext, appendMetaRequest(nil, export, metas)); err != nil {
 		return err
 	}
 	for {
@@ -218,10 +204,7 @@ func contains(list []string, s string) bool {
 }
 
 func (n *negotiator) optGo(export string, info *exportInfo) error {
-	data := putString32(nil, export)
-	data = binary.BigEndian.AppendUint16(data, 1)
-	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
-	if err := n.sendOpt(optGo, data); err != nil {
+	if err := n.sendOpt(optGo, appendInfoRequest(nil, export, []uint16{infoBlockSize})); err != nil {
 		return err
 	}
 	for {

@@ -20,20 +20,34 @@ const (
 	flagFixedNewstyle = 1 << 0 // handshake flags (server) and client flags
 	flagNoZeroes      = 1 << 1
 
-	optExportName     = 1
-	optAbort          = 2
-	optGo             = 7
-	optStructuredRepl = 8
-	optSetMetaContext = 10
+	optExportName      = 1
+	optAbort           = 2
+	optList            = 3
+	optStartTLS        = 5
+	optInfo            = 6
+	optGo              = 7
+	optStructuredRepl  = 8
+	optListMetaContext = 9
+	optSetMetaContext  = 10
 
-	repAck         = 1
-	repInfo        = 3
-	repMetaContext = 4
-	repErrBit      = 1 << 31
-	repErrUnsup    = repErrBit + 1
+	repAck          = 1
+	repServer       = 2
+	repInfo         = 3
+	repMetaContext  = 4
+	repErrBit       = 1 << 31
+	repErrUnsup     = repErrBit + 1
+	repErrPolicy    = repErrBit + 2
+	repErrInvalid   = repErrBit + 3
+	repErrTLSReqd   = repErrBit + 5
+	repErrUnknown   = repErrBit + 6
+	repErrShutdown  = repErrBit + 7
+	repErrBlockSize = repErrBit + 8
+	repErrTooBig    = repErrBit + 9
 
-	infoExport    = 0
-	infoBlockSize = 3
+	infoExport      = 0
+	infoName        = 1
+	infoDescription = 2
+	infoBlockSize   = 3
 
 	// transmission flags
 	tfHasFlags     = 1 << 0
@@ -42,17 +56,23 @@ const (
 	tfSendFUA      = 1 << 3
 	tfSendTrim     = 1 << 5
 	tfWriteZeroes  = 1 << 6
+	tfSendDF       = 1 << 7
 	tfCanMultiConn = 1 << 8
+	tfSendCache    = 1 << 10
 
 	cmdRead        = 0
 	cmdWrite       = 1
 	cmdDisc        = 2
 	cmdFlush       = 3
 	cmdTrim        = 4
+	cmdCache       = 5
 	cmdWriteZeroes = 6
 	cmdBlockStatus = 7
 
+	cmdFlagFUA    = 1 << 0
 	cmdFlagNoHole = 1 << 1
+	cmdFlagDF     = 1 << 2
+	cmdFlagReqOne = 1 << 3
 
 	chunkDone = 1 << 0
 
@@ -64,7 +84,14 @@ const (
 	chunkError       = chunkErrBit + 1
 	chunkErrorOffset = chunkErrBit + 2
 
-	errENOTSUP = 95
+	errEPERM     = 1
+	errEIO       = 5
+	errENOMEM    = 12
+	errEINVAL    = 22
+	errENOSPC    = 28
+	errEOVERFLOW = 75
+	errENOTSUP   = 95
+	errESHUTDOWN = 108
 
 	requestHeaderLen = 28
 	simpleReplyLen   = 16
@@ -179,6 +206,8 @@ func cmdName(cmd uint16) string {
 		return "write zeroes"
 	case cmdBlockStatus:
 		return "block status"
+	case cmdCache:
+		return "cache"
 	case cmdDisc:
 		return "disconnect"
 	}

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/kurabackup/kura/internal/phase"
 )
 
 // Event kinds.
@@ -54,7 +56,28 @@ type wireEvent struct {
 	ETA   float64        `json:"eta,omitempty"`
 	Err   string         `json:"error,omitempty"`
 	Msg   string         `json:"msg,omitempty"`
+	Phase string         `json:"phase,omitempty"`
 	Data  map[string]any `json:"data,omitempty"`
+}
+
+// PhaseOf is the job or VM phase (package phase) an event of this kind
+// marks the start of: vm-start Running, vm-retry Retrying, vm-done
+// Succeeded, vm-failed Failed, job-start Running; "" for the others
+// (job-done carries the job's final phase in Data["state"]).
+func PhaseOf(kind string) string {
+	switch kind {
+	case JobStart:
+		return string(phase.Running)
+	case VMStart:
+		return string(phase.VMRunning)
+	case VMRetry:
+		return string(phase.Retrying)
+	case VMDone:
+		return string(phase.Succeeded)
+	case VMFailed:
+		return string(phase.VMFailed)
+	}
+	return ""
 }
 
 // MarshalJSON encodes e with lower-case keys, the rate in bytes/s and the
@@ -62,7 +85,7 @@ type wireEvent struct {
 // dropped.
 func (e Event) MarshalJSON() ([]byte, error) {
 	w := wireEvent{Time: e.Time, Kind: e.Kind, Job: e.Job, VM: e.VM, Disk: e.Disk, Done: e.Done, Total: e.Total,
-		Rate: e.Rate, ETA: e.ETA.Seconds(), Err: e.Err, Msg: e.Msg, Data: e.Data}
+		Rate: e.Rate, ETA: e.ETA.Seconds(), Err: e.Err, Msg: e.Msg, Phase: PhaseOf(e.Kind), Data: e.Data}
 	if math.IsNaN(w.Rate) || math.IsInf(w.Rate, 0) {
 		w.Rate = 0
 	}

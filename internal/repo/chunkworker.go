@@ -71,9 +71,12 @@ func (c *chunkWorker) do(ctx context.Context, r io.ReaderAt, segs []Extent, a, b
 	if err != nil {
 		return err
 	}
-	if err := c.w.r.be.Put(ctx, name, c.env); err != nil {
+	if err := c.w.put(ctx, name, c.env); err != nil {
 		c.w.forget(d)
 		return putError(name, err)
+	}
+	if c.w.ret != nil {
+		c.w.ret.note(c.w.ret.until, &d)
 	}
 	st.BytesNew += int64(len(p))
 	st.BytesStored += int64(len(c.env))

@@ -36,9 +36,34 @@ type Config struct {
 	Encryption  string    `json:"encryption"`
 	Compression string    `json:"compression"`
 	Created     time.Time `json:"created"`
+	// MAC authenticates the fields that never change (spec §2): hex of
+	// the keyed digest of canonical(); absent in repositories made before
+	// it, which the first writer upgrades.
+	MAC string `json:"mac,omitempty"`
+	// Immutable is set for repositories whose objects the store locks
+	// (S3 Object Lock); see Immutability.
+	Immutable *Immutability `json:"immutable,omitempty"`
+	// CopyOf is the id of the repository this one was initialised as a
+	// copy of (same chunk size and master key).
+	CopyOf string `json:"copy_of,omitempty"`
 
 	// Encrypted is derived from Encryption.
 	Encrypted bool `json:"-"`
+}
+
+// canonical is what MAC authenticates: every field but the version (a
+// later format version upgrades it in place) and the MAC itself.
+func (c Config) canonical() []byte {
+	out := fmt.Appendf(nil, "kura config v1\nmagic=%s\nid=%s\nchunk_size=%d\nencryption=%s\ncompression=%s\ncreated=%s\n",
+		c.Magic, c.ID, c.ChunkSize, c.Encryption, c.Compression, c.Created.UTC().Format(time.RFC3339Nano))
+	// Optional fields, only when set: configs without them keep their MAC.
+	if im := c.Immutable; im != nil {
+		out = fmt.Appendf(out, "immutable=%d/%d\n", im.RetainSeconds, im.SlackSeconds)
+	}
+	if c.CopyOf != "" {
+		out = fmt.Appendf(out, "copy_of=%s\n", c.CopyOf)
+	}
+	return out
 }
 
 // encrypted reports whether the repository encrypts its objects.

@@ -33,6 +33,12 @@ type GCReport struct {
 	Deferred    bool     `json:"deferred"`
 	DeferredBy  []string `json:"deferred_by,omitempty"` // "host pid N started T" of those backups
 	TempRemoved int      `json:"temp_removed"`          // leftover temporary files removed by the backend
+	// Immutable repositories: unused objects still locked are left alone;
+	// they become deletable between LockedFrom and LockedUntil.
+	Locked      int       `json:"locked,omitempty"`
+	LockedBytes int64     `json:"locked_bytes,omitempty"`
+	LockedFrom  time.Time `json:"locked_from,omitzero"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // tempCleaner is implemented by backends that keep temporary files (local).
@@ -44,7 +50,12 @@ type tempCleaner interface {
 // to run while backups write into the repository (see the GC protocol in
 // docs/design/repository-format.md).
 func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
-	lk, err := lock.Acquire(ctx, r.be, lock.GC, map[string]string{"purpose": "gc"})
+	if !opts.DryRun {
+		if err := r.checkWritable(); err != nil {
+			return nil, err
+		}
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.GC, map[string]string{"purpose": "gc"}, r.lockOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("take gc lock: %w", err)
 	}
@@ -102,6 +113,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gc list: %w", err)
+	}
+	if r.cfg.Immutable != nil {
+		if err := r.dropLocked(ctx, cand, rep); err != nil {
+			return nil, err
+		}
 	}
 	rep.count(cand)
 	if opts.DryRun || (len(cand) == 0 && len(stale) == 0) {

@@ -13,6 +13,8 @@ import (
 // Info summarises a repository.
 type Info struct {
 	Location      string `json:"location"`
+	Backend       string `json:"backend"` // location scheme: local, s3
+	Objects       int    `json:"objects"` // objects of every kind
 	Config        Config `json:"config"`
 	Points        int    `json:"points"`
 	Chunks        int    `json:"chunks"`         // chunk objects stored
@@ -25,31 +27,60 @@ type Info struct {
 	// UniqueRaw / ChunkBytes.
 	DedupRatio       float64 `json:"dedup_ratio"`
 	CompressionRatio float64 `json:"compression_ratio"`
+	// LastJob is the newest point that recorded the backend requests it
+	// took (S3 repositories).
+	LastJob *JobRequests `json:"last_job,omitempty"`
+}
+
+// JobRequests are the requests one point took.
+type JobRequests struct {
+	Point    string               `json:"point"`
+	Kind     string               `json:"kind"`
+	Requests storage.RequestStats `json:"requests"`
 }
 
 // Info computes repository statistics. It reads every manifest and index
 // and the 12-byte header of every chunk.
 func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	in := &Info{Location: r.be.Location(), Config: r.cfg}
-	var chunks []string
+	in.Backend, _ = storage.SplitLocation(in.Location)
+	// Chunk names go to the header readers as they are listed, never all
+	// held at once.
+	names := make(chan string, 256)
+	raw := make(chan rawResult, 1)
+	go func() { raw <- r.rawSizes(ctx, names) }()
 	err := r.be.List(ctx, "", func(oi storage.ObjectInfo) error {
+		in.Objects++
 		in.StoredBytes += oi.Size
 		if strings.HasPrefix(oi.Name, "chunks/") {
 			in.ChunkBytes += oi.Size
-			chunks = append(chunks, oi.Name)
+			in.Chunks++
+			select {
+			case names <- oi.Name:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		return nil
 	})
+	close(names)
+	rr := <-raw
 	if err != nil {
 		return nil, fmt.Errorf("list repository: %w", err)
 	}
-	in.Chunks = len(chunks)
+	if rr.err != nil {
+		return nil, rr.err
+	}
+	in.UniqueRaw = rr.total
 	g, err := r.loadGraph(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	in.Points = len(g.points)
 	for _, m := range g.points {
+		if m.Requests != nil && (in.LastJob == nil || m.ID > in.LastJob.Point) {
+			in.LastJob = &JobRequests{Point: m.ID, Kind: m.Kind, Requests: *m.Requests}
+		}
 		for _, d := range m.Disks {
 			in.LogicalBytes += d.Size
 			if x := g.loaded[d.Index]; x != nil {
@@ -61,9 +92,6 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 			}
 		}
 	}
-	if in.UniqueRaw, err = r.rawSizes(ctx, chunks); err != nil {
-		return nil, err
-	}
 	if in.UniqueRaw > 0 {
 		in.DedupRatio = float64(in.ReferencedRaw) / float64(in.UniqueRaw)
 	}
@@ -73,18 +101,23 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 	return in, nil
 }
 
-// rawSizes sums the plain lengths recorded in chunk envelope headers.
-func (r *Repository) rawSizes(ctx context.Context, names []string) (int64, error) {
+type rawResult struct {
+	total int64
+	err   error
+}
+
+// rawSizes sums the plain lengths recorded in the envelope headers of the
+// chunks named on names, until it is closed.
+func (r *Repository) rawSizes(ctx context.Context, names <-chan string) rawResult {
 	var mu sync.Mutex
 	var total int64
 	var firstErr error
-	jobs := make(chan string)
 	var wg sync.WaitGroup
-	for range r.workers() {
+	for range r.ioWorkers() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range jobs {
+			for n := range names {
 				h, err := r.be.GetRange(ctx, n, 0, envHeaderSize)
 				mu.Lock()
 				if err == nil && len(h) == envHeaderSize {
@@ -96,10 +129,6 @@ func (r *Repository) rawSizes(ctx context.Context, names []string) (int64, error
 			}
 		}()
 	}
-	for _, n := range names {
-		jobs <- n
-	}
-	close(jobs)
 	wg.Wait()
-	return total, firstErr
+	return rawResult{total, firstErr}
 }

@@ -26,32 +26,46 @@ type keyFile struct {
 	kf *crypto.KeyFile
 }
 
+// badKey is a key file that does not decode.
+type badKey struct {
+	name string
+	err  error
+}
+
 func keyName(id string) string { return "keys/" + id }
 
 func (r *Repository) keyFiles(ctx context.Context) ([]keyFile, error) {
+	kfs, _, err := r.readKeyFiles(ctx)
+	return kfs, err
+}
+
+// readKeyFiles returns the key files that decode, and those that do not.
+func (r *Repository) readKeyFiles(ctx context.Context) ([]keyFile, []badKey, error) {
 	var names []string
 	err := r.be.List(ctx, "keys/", func(oi storage.ObjectInfo) error {
 		names = append(names, oi.Name)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
+		return nil, nil, fmt.Errorf("list keys: %w", err)
 	}
 	sort.Strings(names)
 	var out []keyFile
+	var bad []badKey
 	for _, n := range names {
 		data, err := r.be.Get(ctx, n)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", n, err)
+			return nil, nil, fmt.Errorf("read %s: %w", n, err)
 		}
 		kf, err := crypto.ParseKeyFile(data)
 		if err != nil {
 			r.log.Warn("skipping unreadable key file", "name", n, "err", err)
+			bad = append(bad, badKey{name: n, err: err})
 			continue
 		}
 		out = append(out, keyFile{id: strings.TrimPrefix(n, "keys/"), kf: kf})
 	}
-	return out, nil
+	return out, bad, nil
 }
 
 // putKey wraps the master key with password and stores a new key file.
@@ -68,7 +82,7 @@ func (r *Repository) putKey(ctx context.Context, password, host, usr string) (st
 		return "", err
 	}
 	id := randomHex(8)
-	if err := r.be.Put(ctx, keyName(id), data); err != nil {
+	if err := r.putMeta(ctx, keyName(id), data); err != nil {
 		return "", fmt.Errorf("write key file: %w", err)
 	}
 	return id, r.syncBackend(ctx)
@@ -92,6 +106,9 @@ func (r *Repository) AddKey(ctx context.Context, newPassword string) (string, er
 	if r.mk == nil {
 		return "", errors.New("repository is not encrypted: it has no keys")
 	}
+	if err := r.checkWritable(); err != nil {
+		return "", err
+	}
 	host, usr := defaultIdentity("", "")
 	return r.putKey(ctx, newPassword, host, usr)
 }
@@ -99,6 +116,9 @@ func (r *Repository) AddKey(ctx context.Context, newPassword string) (string, er
 // RemoveKey deletes a key file. It refuses to remove the key that opened
 // the repository and the last remaining key.
 func (r *Repository) RemoveKey(ctx context.Context, id string) error {
+	if err := r.checkWritable(); err != nil {
+		return err
+	}
 	kfs, err := r.keyFiles(ctx)
 	if err != nil {
 		return err

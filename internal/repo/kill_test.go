@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kurabackup/kura/internal/storage"
+	_ "github.com/kurabackup/kura/internal/storage/backends"
 	"github.com/kurabackup/kura/internal/storage/local"
 )
 
@@ -20,12 +22,12 @@ import (
 // points into the repository in KURA_KILL_REPO forever, each an
 // incremental of the previous one, until it is killed.
 func TestHelperKilledWriter(t *testing.T) {
-	dir := os.Getenv("KURA_KILL_REPO")
-	if dir == "" {
+	loc := os.Getenv("KURA_KILL_REPO")
+	if loc == "" {
 		t.Skip("helper process for TestKilledWriterLeavesRepositoryConsistent")
 	}
 	ctx := context.Background()
-	be, err := local.OpenOptions(dir, local.Options{Batch: true})
+	be, err := storage.Open(ctx, loc, storage.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +81,19 @@ func TestKilledWriterLeavesRepositoryConsistent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	ctx := context.Background()
 	dir := t.TempDir()
 	be, err := local.OpenOptions(dir, local.Options{Batch: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	killWriterRounds(t, be, dir)
+}
+
+// killWriterRounds kills writer processes writing into the repository at
+// location loc (whose backend is be) at random moments, checking after
+// each kill.
+func killWriterRounds(t *testing.T, be storage.Backend, loc string) {
+	ctx := context.Background()
 	r, err := Init(ctx, be, InitOptions{Password: "p", ChunkSize: testCS, Encrypt: true, KDF: cheapKDF})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +102,7 @@ func TestKilledWriterLeavesRepositoryConsistent(t *testing.T) {
 	const rounds = 12
 	for round := 1; round <= rounds; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKilledWriter$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "KURA_KILL_REPO="+dir, "KURA_KILL_SEED="+strconv.Itoa(round))
+		cmd.Env = append(os.Environ(), "KURA_KILL_REPO="+loc, "KURA_KILL_SEED="+strconv.Itoa(round))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

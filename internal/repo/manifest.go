@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kurabackup/kura/internal/storage"
 )
 
 // ManifestVersion is the manifest schema version written by this code.
@@ -53,6 +55,9 @@ type DiskEntry struct {
 	Index       string    `json:"index"`
 	Stats       DiskStats `json:"stats"`
 	Incremental bool      `json:"incremental"`
+	// ChangeID is the hypervisor's change-tracking id of the disk at the
+	// point in time (vSphere CBT), the base of the next incremental.
+	ChangeID string `json:"change_id,omitempty"`
 }
 
 // Manifest describes a recovery point. It is stored encrypted under
@@ -74,6 +79,15 @@ type Manifest struct {
 	KuraHost     string      `json:"kura_host,omitempty"`
 	Stats        DiskStats   `json:"stats"`
 	Notes        []string    `json:"notes,omitempty"`
+	// ConfigMAC is the repository config's MAC when the point was written
+	// (spec §2): a config changed since, even with its MAC removed, no
+	// longer matches it.
+	ConfigMAC string `json:"config_mac,omitempty"`
+	// RetainUntil (immutable repositories): every object this point
+	// references is locked by the store until at least this time.
+	RetainUntil time.Time `json:"retain_until,omitzero"`
+	// Requests the backend served while the point was written (S3).
+	Requests *storage.RequestStats `json:"requests,omitempty"`
 }
 
 // NewPointID returns a fresh sortable point id: UTC time, "-", 8 random hex.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
 
@@ -103,6 +105,9 @@ func (r *Repository) loadManifest(ctx context.Context, id string) (*Manifest, er
 	if m.ID != id {
 		return nil, corrupt(name, "manifest says it is point %s", m.ID)
 	}
+	if m.ConfigMAC != "" && m.ConfigMAC != r.configMAC() {
+		return nil, fmt.Errorf("point %s: %w", id, ErrConfigChanged)
+	}
 	return m, nil
 }
 
@@ -142,17 +147,124 @@ func (r *Repository) LoadPoint(ctx context.Context, idOrPrefix string) (*Manifes
 	return r.loadManifest(ctx, id)
 }
 
-// DeletePoint removes a recovery point's manifest. Its chunks and indexes
-// stay until gc finds them unreferenced; no other point is affected.
+// DeleteOptions controls DeletePoints.
+type DeleteOptions struct {
+	// Wait is how long to wait for a running gc to finish (0: fail at once
+	// with an error wrapping lock.ErrLocked).
+	Wait time.Duration
+}
+
+// DeleteResult says what DeletePoints did.
+type DeleteResult struct {
+	Deleted []string `json:"deleted"`
+	// Kept are points not deleted because a reader holds a lease on them,
+	// with the holder ("restore by host pid 123").
+	Kept map[string]string `json:"kept,omitempty"`
+	// Locked are the points of Kept that an immutable repository's lock
+	// still protects, with the date it expires.
+	Locked map[string]time.Time `json:"locked,omitempty"`
+}
+
+// DeletePoints removes recovery points' manifests (format spec §8.1).
+// Their chunks and indexes stay until gc finds them unreferenced; no other
+// point is affected. A point under a live reader lease is kept and
+// reported in Kept. It holds the prune lock, so it never runs during a gc.
+func (r *Repository) DeletePoints(ctx context.Context, ids []string, opts DeleteOptions) (*DeleteResult, error) {
+	if err := r.checkWritable(); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if !validPointID(id) {
+			return nil, fmt.Errorf("point %q: %w", id, ErrPointNotFound)
+		}
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.Prune, map[string]string{"purpose": "delete points"},
+		append(r.lockOptions(), lock.WithWait(opts.Wait))...)
+	if err != nil {
+		return nil, fmt.Errorf("take prune lock: %w", err)
+	}
+	defer func() { _ = lk.Release(context.WithoutCancel(ctx)) }()
+	res := &DeleteResult{Kept: map[string]string{}, Locked: map[string]time.Time{}}
+	leased, err := r.leasedPoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	saved := map[string][]byte{}
+	for _, id := range ids {
+		if who, ok := leasedBy(leased, id); ok {
+			res.Kept[id] = who
+			continue
+		}
+		// Immutable repository: kept until its lock expires.
+		if until, locked := r.lockedUntil(ctx, id); locked {
+			res.Kept[id] = "locked by the immutability period until " + until.UTC().Format(time.RFC3339)
+			res.Locked[id] = until
+			continue
+		}
+		name := pointName(id)
+		env, err := r.be.Get(ctx, name)
+		if errors.Is(err, storage.ErrNotFound) {
+			return res, fmt.Errorf("point %q: %w", id, ErrPointNotFound)
+		}
+		if err != nil {
+			return res, fmt.Errorf("read %s: %w", name, err)
+		}
+		if err := r.be.Delete(ctx, name); errors.Is(err, storage.ErrRetained) {
+			res.Kept[id] = "locked by the store's retention"
+			res.Locked[id] = time.Time{}
+			continue
+		} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return res, fmt.Errorf("delete point %s: %w", id, err)
+		}
+		saved[id] = env
+	}
+	// A reader may have leased a point between the first look and the
+	// deletion, and loaded its manifest before it went: put it back.
+	if len(saved) > 0 {
+		if leased, err = r.leasedPoints(ctx); err != nil {
+			return res, err
+		}
+	}
+	for _, id := range ids {
+		env, ok := saved[id]
+		if !ok {
+			continue
+		}
+		if who, ok := leasedBy(leased, id); ok {
+			if err := r.be.Put(context.WithoutCancel(ctx), pointName(id), env); err != nil {
+				return res, fmt.Errorf("restore point %s leased during its deletion: %w", id, err)
+			}
+			res.Kept[id] = who
+			continue
+		}
+		res.Deleted = append(res.Deleted, id)
+	}
+	return res, nil
+}
+
+// leasedBy says who holds a lease on point id, if anyone.
+func leasedBy(leased map[string]string, id string) (string, bool) {
+	if who, ok := leased[id]; ok {
+		return who, true
+	}
+	who, ok := leased[leaseAll]
+	return who, ok
+}
+
+// DeletePoint deletes one point (see DeletePoints); a point under a reader
+// lease gives an error wrapping ErrLeased.
 func (r *Repository) DeletePoint(ctx context.Context, id string) error {
-	if !validPointID(id) {
-		return fmt.Errorf("point %q: %w", id, ErrPointNotFound)
+	res, err := r.DeletePoints(ctx, []string{id}, DeleteOptions{})
+	if err != nil {
+		return err
 	}
-	err := r.be.Delete(ctx, pointName(id))
-	if errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("point %q: %w", id, ErrPointNotFound)
+	if until, ok := res.Locked[id]; ok {
+		return fmt.Errorf("point %s: %w until %s", id, ErrStillLocked, until.UTC().Format(time.RFC3339))
 	}
-	return err
+	if who, ok := res.Kept[id]; ok {
+		return fmt.Errorf("point %s: %w (%s)", id, ErrLeased, who)
+	}
+	return nil
 }
 
 // LoadIndex loads and decodes a disk index.

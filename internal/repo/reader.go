@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"github.com/kurabackup/kura/internal/storage"
@@ -14,8 +13,9 @@ const defaultCacheBytes = 64 << 20
 
 // DiskReader gives random access to a disk image of a recovery point. It
 // caches decoded chunks (LRU), reads ahead of long sequential reads, and
-// fetches what WillNeed announces; random reads get no read-ahead. ReadAt
-// is safe for concurrent use.
+// fetches what Prefetch (as far as the read-ahead allows, at once) and
+// WillNeed (queued, in order) announce; random reads get no read-ahead.
+// ReadAt is safe for concurrent use.
 type DiskReader struct {
 	r      *Repository
 	x      *Index
@@ -141,8 +141,12 @@ func (d *DiskReader) fetchAhead(i int) {
 }
 
 // prefetch starts background fetches of chunks [from, from+n).
-func (d *DiskReader) prefetch(from, n int) {
-	for i := from; i < from+n && i < len(d.x.Digests); i++ {
+func (d *DiskReader) prefetch(from, n int) { d.prefetchRange(from, from+n) }
+
+// prefetchRange starts background fetches of chunks [from, to), as many
+// as the read-ahead allows at once.
+func (d *DiskReader) prefetchRange(from, to int) {
+	for i := from; i < to && i < len(d.x.Digests); i++ {
 		dg := d.x.Digests[i]
 		if dg.IsZero() {
 			continue
@@ -225,51 +229,5 @@ func (d *DiskReader) startWanted() {
 
 // ReadAt implements io.ReaderAt.
 func (d *DiskReader) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if off >= d.x.Size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if rem := d.x.Size - off; int64(want) > rem {
-		p = p[:rem]
-	}
-	cs := int64(d.x.ChunkSize)
-	d.mu.Lock()
-	if off == d.lastEnd {
-		d.seqRun += int64(len(p))
-	} else {
-		d.seqRun = int64(len(p))
-	}
-	d.lastEnd = off + int64(len(p))
-	run := d.seqRun
-	d.mu.Unlock()
-	// Read ahead only once a whole chunk has been read sequentially (small
-	// neighbouring reads of metadata are not a stream), as many chunks as
-	// have been read so far, up to ahead.
-	if run >= cs && d.ahead > 0 {
-		d.prefetch(int((off+int64(len(p))+cs-1)/cs), min(d.ahead, int(run/cs)))
-	}
-	n := 0
-	for n < len(p) {
-		pos := off + int64(n)
-		i := int(pos / cs)
-		data, err := d.chunk(d.ctx, i)
-		if err != nil {
-			return n, err
-		}
-		in := int(pos - int64(i)*cs)
-		end := min(len(p)-n, d.x.ChunkLen(i)-in)
-		if data == nil {
-			clear(p[n : n+end])
-		} else {
-			copy(p[n:n+end], data[in:in+end])
-		}
-		n += end
-	}
-	if n < want {
-		return n, io.EOF
-	}
-	return n, nil
+	return d.ReadAtContext(d.ctx, p, off)
 }

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"strings"
 	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
+	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
 
@@ -26,6 +28,15 @@ type InitOptions struct {
 	Encrypt            bool
 	KDF                KDFParams // zero = crypto.DefaultKDF()
 	Hostname, Username string    // recorded in the key file; empty = this host/user
+	// Immutable > 0 makes an immutable repository: the store (an S3 bucket
+	// with Object Lock) locks every object a point references for this
+	// long after the point, plus ImmutableSlack (0 = DefaultSlack).
+	Immutable, ImmutableSlack time.Duration
+	// CopyOf initialises the repository as a copy of another one: same
+	// chunk size, encryption and master key (its key files are copied, so
+	// the same passphrases open it), so that kura copy moves encrypted
+	// chunks as they are. ChunkSize, Encrypt and Password are ignored.
+	CopyOf *Repository
 }
 
 // OpenOptions configure an opened repository.
@@ -90,6 +101,9 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
 	}
+	if opts.CopyOf != nil {
+		opts.ChunkSize, opts.Encrypt = opts.CopyOf.cfg.ChunkSize, opts.CopyOf.cfg.Encrypted
+	}
 	cs := opts.ChunkSize
 	if cs == 0 {
 		cs = DefaultChunkSize
@@ -99,8 +113,23 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	}
 	cfg := Config{Magic: configMagic, Version: CurrentVersion, ID: randomHex(16), ChunkSize: cs,
 		Encryption: "none", Compression: "zstd", Created: time.Now().UTC().Truncate(time.Second)}
-	r := &Repository{be: be, log: slog.New(slog.DiscardHandler)}
-	if opts.Encrypt {
+	if opts.Immutable > 0 {
+		if _, err := retainer(ctx, be); err != nil {
+			return nil, err
+		}
+		slack := opts.ImmutableSlack
+		if slack <= 0 {
+			slack = DefaultSlack(opts.Immutable)
+		}
+		cfg.Immutable = &Immutability{RetainSeconds: int64(opts.Immutable / time.Second), SlackSeconds: int64(slack / time.Second)}
+	}
+	r := &Repository{be: be, cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	if opts.CopyOf != nil {
+		cfg.CopyOf, cfg.Encryption = opts.CopyOf.cfg.ID, opts.CopyOf.cfg.Encryption
+		if err := r.copyKeys(ctx, opts.CopyOf); err != nil {
+			return nil, err
+		}
+	} else if opts.Encrypt {
 		if opts.Password == "" {
 			return nil, errors.New("an encrypted repository needs a passphrase")
 		}
@@ -116,18 +145,44 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 		}
 	}
 	cfg.Encrypted = opts.Encrypt
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
+	r.cfg = cfg
+	if err := r.setup(OpenOptions{}); err != nil {
 		return nil, err
 	}
-	if err := be.Put(ctx, configName, data); err != nil {
-		return nil, fmt.Errorf("write config: %w", err)
+	if err := r.writeConfig(ctx); err != nil {
+		return nil, err
 	}
-	r.cfg = cfg
 	if err := r.syncBackend(ctx); err != nil {
 		return nil, err
 	}
-	return r, r.setup(OpenOptions{})
+	return r, nil
+}
+
+// configMAC is the MAC of the repository's config (keyed when encrypted).
+func (r *Repository) configMAC() string {
+	d := r.codec.digest(r.cfg.canonical())
+	return d.String()
+}
+
+// writeConfig stores the config with its MAC.
+func (r *Repository) writeConfig(ctx context.Context) error {
+	r.cfg.MAC = r.configMAC()
+	data, err := json.MarshalIndent(r.cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := r.putMeta(ctx, configName, data); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// checkConfig verifies the config's MAC once the keys are known.
+func (r *Repository) checkConfig() error {
+	if r.cfg.MAC != "" && r.cfg.MAC != r.configMAC() {
+		return fmt.Errorf("%s: %w", r.be.Location(), ErrConfigChanged)
+	}
+	return nil
 }
 
 func (r *Repository) setup(opts OpenOptions) error {
@@ -180,17 +235,31 @@ func Open(ctx context.Context, be storage.Backend, password string, opts OpenOpt
 			return nil, err
 		}
 	}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 // unlock tries every key file with password.
 func (r *Repository) unlock(ctx context.Context, password string) error {
-	kfs, err := r.keyFiles(ctx)
+	kfs, bad, err := r.readKeyFiles(ctx)
 	if err != nil {
 		return err
 	}
+	if len(kfs) == 0 && len(bad) > 0 {
+		var parts []string
+		for _, b := range bad {
+			parts = append(parts, fmt.Sprintf("%s: %v", b.name, b.err))
+		}
+		return fmt.Errorf("%s: %w: no key file decodes (%s); restore the keys/ objects from a copy, or open with --master-key-file",
+			r.be.Location(), ErrCorrupt, strings.Join(parts, "; "))
+	}
 	if len(kfs) == 0 {
-		return fmt.Errorf("%s: %w: the repository has no key files", r.be.Location(), ErrMissing)
+		return fmt.Errorf("%s: %w: the repository has no key files; open with --master-key-file", r.be.Location(), ErrMissing)
+	}
+	if len(bad) > 0 {
+		r.log.Warn("some key files do not decode; the others are tried", "unreadable", len(bad))
 	}
 	for _, k := range kfs {
 		mk, err := k.kf.Unwrap(password)
@@ -230,7 +299,7 @@ func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opt
 	if err != nil {
 		return nil, err
 	}
-	if ek.RepositoryID != cfg.ID {
+	if ek.RepositoryID != cfg.ID && ek.RepositoryID != cfg.CopyOf {
 		return nil, fmt.Errorf("master key belongs to repository %s, not %s", ek.RepositoryID, cfg.ID)
 	}
 	mk, err := crypto.MasterKeyFromBytes(ek.MasterKey)
@@ -238,12 +307,37 @@ func OpenWithMasterKey(ctx context.Context, be storage.Backend, data []byte, opt
 		return nil, err
 	}
 	r := &Repository{be: be, cfg: cfg, mk: mk}
-	return r, r.setup(opts)
+	if err := r.setup(opts); err != nil {
+		return nil, err
+	}
+	return r, r.checkConfig()
 }
 
 func (r *Repository) workers() int {
 	if r.opts.Workers > 0 {
 		return r.opts.Workers
 	}
-	return 2 * maxProcs()
+	n := 2 * maxProcs()
+	if c, ok := r.be.(storage.Concurrent); ok {
+		n = max(n, min(c.Concurrency(), 16))
+	}
+	return n
+}
+
+// lockOptions are the options of every lock the repository takes.
+func (r *Repository) lockOptions() []lock.Option {
+	return []lock.Option{lock.WithLogger(r.log)}
+}
+
+// writeMin and writeMax are the write range checkWritable enforces (the
+// constants; variables so that tests can narrow them).
+var writeMin, writeMax = MinWriteVersion, MaxWriteVersion
+
+// checkWritable refuses to change a repository whose format version this
+// kura does not write (it may read it).
+func (r *Repository) checkWritable() error {
+	if v := r.cfg.Version; v < writeMin || v > writeMax {
+		return fmt.Errorf("format version %d, this kura writes %d to %d: %w", v, writeMin, writeMax, ErrNotWritable)
+	}
+	return nil
 }

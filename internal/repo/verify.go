@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/storage"
@@ -19,6 +20,13 @@ type VerifyOptions struct {
 	// referenced chunk. Without it, chunks are only checked for presence.
 	ReadData bool
 	Progress func(done, total int64) // chunks checked (ReadData only)
+	// Fresh, with ReadData, says a chunk was re-hashed recently enough to
+	// be skipped this time (a nightly verify re-reads only the chunks not
+	// verified for some days): it is still checked for presence.
+	Fresh func(d Digest) bool
+	// Verified, with ReadData, receives batches of chunks re-hashed and
+	// found sound, so that the caller can remember when.
+	Verified func(ds []Digest)
 }
 
 // PointDisk names one disk of one recovery point.
@@ -38,12 +46,14 @@ type Problem struct {
 // VerifyReport is the result of Verify. Problems is empty when the
 // repository is sound.
 type VerifyReport struct {
-	Points     int       `json:"points"`
-	Indexes    int       `json:"indexes"`
-	Chunks     int       `json:"chunks"` // referenced objects checked
-	ChunksRead int64     `json:"chunks_read"`
-	BytesRead  int64     `json:"bytes_read"`
-	Problems   []Problem `json:"problems"`
+	Points     int   `json:"points"`
+	Indexes    int   `json:"indexes"`
+	Chunks     int   `json:"chunks"` // referenced objects checked
+	ChunksRead int64 `json:"chunks_read"`
+	// ChunksFresh were skipped as recently verified (VerifyOptions.Fresh).
+	ChunksFresh int64     `json:"chunks_fresh,omitempty"`
+	BytesRead   int64     `json:"bytes_read"`
+	Problems    []Problem `json:"problems"`
 }
 
 // OK reports whether no problem was found.
@@ -136,6 +146,13 @@ func (r *Repository) loadGraph(ctx context.Context, rep *VerifyReport) (*refGrap
 // content.
 func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
 	rep := &VerifyReport{Problems: []Problem{}}
+	// Points are not deleted (nor their chunks swept) while verify reads
+	// them: a problem it reports is a problem of a live point.
+	lease, err := r.LeaseAll(ctx, "verify")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	keys, err := r.listNames(ctx, "keys/")
 	if err != nil {
 		return nil, err
@@ -154,9 +171,15 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		return nil, err
 	}
 	rep.Points, rep.Indexes, rep.Chunks = len(g.points), len(g.loaded), len(g.chunks)
-	present := make(map[string]bool, len(g.chunks))
+	// Only referenced chunks are remembered while listing: memory follows
+	// what the points use, not what the store holds.
+	present := make(map[Digest]bool, len(g.chunks))
 	err = r.be.List(ctx, "chunks/", func(oi storage.ObjectInfo) error {
-		present[oi.Name] = true
+		if d, err := parseDigest(oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]); err == nil {
+			if _, used := g.chunks[d]; used && oi.Name == chunkName(d) {
+				present[d] = true
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -164,17 +187,34 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	}
 	var toRead []Digest
 	for d := range g.chunks {
-		if !present[chunkName(d)] {
+		if !present[d] {
 			rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: "missing",
 				Detail: "chunk referenced by an index is not in the repository", Affected: g.affectedByChunk(d)})
+		} else if opts.ReadData && opts.Fresh != nil && opts.Fresh(d) {
+			rep.ChunksFresh++
 		} else if opts.ReadData {
 			toRead = append(toRead, d)
 		}
 	}
 	if opts.ReadData {
-		r.readAll(ctx, g, toRead, rep, opts.Progress)
+		r.readAll(ctx, g, toRead, rep, opts)
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+	}
+	if r.cfg.Immutable != nil {
+		rps, err := r.verifyRetention(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range rps {
+			detail := "not locked"
+			if !p.RetainUntil.IsZero() {
+				detail = "locked only until " + p.RetainUntil.UTC().Format(time.RFC3339)
+			}
+			rep.Problems = append(rep.Problems, Problem{Object: p.Object, Kind: "lock-too-short",
+				Detail: detail + ", the immutability period needs " + p.Need.UTC().Format(time.RFC3339) +
+					" (the store may have lost it, or someone shortened it in governance mode)"})
 		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return strings.Compare(rep.Problems[i].Object, rep.Problems[j].Object) < 0 })
@@ -182,10 +222,17 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 }
 
 // readAll re-hashes the given chunks in parallel.
-func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep *VerifyReport, progress func(done, total int64)) {
+func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep *VerifyReport, opts VerifyOptions) {
 	jobs := make(chan Digest)
 	var mu sync.Mutex
 	var done atomic.Int64
+	var sound []Digest
+	flush := func() {
+		if opts.Verified != nil && len(sound) > 0 {
+			opts.Verified(sound)
+		}
+		sound = nil
+	}
 	var wg sync.WaitGroup
 	for range r.workers() {
 		wg.Add(1)
@@ -203,9 +250,13 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 				rep.BytesRead += int64(len(buf))
 				if err != nil && ctx.Err() == nil {
 					rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: problemKind(err), Detail: err.Error(), Affected: g.affectedByChunk(d)})
+				} else if err == nil {
+					if sound = append(sound, d); len(sound) >= 1024 {
+						flush()
+					}
 				}
-				if progress != nil {
-					progress(done.Add(1), int64(len(ds)))
+				if opts.Progress != nil {
+					opts.Progress(done.Add(1), int64(len(ds)))
 				}
 				mu.Unlock()
 			}
@@ -219,4 +270,5 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 	}
 	close(jobs)
 	wg.Wait()
+	flush()
 }

@@ -40,6 +40,9 @@ type DiskSource struct {
 	Size    int64
 	Extents []Extent // sorted, contiguous, covering [0,Size); nil = all ExtentData
 	Parent  *Index   // needed when an extent is ExtentUnchanged
+	// ParentRetainUntil is the parent point's RetainUntil (immutable
+	// repositories; zero = look the parent point up).
+	ParentRetainUntil time.Time
 }
 
 // Writer writes disks and commits recovery points. It holds a shared
@@ -50,15 +53,60 @@ type Writer struct {
 	gc   *gcView
 	mu   sync.Mutex
 	seen map[Digest]struct{} // digests known to exist (or being uploaded by us)
+	ret  *writerRetention    // immutable repositories only
+	reqs storage.RequestStats
+	// distrust names objects a verify found missing or corrupt: never
+	// reused, stored again when met (which heals every point using them).
+	distrust map[string]bool
+}
+
+// Distrust tells the writer which objects (chunk and index names) are
+// damaged: a window whose parent chunk is one of them is read again, and
+// such an object is stored again whenever this writer produces it — so
+// the next backup meeting the same data repairs every point that uses it.
+// Call it before WriteDisk.
+func (w *Writer) Distrust(objects []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.distrust == nil {
+		w.distrust = map[string]bool{}
+	}
+	for _, o := range objects {
+		w.distrust[o] = true
+	}
+}
+
+func (w *Writer) distrusted(name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.distrust[name]
 }
 
 // NewWriter takes a shared backup lock and returns a Writer.
 func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, error) {
-	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose})
+	if err := r.checkWritable(); err != nil {
+		return nil, err
+	}
+	lk, err := lock.Acquire(ctx, r.be, lock.Shared, map[string]string{"purpose": purpose}, r.lockOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("take backup lock: %w", err)
 	}
+	if r.cfg.MAC == "" {
+		// A repository made before config MACs: authenticate it now.
+		if err := r.writeConfig(ctx); err != nil {
+			_ = lk.Release(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		r.log.Info("repository config authenticated", "repository", r.cfg.ID)
+	}
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
+	if c, ok := r.be.(storage.Counter); ok {
+		w.reqs = c.Requests()
+	}
+	if w.ret, err = r.newWriterRetention(ctx, time.Now()); err != nil {
+		_ = lk.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	// Read the gc markers after the lock is visible, then record what we saw.
 	if w.gc, err = r.loadGCView(ctx); err != nil {
 		_ = lk.Release(context.WithoutCancel(ctx))
@@ -97,14 +145,24 @@ func (w *Writer) known(ctx context.Context, d Digest) (bool, error) {
 		return true, nil
 	}
 	name := chunkName(d)
+	if w.distrusted(name) {
+		return false, nil // store it again over the damaged object
+	}
 	if w.gc.isCandidate(name) {
 		return false, w.gc.waitGone(ctx, w.r, name)
 	}
 	fi, err := w.r.be.Stat(ctx, name)
+	if err == nil && fi.Size > 0 {
+		if err := w.keep(ctx, name, fi.RetainUntil, &d); err != nil {
+			w.forget(d)
+			return false, err
+		}
+		return true, nil
+	}
 	if err == nil {
 		// An empty file can only be the remains of a power loss in batch
 		// sync mode: store the chunk again.
-		return fi.Size > 0, nil
+		return false, nil
 	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -119,7 +177,7 @@ func (w *Writer) markKnown(ds []Digest) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, d := range ds {
-		if !d.IsZero() && !w.gc.isCandidate(chunkName(d)) {
+		if !d.IsZero() && !w.gc.isCandidate(chunkName(d)) && !w.distrust[chunkName(d)] {
 			w.seen[d] = struct{}{}
 		}
 	}
@@ -251,14 +309,15 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 				report(b - a)
 				continue
 			}
-			if !w.gc.isCandidate(chunkName(d)) {
+			if name := chunkName(d); !w.gc.isCandidate(name) && !w.distrusted(name) {
 				x.Digests[i] = d
 				direct.BytesReused += b - a
 				direct.ChunksReused++
 				report(b - a)
 				continue
 			}
-			// the parent's chunk may be swept by a running gc: read it again
+			// the parent's chunk may be swept by a running gc, or be
+			// damaged: read it again
 		}
 		select {
 		case jobs <- i:
@@ -273,6 +332,20 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 	st = direct
 	for _, s := range stats {
 		st.Add(s)
+	}
+	if w.ret != nil && hasUnchanged(exts) {
+		// Chunks taken from the parent: locked long enough already, or extended.
+		pu := src.ParentRetainUntil
+		if pu.IsZero() {
+			if pu, err = w.r.parentRetention(ctx, w.r.codec.digest(src.Parent.encode()).String()); err != nil {
+				return "", st, err
+			}
+		}
+		if err := w.keepReused(ctx, x, pu); err != nil {
+			return "", st, err
+		}
+	} else if err := w.keepReused(ctx, x, time.Time{}); err != nil {
+		return "", st, err
 	}
 	id, stored, err := w.putIndex(ctx, x)
 	st.BytesStored += stored
@@ -339,10 +412,10 @@ func (w *Writer) putIndex(ctx context.Context, x *Index) (string, int64, error) 
 		if err := w.gc.waitGone(ctx, w.r, name); err != nil {
 			return "", 0, err
 		}
-	} else if _, err := w.r.be.Stat(ctx, name); err == nil {
-		return id, 0, nil
+	} else if fi, err := w.r.be.Stat(ctx, name); err == nil && !w.distrusted(name) {
+		return id, 0, w.keep(ctx, name, fi.RetainUntil, nil)
 	}
-	n, err := w.r.putObject(ctx, typeIndex, name, plain)
+	n, err := w.putObject(ctx, typeIndex, name, plain)
 	return id, int64(n), err
 }
 
@@ -357,6 +430,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("backup lock lost, point not committed (run the backup again): %w", err)
 	}
 	m.Version = ManifestVersion
+	m.ConfigMAC = w.r.configMAC()
 	if m.Started.IsZero() {
 		m.Started = time.Now().UTC()
 	}
@@ -374,6 +448,18 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 			return fmt.Errorf("disk %s has no valid index id", d.Target)
 		}
 	}
+	if w.ret != nil {
+		m.RetainUntil = w.ret.min
+		if err := w.keepMeta(ctx); err != nil {
+			return err
+		}
+	}
+	if c, ok := w.r.be.(storage.Counter); ok {
+		// Requests of this point so far; the manifest's own PUT and syncs follow.
+		rs := c.Requests().Sub(w.reqs)
+		rs.Put++
+		m.Requests = &rs
+	}
 	plain, err := m.encode()
 	if err != nil {
 		return err
@@ -384,7 +470,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 	if err := w.r.syncBackend(ctx); err != nil {
 		return err
 	}
-	if _, err = w.r.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
+	if _, err = w.putObject(ctx, typeManifest, pointName(m.ID), plain); err != nil {
 		return err
 	}
 	return w.r.syncBackend(ctx)

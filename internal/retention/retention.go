@@ -3,9 +3,13 @@
 // Apply is a pure function with the semantics of restic's "forget": within
 // each group (a VM), items are considered newest first. Each rule keeps up
 // to its count of items: "last" keeps the newest N; the calendar rules
-// (hourly, daily, weekly, monthly, yearly) split time into buckets (an
-// hour, a day, an ISO-8601 week, a month, a year, all in UTC) and keep the
-// newest item of each of the N newest buckets that hold an item. A rule
+// (hourly, daily, weekly, monthly, quarterly, yearly) split time into
+// buckets (an hour, a day, an ISO-8601 week, a month, a calendar quarter, a
+// year, all in UTC) and keep the newest item of each of the N newest
+// buckets that hold an item. Together the calendar rules are a
+// grandfather-father-son scheme: short-term points by the day, long-term
+// ones by the month, quarter and year (a count of 99 years is nothing
+// special). A rule
 // counts buckets independently of the other rules, so one item may be kept
 // for several reasons. Within keeps every item no older than the duration
 // before the group's newest item. A negative count means unlimited. An
@@ -13,6 +17,9 @@
 //
 // An empty policy keeps everything; callers that delete data refuse an
 // empty policy (see Policy.Empty).
+//
+// Simulate applies a policy to hypothetical backups over a span of time, to
+// show what it keeps before it is saved.
 package retention
 
 import (
@@ -24,8 +31,8 @@ import (
 
 // Policy says how many items each rule keeps per group.
 type Policy struct {
-	Last, Hourly, Daily, Weekly, Monthly, Yearly int
-	Within                                       time.Duration
+	Last, Hourly, Daily, Weekly, Monthly, Quarterly, Yearly int
+	Within                                                  time.Duration
 }
 
 // Item is one recovery point.
@@ -39,13 +46,13 @@ type Item struct {
 type Decision struct {
 	Item    Item
 	Keep    bool
-	Reasons []string // "last", "daily 2026-11-20", "weekly 2026-W47", ...
+	Reasons []string // "last", "daily 2026-11-20", "weekly 2026-W47", "quarterly 2026-Q4", ...
 }
 
 // Empty reports whether the policy has no rule at all.
 func (p Policy) Empty() bool {
 	return p.Last == 0 && p.Hourly == 0 && p.Daily == 0 && p.Weekly == 0 &&
-		p.Monthly == 0 && p.Yearly == 0 && p.Within == 0
+		p.Monthly == 0 && p.Quarterly == 0 && p.Yearly == 0 && p.Within == 0
 }
 
 // String describes the policy ("last 3, daily 7, within 48h0m0s").
@@ -85,6 +92,9 @@ func (p Policy) rules() []rule {
 			return fmt.Sprintf("%04d-W%02d", y, w)
 		}},
 		{"monthly", p.Monthly, func(t time.Time) string { return t.Format("2006-01") }},
+		{"quarterly", p.Quarterly, func(t time.Time) string {
+			return fmt.Sprintf("%04d-Q%d", t.Year(), (t.Month()-1)/3+1)
+		}},
 		{"yearly", p.Yearly, func(t time.Time) string { return t.Format("2006") }},
 	}
 }

@@ -44,6 +44,9 @@ var (
 	ErrInvalidName = errors.New("invalid object name")
 	// ErrNoSpace means the backend is out of space; nothing was written.
 	ErrNoSpace = errors.New("no space left in storage")
+	// ErrRetained means the store refused to delete or overwrite an object
+	// because its retention (S3 Object Lock) has not expired.
+	ErrRetained = errors.New("object is locked by its retention")
 )
 
 // ObjectInfo describes a stored object.
@@ -51,6 +54,9 @@ type ObjectInfo struct {
 	Name    string
 	Size    int64
 	ModTime time.Time
+	// RetainUntil is the object's retention date on a Retainer (set by
+	// Stat; zero when the object has none or the backend keeps none).
+	RetainUntil time.Time
 }
 
 // Backend stores immutable named objects. See the package documentation
@@ -85,4 +91,67 @@ type Backend interface {
 // object is what Proxmox Backup Server calls the "filesystem" sync level.
 type Syncer interface {
 	Sync(ctx context.Context) error
+}
+
+// Retainer is implemented by backends that can lock objects against
+// deletion and overwrite until a date (S3 Object Lock in compliance mode).
+// Stat reports an object's date in ObjectInfo.RetainUntil; Delete of an
+// object whose date is in the future fails with ErrRetained.
+type Retainer interface {
+	// RetentionSupported reports whether the store can lock objects (an S3
+	// bucket created with Object Lock enabled).
+	RetentionSupported(ctx context.Context) (bool, error)
+	// PutRetained is Put with a retention date set in the same request.
+	PutRetained(ctx context.Context, name string, data []byte, until time.Time) error
+	// ExtendRetention moves an object's retention date to until. A date
+	// already later is left as it is: retention never shortens.
+	ExtendRetention(ctx context.Context, name string, until time.Time) error
+}
+
+// RequestStats counts the requests a backend made since it was opened.
+type RequestStats struct {
+	Put       int64 `json:"put"`
+	Get       int64 `json:"get"`
+	Head      int64 `json:"head"`
+	List      int64 `json:"list"`
+	Delete    int64 `json:"delete"`
+	Retention int64 `json:"retention"` // retention extensions
+	Retries   int64 `json:"retries"`   // attempts repeated after a transient error
+	BytesUp   int64 `json:"bytes_up"`
+	BytesDown int64 `json:"bytes_down"`
+}
+
+// Sub returns s minus o, field by field.
+func (s RequestStats) Sub(o RequestStats) RequestStats {
+	return RequestStats{Put: s.Put - o.Put, Get: s.Get - o.Get, Head: s.Head - o.Head, List: s.List - o.List,
+		Delete: s.Delete - o.Delete, Retention: s.Retention - o.Retention, Retries: s.Retries - o.Retries,
+		BytesUp: s.BytesUp - o.BytesUp, BytesDown: s.BytesDown - o.BytesDown}
+}
+
+// Total is the number of requests.
+func (s RequestStats) Total() int64 {
+	return s.Put + s.Get + s.Head + s.List + s.Delete + s.Retention
+}
+
+// Counter is implemented by backends that count their requests (S3).
+type Counter interface {
+	Requests() RequestStats
+}
+
+// Concurrent is implemented by backends whose requests may be bound by
+// latency rather than by the CPU (S3): Concurrency, when positive, is how
+// many requests the user wants in flight, and the repository runs up to
+// that many chunk workers (at most 16).
+type Concurrent interface {
+	Concurrency() int
+}
+
+// Unhider is implemented by versioned stores (S3 buckets with Object
+// Lock). In them a plain DELETE only adds a delete marker and a PUT a newer
+// version: a locked version stays, hidden. Unhide makes the newest
+// retained version of every object current again where newer unretained
+// versions or delete markers hide it (by deleting those), and returns the
+// names of the objects it brought back.
+type Unhider interface {
+	Unhide(ctx context.Context) ([]string, error)
 }

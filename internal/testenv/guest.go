@@ -43,6 +43,10 @@ type DiskSpec struct {
 	// Files, when not nil, are written into a fresh ext4 filesystem on the
 	// disk (keys are slash-separated relative paths). Nil means a blank disk.
 	Files map[string][]byte
+	// Boot makes the disk BIOS-bootable (SYSLINUX, the guest kernel and
+	// initramfs on a FAT partition, see makeBootDisk): the guest boots
+	// from it rather than from the host's kernel files. Files must be nil.
+	Boot bool
 	// Path, when set, is an existing image used as is (never removed). It
 	// must be reachable by libvirt's qemu user (not under a 0700 t.TempDir()):
 	// Env.ImageDir is a good place.
@@ -78,6 +82,7 @@ func (e *Env) NewGuest(t testing.TB, opts GuestOptions) *Guest {
 		console: filepath.Join(dir, "console.log")}
 	t.Cleanup(func() { g.cleanup(t) })
 	var disks []domainDisk
+	boot := false
 	for i, d := range opts.Disks {
 		if d.Target == "" {
 			d.Target = "vd" + string(rune('a'+i))
@@ -88,15 +93,16 @@ func (e *Env) NewGuest(t testing.TB, opts GuestOptions) *Guest {
 		if _, dup := g.disks[d.Target]; dup {
 			t.Fatalf("testenv: duplicate disk target %s", d.Target)
 		}
-		path, err := makeDisk(t, dir, d)
+		path, err := e.makeDisk(t, dir, d)
 		if err != nil {
 			t.Fatalf("testenv: disk %s: %v", d.Target, err)
 		}
 		g.disks[d.Target] = path
 		disks = append(disks, domainDisk{Path: path, Format: d.Format, Target: d.Target})
+		boot = boot || d.Boot
 	}
 	xml, err := domainXML(domainSpec{Name: opts.Name, Owner: ownerTag + strconv.Itoa(os.Getpid()), MemoryMiB: opts.MemoryMiB,
-		Kernel: e.Kernel, Initrd: e.Initrd, Console: g.console, Agent: opts.Agent, Disks: disks})
+		Kernel: e.Kernel, Initrd: e.Initrd, Console: g.console, Agent: opts.Agent, Disks: disks, BootDisk: boot})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -133,7 +139,7 @@ func uniqueName(test string) string {
 }
 
 // makeDisk creates the image for d in dir and returns its path.
-func makeDisk(t testing.TB, dir string, d DiskSpec) (string, error) {
+func (e *Env) makeDisk(t testing.TB, dir string, d DiskSpec) (string, error) {
 	if d.Path != "" {
 		return d.Path, nil
 	}
@@ -145,6 +151,20 @@ func makeDisk(t testing.TB, dir string, d DiskSpec) (string, error) {
 		size = 64
 	}
 	path := filepath.Join(dir, d.Target+"."+d.Format)
+	if d.Boot {
+		if d.Files != nil {
+			return "", fmt.Errorf("a boot disk takes no files")
+		}
+		raw := path
+		if d.Format == "qcow2" {
+			raw = filepath.Join(dir, d.Target+".build.raw")
+			defer os.Remove(raw)
+		}
+		if err := makeBootDisk(t, e, raw, size); err != nil || d.Format == "raw" {
+			return path, err
+		}
+		return path, run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, path)
+	}
 	if d.Files == nil {
 		return path, run("qemu-img", "create", "-q", "-f", d.Format, path, fmt.Sprintf("%dM", size))
 	}

@@ -322,3 +322,21 @@ func TestNeedStrict(t *testing.T) {
 		}
 	}
 }
+
+func TestBootDiskGuest(t *testing.T) {
+	t.Parallel()
+	env := RequireLibvirt(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	g := env.NewGuest(t, GuestOptions{Agent: true, Start: true, Disks: []DiskSpec{{Boot: true, Format: "raw", SizeMiB: 40},
+		{SizeMiB: 16, Files: map[string][]byte{"x.txt": []byte("x\n")}}}})
+	start := time.Now()
+	if err := g.WaitAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot from disk to agent: %v", time.Since(start).Round(10*time.Millisecond))
+	out, code, err := g.Exec(ctx, "cat /proc/cmdline /mnt/vdb/x.txt")
+	if err != nil || code != 0 || !strings.Contains(string(out), BootCmdlineTag) || !strings.HasSuffix(string(out), "x\n") {
+		t.Fatalf("cmdline and data disk: %q %d %v", out, code, err)
+	}
+}

@@ -19,6 +19,8 @@ type domainSpec struct {
 	Console        string
 	Agent          bool
 	Disks          []domainDisk
+	// BootDisk boots from the first disk (a boot disk) instead of Kernel.
+	BootDisk bool
 }
 
 // The guest is always TCG (type 'qemu'): KVM guests hang on the CI machines.
@@ -29,9 +31,13 @@ var domainTmpl = template.Must(template.New("domain").Funcs(template.FuncMap{"x"
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
+{{- if .BootDisk}}
+    <boot dev='hd'/>
+{{- else}}
     <kernel>{{x .Kernel}}</kernel>
     <initrd>{{x .Initrd}}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1 mitigations=off</cmdline>
+{{- end}}
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>

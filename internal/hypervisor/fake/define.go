@@ -3,12 +3,17 @@ package fake
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/kurabackup/kura/internal/diskwrite"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 )
 
 // source is the disk's source as the inventory and the configuration show
@@ -137,12 +142,54 @@ func (c *Connector) setPower(key string, s hypervisor.PowerState) error {
 	return nil
 }
 
-// StoragePoolPath implements hypervisor.Connector from Pools.
-func (c *Connector) StoragePoolPath(_ context.Context, pool string) (string, error) {
-	if p, ok := c.Pools[pool]; ok {
-		return p, nil
+// Capabilities implements hypervisor.Connector: a libvirt-like
+// hypervisor whose configurations are domain XML.
+func (c *Connector) Capabilities() hypervisor.Capabilities {
+	return hypervisor.Capabilities{Kind: Kind, ConfigFormat: domxml.ConfigFormat,
+		RestoreFormats: []string{domxml.ConfigFormat}, Backup: true,
+		ChangeTracking: hypervisor.TrackCheckpoints, OfflineChangeTracking: true, Pause: true}
+}
+
+func (c *Connector) planner() domxml.Planner {
+	return domxml.Planner{Kind: Kind, URI: c.URI(), PoolPath: func(_ context.Context, pool string) (string, error) {
+		if p, ok := c.Pools[pool]; ok {
+			return p, nil
+		}
+		return "", fmt.Errorf("fake: no storage pool %s: %w", pool, hypervisor.ErrUnsupported)
+	}}
+}
+
+// PlanRestore implements hypervisor.Restorer with domxml (Pools are its
+// storage pools).
+func (c *Connector) PlanRestore(ctx context.Context, src *hypervisor.RestoreSource, req hypervisor.RestoreRequest) (*hypervisor.RestorePlan, error) {
+	return c.planner().PlanRestore(ctx, src, req)
+}
+
+// PrepareRestore implements hypervisor.Restorer.
+func (c *Connector) PrepareRestore(ctx context.Context, src *hypervisor.RestoreSource, p *hypervisor.RestorePlan) ([]byte, []string, error) {
+	return c.planner().PrepareRestore(ctx, src, p)
+}
+
+// DiskExists implements hypervisor.Restorer: a file at path.
+func (c *Connector) DiskExists(_ context.Context, path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
 	}
-	return "", fmt.Errorf("fake: no storage pool %s: %w", pool, hypervisor.ErrUnsupported)
+	return false, err
+}
+
+// CreateDisk implements hypervisor.Restorer: a real image file written
+// with diskwrite.
+func (c *Connector) CreateDisk(ctx context.Context, d hypervisor.NewDisk) (hypervisor.DiskSink, error) {
+	if err := os.MkdirAll(filepath.Dir(d.Path), 0o755); err != nil {
+		return nil, fmt.Errorf("create directory of %s: %w", d.Path, err)
+	}
+	return diskwrite.Create(ctx, diskwrite.Target{Path: d.Path, Format: d.Format, Size: d.Size},
+		diskwrite.Options{Overwrite: d.Overwrite, ScratchDir: d.ScratchDir})
 }
 
 // DefinedConfig returns the XML a VM was defined with (nil when it was

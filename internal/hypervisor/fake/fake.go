@@ -1,6 +1,9 @@
 // Package fake is an in-memory hypervisor.Connector for tests of the
 // engine. VMs have disks held as byte slices, checkpoints are dirty-block
-// maps, and failures can be injected per VM. It passes hvtest.Run.
+// maps, and failures can be injected per VM. Its configurations are
+// libvirt domain XML and its restores write real image files (planned by
+// package domxml, written by diskwrite), so restore tests check real
+// bytes. It passes hvtest.Run.
 package fake
 
 import (
@@ -37,6 +40,8 @@ type VMSpec struct {
 	Disks      []DiskSpec
 	Addresses  []string
 	NoAgent    bool
+	// Tags are the VM's kura tags (Tagger; attribute "tag").
+	Tags []string
 	// FailBegin, when set, is returned (wrapped) by BeginBackup.
 	FailBegin error
 	// FailReadsAfter > 0 makes session reads fail with ErrInjected once
@@ -73,9 +78,12 @@ type Connector struct {
 	// the saved configuration) files <ImageDir>/<vm>-<target>.raw instead
 	// of "mem:" names, so that restores in place have somewhere to write.
 	ImageDir string
-	// Pools maps storage pool names to directories (StoragePoolPath).
+	// Pools maps storage pool names to directories (restore --storage).
 	Pools map[string]string
 }
+
+// Kind is the fake connector's kind (Capabilities.Kind).
+const Kind = "fake"
 
 // New returns an empty fake connector.
 func New() *Connector { return &Connector{} }
@@ -174,7 +182,27 @@ func (st *vmState) vm(imageDir string) hypervisor.VM {
 			Type: "file", Format: "raw", Device: "disk", Size: d.spec.Size,
 			Protectable: d.spec.Unprotectable == "", Reason: d.spec.Unprotectable})
 	}
+	if len(st.spec.Tags) > 0 {
+		vm.Attributes = map[string][]string{hypervisor.TagAttr: slices.Clone(st.spec.Tags)}
+	}
 	return vm
+}
+
+// SetTags implements hypervisor.Tagger.
+func (c *Connector) SetTags(_ context.Context, key string, tags []string) error {
+	for _, t := range tags {
+		if err := hypervisor.CheckTag(t); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.find(key)
+	if st == nil {
+		return fmt.Errorf("fake: %w: %s", hypervisor.ErrVMNotFound, key)
+	}
+	st.spec.Tags, _ = hypervisor.EditTags(nil, tags, nil, false)
+	return nil
 }
 
 func (st *vmState) checkpoint(name string) int {
@@ -212,4 +240,5 @@ func (c *Connector) LookupVM(_ context.Context, key string) (hypervisor.VM, erro
 func (c *Connector) Close() error { return nil }
 
 var _ hypervisor.Connector = (*Connector)(nil)
+var _ hypervisor.Tagger = (*Connector)(nil)
 var _ io.ReaderAt = (*reader)(nil)

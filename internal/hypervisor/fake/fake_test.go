@@ -29,7 +29,14 @@ func TestConformance(t *testing.T) {
 	hvtest.Run(t, hvtest.Target{Connector: c, MakeVM: func(t *testing.T) (hypervisor.VM, hvtest.WriteFunc) { return newVM(t, c) },
 		NewConfig: func(_ *testing.T, name, uuid string) []byte {
 			return fmt.Appendf(nil, "<domain type='fake'><name>%s</name><uuid>%s</uuid></domain>", name, uuid)
-		}})
+		},
+		Abandon: func(t *testing.T, vm hypervisor.VM, base, next string, ids map[string]string) {
+			if err := c.Abandon(context.Background(), vm, hypervisor.BackupOptions{BaseCheckpoint: base, NewCheckpoint: next, BaseChangeIDs: ids}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		Storage:  func(t *testing.T) string { return t.TempDir() },
+		ReadDisk: hvtest.ReadLocalImage})
 }
 
 func TestInjectedFailures(t *testing.T) {

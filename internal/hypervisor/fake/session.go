@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/hypervisor/libvirt/domxml"
 )
 
 type session struct {
@@ -16,6 +16,7 @@ type session struct {
 	disks       []hypervisor.SessionDisk
 	consistency hypervisor.Consistency
 	checkpoint  string
+	owner       string
 	notes       []string
 	config      []byte
 
@@ -23,6 +24,7 @@ type session struct {
 	read     int64
 	failRead int64
 	closed   bool
+	dead     bool // its process is gone (Abandon)
 }
 
 type reader struct {
@@ -66,7 +68,13 @@ func (c *Connector) BeginBackup(_ context.Context, vm hypervisor.VM, opts hyperv
 	if st.spec.FailBegin != nil {
 		return nil, fmt.Errorf("fake begin %s: %w", vm.Name, st.spec.FailBegin)
 	}
-	if st.job != nil {
+	var notes []string
+	switch {
+	case st.job != nil && st.job.dead:
+		// What a killed process left: reclaimed by the next backup.
+		st.job = nil
+		notes = append(notes, "reclaimed leftovers of a killed kura process: backup job")
+	case st.job != nil:
 		return nil, fmt.Errorf("fake begin %s: %w", vm.Name, hypervisor.ErrBusy)
 	}
 	if opts.NewCheckpoint == "" {
@@ -83,8 +91,8 @@ func (c *Connector) BeginBackup(_ context.Context, vm hypervisor.VM, opts hyperv
 		}
 		base = st.checkpoints[i]
 	}
-	s := &session{c: c, st: st, checkpoint: opts.NewCheckpoint, failRead: st.spec.FailReadsAfter,
-		config: st.domainXML(c.ImageDir)}
+	s := &session{c: c, st: st, checkpoint: opts.NewCheckpoint, owner: opts.Owner, failRead: st.spec.FailReadsAfter,
+		config: st.domainXML(c.ImageDir), notes: notes}
 	switch {
 	case st.spec.State == hypervisor.PowerOff:
 		s.consistency = hypervisor.ConsistencyOff
@@ -137,7 +145,7 @@ func appendExtent(ext []hypervisor.Extent, off, n int64, k hypervisor.ExtentKind
 }
 
 func (s *session) Disks() []hypervisor.SessionDisk     { return s.disks }
-func (s *session) Config() ([]byte, string)            { return s.config, "libvirt-domain-xml" }
+func (s *session) Config() ([]byte, string)            { return s.config, domxml.ConfigFormat }
 func (s *session) Consistency() hypervisor.Consistency { return s.consistency }
 func (s *session) Checkpoint() string                  { return s.checkpoint }
 func (s *session) Notes() []string                     { return s.notes }
@@ -168,30 +176,37 @@ func (s *session) Close(_ context.Context, success bool) error {
 		return nil
 	}
 	st.checkpoints = slices.DeleteFunc(st.checkpoints, func(cp *checkpoint) bool {
-		return cp.name != s.checkpoint && strings.HasPrefix(cp.name, "kura-") && st.checkpoint(cp.name) < i
+		return hypervisor.Superseded(cp.name, s.owner, s.checkpoint) && st.checkpoint(cp.name) < i
 	})
 	return nil
 }
 
-// Leftovers implements hypervisor.Connector: active jobs, and kura
-// checkpoints not in keep.
-func (c *Connector) Leftovers(_ context.Context, vms []string, keep map[string]bool) ([]hypervisor.Leftover, error) {
+// Leftovers implements hypervisor.Connector: abandoned jobs (a fake has no
+// processes: a session not closed is abandoned), and kura checkpoints not
+// in q.Keep, those of other owners as foreign.
+func (c *Connector) Leftovers(_ context.Context, q hypervisor.LeftoverQuery) ([]hypervisor.Leftover, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []hypervisor.Leftover
 	for _, st := range c.vms {
-		if len(vms) > 0 && !slices.Contains(vms, st.spec.Name) {
+		if len(q.VMs) > 0 && !slices.Contains(q.VMs, st.spec.Name) && !slices.Contains(q.VMs, st.spec.UUID) {
 			continue
 		}
-		if st.job != nil {
+		if st.job != nil && st.job.dead {
 			out = append(out, hypervisor.Leftover{VM: st.spec.Name, Kind: "backup-job", Name: st.job.checkpoint,
-				Detail: "backup job still active"})
+				Detail: "backup job of a killed process"})
 		}
 		for _, cp := range st.checkpoints {
-			if strings.HasPrefix(cp.name, "kura-") && !keep[cp.name] {
-				out = append(out, hypervisor.Leftover{VM: st.spec.Name, Kind: "checkpoint", Name: cp.name,
-					Detail: "kura checkpoint not referenced by any recovery point"})
+			owner, ours := hypervisor.CheckpointOwner(cp.name)
+			if !ours || q.Keep[cp.name] || (st.job != nil && !st.job.dead && st.job.checkpoint == cp.name) {
+				continue // not kura's, still referenced, or made by a live session
 			}
+			l := hypervisor.Leftover{VM: st.spec.Name, Kind: "checkpoint", Name: cp.name, Owner: owner,
+				Detail: "kura checkpoint not referenced by any recovery point"}
+			if owner != "" && owner != q.Owner {
+				l.Foreign, l.Detail = true, "checkpoint of repository "+owner+"…: kept"
+			}
+			out = append(out, l)
 		}
 	}
 	return out, nil
@@ -204,6 +219,9 @@ func (c *Connector) RemoveLeftover(_ context.Context, l hypervisor.Leftover) err
 	st := c.find(l.VM)
 	if st == nil {
 		return fmt.Errorf("fake remove leftover: %w: %s", hypervisor.ErrVMNotFound, l.VM)
+	}
+	if l.Foreign {
+		return fmt.Errorf("fake remove leftover %s: it belongs to repository %s", l.Name, l.Owner)
 	}
 	switch l.Kind {
 	case "backup-job":
@@ -220,5 +238,19 @@ func (c *Connector) RemoveLeftover(_ context.Context, l hypervisor.Leftover) err
 	default:
 		return fmt.Errorf("fake remove leftover: unknown kind %q", l.Kind)
 	}
+	return nil
+}
+
+// Abandon opens a backup session of vm and leaves it as a killed process
+// would: never closed, its owner gone. Leftovers reports it; the next
+// BeginBackup of the VM reclaims it.
+func (c *Connector) Abandon(ctx context.Context, vm hypervisor.VM, opts hypervisor.BackupOptions) error {
+	s, err := c.BeginBackup(ctx, vm, opts)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.(*session).dead = true
 	return nil
 }

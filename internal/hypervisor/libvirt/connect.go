@@ -27,8 +27,9 @@ const DefaultQemuScratchDir = "/var/lib/libvirt/qemu/kura"
 // kura creates.
 const Prefix = "kura-"
 
-// ErrBadURI means the connection URI is not supported.
-var ErrBadURI = errors.New("unsupported libvirt uri")
+// ErrBadURI means the connection URI is not supported (it is
+// hypervisor.ErrBadURI).
+var ErrBadURI = hypervisor.ErrBadURI
 
 // Connector talks to one libvirt daemon. It is safe for concurrent use.
 type Connector struct {

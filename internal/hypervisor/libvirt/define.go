@@ -120,8 +120,9 @@ func (c *Connector) stop(d golibvirt.Domain) error {
 	return nil
 }
 
-// StoragePoolPath implements hypervisor.Connector: the target directory of
-// a "dir" (or "fs"/"netfs", mounted) storage pool.
+// StoragePoolPath returns the target directory of a "dir" (or
+// "fs"/"netfs", mounted) storage pool; ErrUnsupported for pools of other
+// types.
 func (c *Connector) StoragePoolPath(ctx context.Context, pool string) (string, error) {
 	p, err := c.lv.StoragePoolLookupByName(pool)
 	if err != nil {

@@ -158,7 +158,7 @@ func TestOfflineBaseFromRunning(t *testing.T) {
 	if err := s.Close(testCtx(t, time.Minute), true); err != nil {
 		t.Fatal(err)
 	}
-	lo, err := c.Leftovers(testCtx(t, time.Minute), []string{vm.Name}, map[string]bool{"kura-o2": true})
+	lo, err := c.Leftovers(testCtx(t, time.Minute), hypervisor.LeftoverQuery{VMs: []string{vm.Name}, Keep: map[string]bool{"kura-o2": true}})
 	if err != nil || len(lo) != 0 {
 		t.Errorf("leftovers after offline success: %v, %v (old checkpoint metadata must be gone)", lo, err)
 	}

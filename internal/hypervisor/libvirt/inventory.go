@@ -123,6 +123,9 @@ func (c *Connector) describe(ctx context.Context, d golibvirt.Domain) (hyperviso
 	if vm.State == hypervisor.PowerOn {
 		vm.Addresses = c.addresses(d, vm.HasAgent)
 	}
+	if tags := domainTags(x); len(tags) > 0 {
+		vm.Attributes = map[string][]string{hypervisor.TagAttr: tags}
+	}
 	return vm, nil
 }
 

@@ -65,7 +65,8 @@ func TestConnectURIs(t *testing.T) {
 
 func TestConformanceRunning(t *testing.T) {
 	env, c := connect(t)
-	hvtest.Run(t, hvtest.Target{Connector: c, Consistency: hypervisor.ModeCrash, NewConfig: newConfigFunc(env),
+	hvtest.Run(t, hvtest.Target{Connector: c, Consistency: hypervisor.ModeCrash, NewConfig: newConfigFunc(env), Abandon: abandon,
+		Storage: func(t *testing.T) string { return t.TempDir() }, ReadDisk: hvtest.ReadLocalImage,
 		MakeVM: func(t *testing.T) (hypervisor.VM, hvtest.WriteFunc) {
 			g := env.NewGuest(t, testenv.GuestOptions{Start: true, MemoryMiB: 128,
 				Disks: []testenv.DiskSpec{{Target: "vda", Format: "qcow2", SizeMiB: 32}}})
@@ -87,7 +88,8 @@ func qemuIOWrite(t *testing.T, img, format string, pattern byte, off, n int64) {
 func TestConformanceShutOff(t *testing.T) {
 	env, c := connect(t)
 	testenv.NeedTool(t, "qemu-io")
-	hvtest.Run(t, hvtest.Target{Connector: c, NewConfig: newConfigFunc(env),
+	hvtest.Run(t, hvtest.Target{Connector: c, NewConfig: newConfigFunc(env), Abandon: abandon,
+		Storage: func(t *testing.T) string { return t.TempDir() }, ReadDisk: hvtest.ReadLocalImage,
 		MakeVM: func(t *testing.T) (hypervisor.VM, hvtest.WriteFunc) {
 			g := env.NewGuest(t, testenv.GuestOptions{Disks: []testenv.DiskSpec{{Target: "vda", Format: "qcow2", SizeMiB: 32}}})
 			vm := guestVM(t, c, g)

@@ -30,7 +30,7 @@ func (c *Connector) configXML(d golibvirt.Domain) ([]byte, error) {
 // beginOffline exposes the images of a shut-off VM with qemu-nbd. Change
 // tracking uses persistent qcow2 bitmaps named like the checkpoints.
 func (c *Connector) beginOffline(ctx context.Context, d golibvirt.Domain, vm hypervisor.VM, disks []hypervisor.Disk, opts hypervisor.BackupOptions) (_ *session, err error) {
-	s := &session{c: c, dom: d, consistency: hypervisor.ConsistencyOff}
+	s := &session{c: c, dom: d, consistency: hypervisor.ConsistencyOff, owner: opts.Owner}
 	if s.config, err = c.configXML(d); err != nil {
 		return nil, err
 	}
@@ -136,7 +136,10 @@ func (c *Connector) startNBD(ctx context.Context, dir string, dk hypervisor.Disk
 	srv.cmd = exec.Command(c.QemuNBD, append(args, dk.Source)...)
 	var stderr strings.Builder
 	srv.cmd.Stderr = &stderr
-	srv.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (a Ctrl-C to kura does not reach it before
+	// kura has closed its clients), and it dies with kura (parent-death
+	// signal) so that a killed kura leaves no server holding the image.
+	srv.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := srv.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu-nbd: %w", err)
 	}
@@ -169,10 +172,10 @@ func (p *nbdServer) stop() error {
 	return nil
 }
 
-// settleBitmaps keeps the new bitmap and removes older kura bitmaps (and
-// the matching libvirt checkpoint metadata) on success, or removes the new
-// bitmap on failure.
-func (c *Connector) settleBitmaps(ctx context.Context, d golibvirt.Domain, disks []hypervisor.Disk, newCP string, success bool) error {
+// settleBitmaps keeps the new bitmap and removes the bitmaps it supersedes
+// (and the matching libvirt checkpoint metadata) on success, or removes
+// the new bitmap on failure. Another repository's bitmaps stay.
+func (c *Connector) settleBitmaps(ctx context.Context, d golibvirt.Domain, disks []hypervisor.Disk, newCP, owner string, success bool) error {
 	var errs []error
 	for _, dk := range disks {
 		info, err := c.imageInfo(ctx, dk.Source, dk.Format)
@@ -181,8 +184,7 @@ func (c *Connector) settleBitmaps(ctx context.Context, d golibvirt.Domain, disks
 			continue
 		}
 		for _, b := range info.FormatSpec.Data.Bitmaps {
-			drop := b.Name == newCP && !success ||
-				success && b.Name != newCP && strings.HasPrefix(b.Name, Prefix)
+			drop := b.Name == newCP && !success || success && hypervisor.Superseded(b.Name, owner, newCP)
 			if drop {
 				errs = append(errs, c.qemuImg(ctx, "bitmap", "--remove", dk.Source, b.Name))
 			}
@@ -194,7 +196,7 @@ func (c *Connector) settleBitmaps(ctx context.Context, d golibvirt.Domain, disks
 			return errors.Join(append(errs, mapErr("list checkpoints of "+d.Name, err))...)
 		}
 		for _, cp := range cps {
-			if cp.Name != newCP && strings.HasPrefix(cp.Name, Prefix) {
+			if hypervisor.Superseded(cp.Name, owner, newCP) {
 				if err := c.lv.DomainCheckpointDelete(cp, golibvirt.DomainCheckpointDeleteMetadataOnly); err != nil {
 					errs = append(errs, mapErr("delete checkpoint metadata "+cp.Name, err))
 				}

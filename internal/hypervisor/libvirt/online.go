@@ -16,7 +16,7 @@ import (
 
 // beginOnline starts a pull-mode backup job of a running or paused VM.
 func (c *Connector) beginOnline(ctx context.Context, d golibvirt.Domain, vm hypervisor.VM, disks []hypervisor.Disk, opts hypervisor.BackupOptions) (_ *session, err error) {
-	s := &session{c: c, dom: d, online: true}
+	s := &session{c: c, dom: d, online: true, owner: opts.Owner}
 	// A second job would wait ~30 s for libvirt's job lock: fail fast.
 	if typ, _, _, _, _, _, _, _, _, _, _, _, err := c.lv.DomainGetJobInfo(d); err == nil && golibvirt.DomainJobType(typ) != golibvirt.DomainJobNone {
 		return nil, fmt.Errorf("backup of %s: %w (job type %d active)", vm.Name, hypervisor.ErrBusy, typ)

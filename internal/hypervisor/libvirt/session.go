@@ -2,8 +2,6 @@ package libvirt
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +27,7 @@ type session struct {
 	online      bool
 	dir         string
 	checkpoint  string // created by this session ("" when none)
+	owner       string // owner tag of the repository (hypervisor.BackupOptions.Owner)
 	consistency hypervisor.Consistency
 	config      []byte
 	notes       []string
@@ -66,6 +65,8 @@ func (s *session) end(ctx context.Context, success bool) error {
 	if s.online {
 		if err := s.c.abortJob(s.dom); err != nil {
 			errs = append(errs, err)
+		} else {
+			s.c.waitJobEnd(ctx, s.dom)
 		}
 	}
 	for _, p := range s.nbdProcs {
@@ -76,9 +77,9 @@ func (s *session) end(ctx context.Context, success bool) error {
 	if s.checkpoint != "" {
 		var err error
 		if s.online {
-			err = s.c.settleCheckpoints(s.dom, s.checkpoint, success)
+			err = s.c.settleCheckpoints(s.dom, s.checkpoint, s.owner, success)
 		} else {
-			err = s.c.settleBitmaps(ctx, s.dom, s.bitmapDisks, s.checkpoint, success)
+			err = s.c.settleBitmaps(ctx, s.dom, s.bitmapDisks, s.checkpoint, s.owner, success)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -88,6 +89,7 @@ func (s *session) end(ctx context.Context, success bool) error {
 		if err := os.RemoveAll(s.dir); err != nil {
 			errs = append(errs, fmt.Errorf("remove scratch dir: %w", err))
 		}
+		liveDirs.Delete(s.dir)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close backup session of %s: %w", s.dom.Name, err)
@@ -95,18 +97,48 @@ func (s *session) end(ctx context.Context, success bool) error {
 	return nil
 }
 
-// abortJob ends the pull-mode backup job of a domain; no job is fine.
+// abortJob ends the pull-mode backup job of a domain and waits until
+// libvirt has torn it down (the abort returns before); no job is fine.
 func (c *Connector) abortJob(d golibvirt.Domain) error {
 	err := c.lv.DomainAbortJob(d)
-	if err == nil || lvCode(err) == golibvirt.ErrOperationInvalid || lvCode(err) == golibvirt.ErrNoDomain {
-		return nil
+	if err != nil && lvCode(err) != golibvirt.ErrOperationInvalid && lvCode(err) != golibvirt.ErrNoDomain {
+		return mapErr("abort backup job of "+d.Name, err)
 	}
-	return mapErr("abort backup job of "+d.Name, err)
+	for i := 0; i < 600; i++ {
+		_, err := c.lv.DomainBackupGetXMLDesc(d, 0)
+		if err != nil {
+			return nil // no backup job (or no domain) any more
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("abort backup job of %s: %w: the job did not end within 30 s", d.Name, hypervisor.ErrBusy)
 }
 
-// settleCheckpoints keeps the new checkpoint and drops older kura ones
-// (success), or drops the new one so the previous stays the base.
-func (c *Connector) settleCheckpoints(d golibvirt.Domain, newCP string, success bool) error {
+// waitJobEnd waits until the domain has no job: DomainAbortJob returns
+// before a loaded host has finished ending the job, and a session that
+// returned from Close must not leave it running (the next backup would be
+// refused as busy, cleanup would report it).
+func (c *Connector) waitJobEnd(ctx context.Context, d golibvirt.Domain) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		typ, _, _, _, _, _, _, _, _, _, _, _, err := c.lv.DomainGetJobInfo(d)
+		if err != nil || golibvirt.DomainJobType(typ) == golibvirt.DomainJobNone {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Warn("backup job still active after its abort", "vm", d.Name)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// settleCheckpoints keeps the new checkpoint and drops the ones it
+// supersedes (success: older ones of the same owner, never another
+// repository's), or drops the new one so the previous stays the base.
+func (c *Connector) settleCheckpoints(d golibvirt.Domain, newCP, owner string, success bool) error {
 	if !success {
 		return c.deleteCheckpoint(d, newCP)
 	}
@@ -116,7 +148,7 @@ func (c *Connector) settleCheckpoints(d golibvirt.Domain, newCP string, success 
 	}
 	var errs []error
 	for _, cp := range cps {
-		if cp.Name != newCP && strings.HasPrefix(cp.Name, Prefix) {
+		if hypervisor.Superseded(cp.Name, owner, newCP) {
 			errs = append(errs, c.deleteCheckpoint(d, cp.Name))
 		}
 	}
@@ -159,19 +191,20 @@ func (c *Connector) sessionDir(uuid, checkpoint string) (string, error) {
 	if checkpoint == "" || strings.ContainsAny(checkpoint, "/\x00 '\"<>&") {
 		return "", fmt.Errorf("bad checkpoint name %q", checkpoint)
 	}
-	// A unix socket path holds at most 107 bytes: name the directory by a
-	// short hash of the checkpoint, not the checkpoint itself.
-	sum := sha256.Sum256([]byte(checkpoint))
-	name := Prefix + uuid + "-" + hex.EncodeToString(sum[:4])
-	dir := filepath.Join(c.QemuScratchDir, name)
+	dir := filepath.Join(c.QemuScratchDir, sessionDirName(uuid, checkpoint))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return "", fmt.Errorf("scratch dir %s: %w (a leftover of a killed run?)", dir, hypervisor.ErrExists)
 		}
 		return "", fmt.Errorf("create scratch dir: %w", err)
 	}
+	if err := writeOwner(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", err
+	}
 	if err := os.Chown(dir, uid, gid); err != nil {
-		_ = os.Remove(dir)
+		_ = os.RemoveAll(dir)
+		liveDirs.Delete(dir)
 		return "", fmt.Errorf("chown scratch dir: %w", err)
 	}
 	return dir, nil
@@ -204,6 +237,10 @@ func (c *Connector) BeginBackup(ctx context.Context, vm hypervisor.VM, opts hype
 		return nil, fmt.Errorf("backup %s: %w: no protectable disk selected", vm.Name, hypervisor.ErrUnsupported)
 	}
 	start := time.Now()
+	note, err := c.reclaim(ctx, d, cur)
+	if err != nil {
+		return nil, err
+	}
 	var s *session
 	if cur.State == hypervisor.PowerOff {
 		s, err = c.beginOffline(ctx, d, cur, disks, opts)
@@ -212,6 +249,9 @@ func (c *Connector) BeginBackup(ctx context.Context, vm hypervisor.VM, opts hype
 	}
 	if err != nil {
 		return nil, err
+	}
+	if note != "" {
+		s.notes = append([]string{note}, s.notes...)
 	}
 	c.log.Info("backup session open", "vm", vm.Name, "online", s.online, "checkpoint", s.checkpoint,
 		"base", opts.BaseCheckpoint, "consistency", s.consistency, "took", time.Since(start).Round(time.Millisecond))

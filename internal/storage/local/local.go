@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,14 @@ type Options struct {
 	// leaves a point whose chunks are not on disk. This is the fast mode
 	// kura uses for local repositories.
 	Batch bool
+	// Reserve sets this many bytes aside (a preallocated file in the
+	// private tmp dir) so that the objects ReserveFor names can still be
+	// written when the filesystem is full: a gc lock, without which the
+	// space could never be freed. The reserve is released when such a
+	// Put meets a full filesystem and taken again once there is room.
+	Reserve int64
+	// ReserveFor says which objects may use the reserve.
+	ReserveFor func(name string) bool
 }
 
 // Backend stores objects as files under a directory.
@@ -50,6 +59,10 @@ type Backend struct {
 	dir   string
 	sync  bool // fsync each object
 	batch bool // syncfs on Sync
+
+	reserve        int64
+	reserveFor     func(string) bool
+	reserveMissing atomic.Bool
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -73,7 +86,15 @@ func OpenOptions(dir string, opts Options) (*Backend, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("local: open %q: not a directory", abs)
 	}
-	return &Backend{dir: abs, sync: !opts.NoSync && !opts.Batch, batch: opts.Batch && !opts.NoSync}, nil
+	b := &Backend{dir: abs, sync: !opts.NoSync && !opts.Batch, batch: opts.Batch && !opts.NoSync,
+		reserve: opts.Reserve, reserveFor: opts.ReserveFor}
+	if b.reserve > 0 {
+		if _, err := os.Stat(b.reservePath()); err != nil {
+			b.reserveMissing.Store(true)
+			b.ensureReserve()
+		}
+	}
+	return b, nil
 }
 
 // Dir returns the backend's absolute root directory.
@@ -196,6 +217,7 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err := syscall.Unlink(p); err != nil {
 		return mapErr("delete", name, err)
 	}
+	b.ensureReserve() // space was freed: take the reserve again if it was used
 	return nil
 }
 

@@ -18,6 +18,9 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte) error {
 		return err
 	}
 	tmp, err := b.writeTemp(data)
+	if isNoSpace(err) && b.reserveFor != nil && b.reserveFor(name) && b.releaseReserve() {
+		tmp, err = b.writeTemp(data)
+	}
 	if err != nil {
 		return mapErr("put", name, err)
 	}
@@ -136,7 +139,7 @@ func (b *Backend) CleanTemp(ctx context.Context, olderThan time.Duration) (int, 
 			return n, fmt.Errorf("local: clean temp: %w", err)
 		}
 		fi, err := e.Info()
-		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(cutoff) {
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(cutoff) || e.Name() == reserveName {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -29,6 +29,9 @@
 //   - Cancel: every method fails with an error wrapping context.Canceled
 //     when ctx is already cancelled, and a cancelled Put writes nothing.
 //   - Location: Location is not empty.
+//
+// RunRetainer is the suite of the optional storage.Retainer (object
+// retention), for backends that implement it.
 package storagetest
 
 import (

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/kurabackup/kura/internal/hypervisor"
 )
 
 // Apply rewrites the saved domain XML according to the plan and returns the
@@ -253,7 +255,7 @@ func (a *applier) interfaces() error {
 		}
 		orig := ""
 		if ifc.MAC != nil {
-			orig, _ = parseMAC(ifc.MAC.Address)
+			orig, _ = hypervisor.ParseMAC(ifc.MAC.Address)
 		}
 		mac := pn.MAC
 		switch {

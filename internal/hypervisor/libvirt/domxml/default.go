@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/kurabackup/kura/internal/hypervisor"
 )
 
 // Options say what DefaultPlan should plan.
@@ -22,6 +24,8 @@ type Options struct {
 	NetworkMap map[string]string
 	// Host is the target libvirt URI.
 	Host string
+	// Kind is the target connector's kind (the plan's hypervisor).
+	Kind string
 	// Format of the restored images (qcow2 or raw); empty keeps each disk's
 	// format when it is qcow2 or raw and uses qcow2 otherwise.
 	Format string
@@ -112,7 +116,7 @@ func DefaultPlan(domainXML []byte, opts Options) (*Plan, error) {
 	if opts.Format != "" && opts.Format != FormatQCOW2 && opts.Format != FormatRaw {
 		return nil, fmt.Errorf("%w: format: %q is not qcow2 or raw", ErrInvalidPlan, opts.Format)
 	}
-	p := &Plan{Point: opts.PointID, Host: opts.Host, KeepMACs: opts.InPlace}
+	p := &Plan{RestorePlan: hypervisor.RestorePlan{Point: opts.PointID, Hypervisor: opts.Kind, Host: opts.Host, KeepMACs: opts.InPlace}}
 	if opts.InPlace {
 		p.Name, p.UUID = dom.Name, dom.UUID
 	} else {

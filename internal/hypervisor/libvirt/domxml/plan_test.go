@@ -8,28 +8,96 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kurabackup/kura/internal/hypervisor"
 )
 
+// encodeYAML and decodeYAML are a libvirt plan's way to and from its file.
+func encodeYAML(p *Plan) ([]byte, error) { return hypervisor.EncodePlanYAML(p.ToRestorePlan()) }
+
+func decodeYAML(data []byte) (*Plan, error) {
+	rp, err := hypervisor.DecodePlanYAML(data)
+	if err != nil {
+		return nil, err
+	}
+	p, err := FromRestorePlan(rp, "libvirt")
+	if err != nil {
+		return nil, err
+	}
+	return p, p.Validate()
+}
+
 func TestYAMLRoundTrip(t *testing.T) {
-	p, err := DefaultPlan(fixture(t, "q35-live.xml"), Options{PointID: "p1", NewName: "copy", StorageDir: "/srv/r", Host: "qemu+ssh://h2/system"})
+	p, err := DefaultPlan(fixture(t, "q35-live.xml"), Options{PointID: "p1", NewName: "copy", StorageDir: "/srv/r",
+		Host: "qemu+ssh://h2/system", Kind: "libvirt"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Start = true
 	p.Disks[1].Skip = true
-	b, err := EncodeYAML(p)
+	b, err := encodeYAML(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(string(b), "# kura restore plan") || !strings.Contains(string(b), "keep_macs: false") {
-		t.Errorf("yaml:\n%s", b)
+	for _, want := range []string{"# kura restore plan", "keep_macs: false", "hypervisor: libvirt", "\nlibvirt:\n  nvram: /srv/r/copy_VARS.fd\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("yaml lacks %q:\n%s", want, b)
+		}
 	}
-	q, err := DecodeYAML(b)
+	q, err := decodeYAML(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(p, q) {
 		t.Errorf("round trip:\n%+v\n%+v", p, q)
+	}
+}
+
+// TestLegacyPlanFile reads a plan file as kura wrote them before plans had
+// a hypervisor section: libvirt-only keys (nvram) at the top level.
+func TestLegacyPlanFile(t *testing.T) {
+	legacy := `# kura restore plan. Edit, then run: kura restore --plan-file FILE
+point: 20261121T233000Z-0a1b2c3d
+host: qemu:///system
+name: web01-copy
+uuid: ""
+keep_macs: false
+memory_mib: 2048
+vcpus: 2
+nvram: /srv/restore/web01-copy_VARS.fd
+disks:
+  - target: vda
+    source: /var/lib/libvirt/images/web01.qcow2
+    path: /srv/restore/web01-copy-vda.qcow2
+    format: qcow2
+    size: 10737418240
+networks:
+  - type: network
+    mac: 52:54:00:aa:bb:cc
+    from: default
+    to: lab
+start: true
+`
+	p, err := decodeYAML([]byte(legacy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Hypervisor != "libvirt" || p.NVRAM != "/srv/restore/web01-copy_VARS.fd" || p.MemoryMiB != 2048 || !p.Start ||
+		len(p.Disks) != 1 || p.Disks[0].Path != "/srv/restore/web01-copy-vda.qcow2" || p.Networks[0].To != "lab" {
+		t.Fatalf("legacy plan read as %+v", p)
+	}
+	if _, err := FromRestorePlan(&hypervisor.RestorePlan{Hypervisor: "vsphere", Name: "x"}, "libvirt"); !errors.Is(err, ErrInvalidPlan) {
+		t.Fatalf("a vsphere plan on libvirt: %v", err)
+	}
+	// A libvirt section key misspelt, and nvram both at the top and in the
+	// section of a new-style file, are errors.
+	for _, bad := range []string{
+		"hypervisor: libvirt\nname: x\nlibvirt:\n  nvarm: /a\n",
+		"hypervisor: libvirt\nname: x\nnvram: /a\n",
+	} {
+		if _, err := decodeYAML([]byte(bad)); !errors.Is(err, ErrInvalidPlan) {
+			t.Errorf("%q: %v, want ErrInvalidPlan", bad, err)
+		}
 	}
 }
 
@@ -44,7 +112,7 @@ networks:
   - {type: network, mac: "52:54:00:00:00:01", from: default, to: lab}
   - {type: user, mac: ""}
 `
-	if _, err := DecodeYAML([]byte(good)); err != nil {
+	if _, err := decodeYAML([]byte(good)); err != nil {
 		t.Fatalf("good plan: %v", err)
 	}
 	cases := map[string]struct{ from, to, field string }{
@@ -70,7 +138,7 @@ networks:
 	}
 	for name, c := range cases {
 		in := strings.Replace(good, c.from, c.to, 1)
-		_, err := DecodeYAML([]byte(in))
+		_, err := decodeYAML([]byte(in))
 		if c.field == "" {
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
@@ -88,23 +156,23 @@ func FuzzDecodeYAML(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	b, _ := EncodeYAML(p)
+	b, _ := encodeYAML(p)
 	f.Add(b)
 	f.Add([]byte("name: x\ndisks: [{target: vda, path: /a, format: raw}]\n"))
 	f.Add([]byte("name: &a x\nuuid: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := DecodeYAML(data)
+		p, err := decodeYAML(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidPlan) {
 				t.Fatalf("error does not wrap ErrInvalidPlan: %v", err)
 			}
 			return
 		}
-		b, err := EncodeYAML(p)
+		b, err := encodeYAML(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := DecodeYAML(b)
+		q, err := decodeYAML(b)
 		if err != nil {
 			t.Fatalf("re-decode of a valid plan: %v\n%s", err, b)
 		}
