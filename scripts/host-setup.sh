@@ -10,8 +10,8 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
 nbdkit libnbd-bin linux-image-amd64 busybox-static qemu-guest-agent
-e2fsprogs xfsprogs ntfs-3g fuse3 parted dnsmasq-base cpio restic borgbackup
-virtnbdbackup python3 kmod exim4-daemon-light openssl curl jq syslinux syslinux-common mtools dosfstools"
+e2fsprogs xfsprogs ntfs-3g fuse3 parted lvm2 tar unzip dnsmasq-base cpio restic
+borgbackup virtnbdbackup python3 kmod exim4-daemon-light openssl curl jq syslinux syslinux-common mtools dosfstools"
 SOCK=/var/run/libvirt/libvirt-sock
 URI=qemu:///system
 

@@ -45,4 +45,4 @@ go test -p 2 -timeout 45m -count=1 ./...
 echo "== race detector on the concurrent core"
 go test -race -short -count=1 ./internal/repo ./internal/engine ./internal/nbd ./internal/lock \
 	./internal/progress ./internal/catalog ./internal/storage/... ./internal/service ./internal/server \
-	./internal/notify/... ./internal/schedule ./internal/throttle ./internal/auth
+	./internal/notify/... ./internal/schedule ./internal/throttle ./internal/auth ./internal/extract

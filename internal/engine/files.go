@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path"
+	"strconv"
 	"strings"
 
+	"github.com/kurabackup/kura/internal/extract"
 	"github.com/kurabackup/kura/internal/fsread"
 	"github.com/kurabackup/kura/internal/repo"
 )
@@ -37,7 +37,8 @@ func (b *FileBrowser) Close() error {
 	return err
 }
 
-// VolumesOf lists the partitions (or the whole disk) of one disk of a point.
+// VolumesOf lists the partitions, LVM logical volumes (or the whole disk)
+// of one disk of a point.
 func VolumesOf(ctx context.Context, r *repo.Repository, m *repo.Manifest, target string) ([]fsread.Volume, error) {
 	lease, m, err := r.LeasePoint(ctx, "files", m.ID)
 	if err != nil {
@@ -73,15 +74,27 @@ func pointDisk(m *repo.Manifest, target string) (repo.DiskEntry, error) {
 	return repo.DiskEntry{}, fmt.Errorf("point %s has no disk %s (it has %s)", m.ID, target, strings.Join(names, ", "))
 }
 
-// OpenFiles opens the filesystem on volume index vol (0 = the first volume
+// OpenFiles opens the filesystem on partition vol (0 = the first volume
 // holding a filesystem kura can read) of disk target of point m.
 // The point is leased (never deleted) until the browser is closed.
 func OpenFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target string, vol int) (*FileBrowser, error) {
+	sel := ""
+	if vol != 0 {
+		sel = strconv.Itoa(vol)
+	}
+	return OpenFilesVolume(ctx, r, m, target, sel)
+}
+
+// OpenFilesVolume opens the filesystem on the volume named sel: a
+// partition number, an LVM logical volume "vg/lv", or "" for the first
+// volume holding a filesystem kura can read. The point is leased (never
+// deleted) until the browser is closed.
+func OpenFilesVolume(ctx context.Context, r *repo.Repository, m *repo.Manifest, target, sel string) (*FileBrowser, error) {
 	lease, m, err := r.LeasePoint(ctx, "files", m.ID)
 	if err != nil {
 		return nil, err
 	}
-	b, err := openFiles(ctx, r, m, target, vol)
+	b, err := openFiles(ctx, r, m, target, sel)
 	if err != nil {
 		_ = lease.Release(context.WithoutCancel(ctx))
 		return nil, err
@@ -90,7 +103,7 @@ func OpenFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target
 	return b, nil
 }
 
-func openFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target string, vol int) (*FileBrowser, error) {
+func openFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target, sel string) (*FileBrowser, error) {
 	d, err := pointDisk(m, target)
 	if err != nil {
 		return nil, err
@@ -106,7 +119,7 @@ func openFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target
 	}
 	var lastErr error
 	for _, v := range vols {
-		if vol != 0 && v.Index != vol {
+		if sel != "" && v.Name() != sel {
 			continue
 		}
 		f, err := fsread.OpenFS(ctx, dr, v)
@@ -118,13 +131,14 @@ func openFiles(ctx context.Context, r *repo.Repository, m *repo.Manifest, target
 	}
 	dr.Close()
 	if lastErr == nil {
-		lastErr = fmt.Errorf("%w: disk %s has no volume %d", ErrNoFilesystem, d.Target, vol)
+		lastErr = fmt.Errorf("%w: disk %s has no volume %s", ErrNoFilesystem, d.Target, sel)
 	}
 	return nil, fmt.Errorf("disk %s of point %s: %w (export the disk with kura export instead)", d.Target, m.ID, lastErr)
 }
 
 // Walk calls fn for p and, when it is a directory, everything below it,
-// depth first in name order. Symlinks are reported, never followed.
+// depth first in name order. Symlinks are reported, never followed; NTFS
+// streams are reported after their file.
 func (b *FileBrowser) Walk(ctx context.Context, p string, fn func(fsread.Entry) error) error {
 	e, err := b.FS.Stat(ctx, p)
 	if err != nil {
@@ -140,10 +154,10 @@ func (b *FileBrowser) walk(ctx context.Context, e fsread.Entry, fn func(fsread.E
 	if err := fn(e); err != nil {
 		return err
 	}
-	if e.Type != "dir" {
+	if e.Type != fsread.TypeDir {
 		return nil
 	}
-	kids, err := b.FS.ReadDir(ctx, e.Path)
+	kids, err := b.FS.List(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -154,104 +168,6 @@ func (b *FileBrowser) walk(ctx context.Context, e fsread.Entry, fn func(fsread.E
 	}
 	return nil
 }
-
-// ExtractStats counts what Extract wrote.
-type ExtractStats struct {
-	Files, Dirs, Symlinks, Skipped int
-	Bytes                          int64
-}
-
-// Extract copies p (a file, a symlink or a whole directory) into outDir,
-// keeping modes, modification times and symlinks. Nothing is ever written
-// outside outDir: all writes go through an os.Root, which refuses paths
-// and symlinks leading out of it.
-func (b *FileBrowser) Extract(ctx context.Context, p string, outDir string, progress func(done int64)) (ExtractStats, error) {
-	var st ExtractStats
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return st, err
-	}
-	root, err := os.OpenRoot(outDir)
-	if err != nil {
-		return st, err
-	}
-	defer root.Close()
-	base := path.Dir(path.Clean("/" + p))
-	var dirs []fsread.Entry
-	err = b.Walk(ctx, p, func(e fsread.Entry) error {
-		rel := strings.TrimPrefix(strings.TrimPrefix(e.Path, base), "/")
-		if rel == "" {
-			rel = "root"
-		}
-		if !fs.ValidPath(rel) {
-			st.Skipped++
-			return nil
-		}
-		switch e.Type {
-		case "dir":
-			if err := root.MkdirAll(rel, 0o700); err != nil {
-				return err
-			}
-			dirs = append(dirs, fsread.Entry{Path: rel, Mode: e.Mode, ModTime: e.ModTime})
-			st.Dirs++
-		case "symlink":
-			if err := root.Symlink(e.Target, rel); err != nil {
-				return err
-			}
-			st.Symlinks++
-		case "file":
-			n, err := b.copyFile(ctx, root, e, rel, func(n int64) {
-				if progress != nil {
-					progress(st.Bytes + n)
-				}
-			})
-			st.Bytes += n
-			if err != nil {
-				return err
-			}
-			st.Files++
-		default:
-			st.Skipped++
-		}
-		return nil
-	})
-	// Directory modes and times last, deepest first, so writing into them
-	// did not change their times and read-only modes did not block writes.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		d := dirs[i]
-		_ = root.Chmod(d.Path, d.Mode.Perm())
-		_ = root.Chtimes(d.Path, d.ModTime, d.ModTime)
-	}
-	return st, err
-}
-
-func (b *FileBrowser) copyFile(ctx context.Context, root *os.Root, e fsread.Entry, rel string, progress func(int64)) (int64, error) {
-	src, err := b.FS.Open(ctx, e.Path)
-	if err != nil {
-		return 0, err
-	}
-	defer src.Close()
-	dst, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	// A large buffer (and no ReaderFrom shortcut with its small one): each
-	// read goes down to the repository's disk reader.
-	buf := make([]byte, copyBuffer)
-	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, &ctxReader{ctx: ctx, r: src, progress: progress}, buf)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return n, fmt.Errorf("extract %s: %w", e.Path, err)
-	}
-	if err := root.Chmod(rel, e.Mode.Perm()); err != nil {
-		return n, err
-	}
-	return n, root.Chtimes(rel, e.ModTime, e.ModTime)
-}
-
-// copyBuffer is the size of the reads of an extracted file.
-const copyBuffer = 4 << 20
 
 // Find walks the whole filesystem and calls fn for every entry whose name
 // (or, when the pattern holds a slash, whose full path) matches the glob
@@ -273,22 +189,31 @@ func (b *FileBrowser) Find(ctx context.Context, pattern string, fn func(fsread.E
 	})
 }
 
-// ctxReader stops a copy when ctx is cancelled and reports progress.
-type ctxReader struct {
-	ctx      context.Context
-	r        io.Reader
-	n        int64
-	progress func(int64)
+// Extract writes paths of the filesystem into sink (see package extract),
+// announcing the volume ranges it reads next to the point's disk reader.
+func (b *FileBrowser) Extract(ctx context.Context, paths []string, sink extract.Sink, opt extract.Options) (*extract.Report, error) {
+	opt.WillNeed = func(off, n int64) {
+		if d := b.Volume.DiskOffset(off); d >= 0 {
+			b.reader.WillNeed(d, n)
+		}
+	}
+	return extract.Extract(ctx, b.FS, paths, sink, opt)
 }
 
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
+// ExtractTo extracts paths into directory dir.
+func (b *FileBrowser) ExtractTo(ctx context.Context, paths []string, dir string, opt extract.Options) (*extract.Report, error) {
+	sink, err := extract.NewDirSink(dir, opt)
+	if err != nil {
+		return nil, err
 	}
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if c.progress != nil {
-		c.progress(c.n)
+	return b.Extract(ctx, paths, sink, opt)
+}
+
+// ExtractArchive writes paths to w as a "tar" or "zip" archive.
+func (b *FileBrowser) ExtractArchive(ctx context.Context, paths []string, format string, w io.Writer, opt extract.Options) (*extract.Report, error) {
+	sink, err := extract.NewArchiveSink(format, w, opt)
+	if err != nil {
+		return nil, err
 	}
-	return n, err
+	return b.Extract(ctx, paths, sink, opt)
 }

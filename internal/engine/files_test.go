@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/extract"
 	"github.com/kurabackup/kura/internal/fsread"
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/hypervisor/fake"
@@ -118,10 +119,9 @@ func TestFilesFromXFSAndNTFSPoints(t *testing.T) {
 				t.Fatalf("root listing %+v", ents)
 			}
 			out := t.TempDir()
-			for _, p := range []string{"/big.bin", "/sub", "/link"} {
-				if _, err := b.Extract(ctx, p, out, nil); err != nil {
-					t.Fatalf("extract %s: %v", p, err)
-				}
+			rep, err := b.ExtractTo(ctx, []string{"/big.bin", "/sub", "/link"}, out, extract.Options{})
+			if err != nil || rep.Files != 2 || rep.Symlinks != 1 || len(rep.Skipped) != 0 {
+				t.Fatalf("extract: %+v, %v", rep, err)
 			}
 			if got, _ := os.ReadFile(filepath.Join(out, "big.bin")); !bytes.Equal(got, big) {
 				t.Fatal("extracted big.bin differs")

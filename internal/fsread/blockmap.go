@@ -102,3 +102,58 @@ func (b *blockReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return done, nil
 }
+
+// maxFileExtents bounds the extent list of one file (memory on corrupt
+// block maps).
+const maxFileExtents = 1 << 22
+
+// extents lists the file's mapped runs (holes and unwritten extents are
+// left out), merging physically contiguous neighbours.
+func (b *blockReader) extents() ([]Extent, error) {
+	var out []Extent
+	add := func(lblk, pblk, n uint64) error {
+		off := int64(lblk) * b.bs
+		if off >= b.size {
+			return nil
+		}
+		l := min(int64(n)*b.bs, b.size-off)
+		phys := int64(pblk) * b.bs
+		if k := len(out) - 1; k >= 0 && out[k].Off+out[k].Len == off && out[k].Phys+out[k].Len == phys {
+			out[k].Len += l
+			return nil
+		}
+		if len(out) >= maxFileExtents {
+			return fmt.Errorf("more than %d extents: %w", maxFileExtents, ErrCorrupt)
+		}
+		out = append(out, Extent{Off: off, Len: l, Phys: phys})
+		return nil
+	}
+	if m, ok := b.m.(extentMap); ok {
+		for _, e := range m {
+			if !e.unwritten {
+				if err := add(e.lblk, e.pblk, e.n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return out, nil
+	}
+	nblocks := uint64((b.size + b.bs - 1) / b.bs)
+	for lblk := uint64(0); lblk < nblocks; {
+		pblk, n, ok, err := b.m.mapBlock(lblk)
+		if err != nil {
+			return nil, err
+		}
+		n = max(n, 1)
+		if ok {
+			if err := add(lblk, pblk, min(n, nblocks-lblk)); err != nil {
+				return nil, err
+			}
+		}
+		if n > nblocks-lblk {
+			break
+		}
+		lblk += n
+	}
+	return out, nil
+}

@@ -72,7 +72,10 @@ func OpenFS(ctx context.Context, r io.ReaderAt, v Volume) (FS, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sr := io.NewSectionReader(r, v.Offset, v.Size)
+	if v.Note != "" {
+		return nil, fmt.Errorf("logical volume %s cannot be read: %s: %w", v.LV, v.Note, ErrUnknownFilesystem)
+	}
+	sr := volumeReader(r, v)
 	kind := v.FS
 	if kind == "" {
 		kind = DetectFS(sr)
@@ -85,10 +88,21 @@ func OpenFS(ctx context.Context, r io.ReaderAt, v Volume) (FS, error) {
 	case "ntfs":
 		return openNTFS(ctx, sr, v.Size)
 	case "":
-		return nil, fmt.Errorf("volume %d holds no recognised filesystem, which kura cannot read: export the disk instead: %w",
-			v.Index, ErrUnknownFilesystem)
+		return nil, fmt.Errorf("volume %s holds no recognised filesystem, which kura cannot read: export the disk instead: %w",
+			v.Name(), ErrUnknownFilesystem)
+	case "lvm2":
+		return nil, fmt.Errorf("volume %s is an LVM physical volume: open one of its logical volumes (kura files volumes): %w",
+			v.Name(), ErrUnknownFilesystem)
 	default:
-		return nil, fmt.Errorf("volume %d holds %s, which kura cannot read: export the disk instead: %w",
-			v.Index, kind, ErrUnknownFilesystem)
+		return nil, fmt.Errorf("volume %s holds %s, which kura cannot read: export the disk instead: %w",
+			v.Name(), kind, ErrUnknownFilesystem)
 	}
+}
+
+// volumeReader returns a reader over the volume's bytes.
+func volumeReader(r io.ReaderAt, v Volume) *io.SectionReader {
+	if v.segs != nil {
+		return io.NewSectionReader(&segReader{r: r, segs: v.segs, size: v.Size}, 0, v.Size)
+	}
+	return io.NewSectionReader(r, v.Offset, v.Size)
 }

@@ -84,14 +84,23 @@ func parseExtSuper(b []byte) (extSuper, error) {
 
 // extInode is a decoded ext inode.
 type extInode struct {
-	mode   uint32
-	size   int64
-	mtime  time.Time
-	flags  uint32
-	block  [60]byte // i_block: extent root, block pointers or inline data
-	extra  []byte   // in-inode extended attribute area (may be empty)
-	blocks uint64   // i_blocks (512-byte units unless huge_file)
+	mode                        uint32
+	uid, gid, nlink             uint32
+	size                        int64
+	atime, ctime, mtime, crtime time.Time
+	flags                       uint32
+	block                       [60]byte // i_block: extent root, block pointers or inline data
+	extra                       []byte   // in-inode extended attribute area (may be empty)
+	blocks                      uint64   // i_blocks, low and high words
+	fileACL                     uint64   // external xattr block
 }
+
+// ext inode flags and feature bits used beyond the block map.
+const (
+	extFlagHugeFile    = 0x40000
+	extROHugeFile      = 0x8
+	extIncompatEAInode = 0x400
+)
 
 // parseExtInode decodes one on-disk inode record of size len(b).
 func parseExtInode(b []byte) (extInode, error) {
@@ -100,36 +109,64 @@ func parseExtInode(b []byte) (extInode, error) {
 	}
 	le := binary.LittleEndian
 	in := extInode{
-		mode:   uint32(le.Uint16(b[0:])),
-		size:   int64(uint64(le.Uint32(b[4:])) | uint64(le.Uint32(b[0x6C:]))<<32),
-		flags:  le.Uint32(b[0x20:]),
-		blocks: uint64(le.Uint32(b[0x1C:])),
+		mode:    uint32(le.Uint16(b[0:])),
+		uid:     uint32(le.Uint16(b[0x02:])) | uint32(le.Uint16(b[0x78:]))<<16,
+		gid:     uint32(le.Uint16(b[0x18:])) | uint32(le.Uint16(b[0x7A:]))<<16,
+		nlink:   uint32(le.Uint16(b[0x1A:])),
+		size:    int64(uint64(le.Uint32(b[4:])) | uint64(le.Uint32(b[0x6C:]))<<32),
+		flags:   le.Uint32(b[0x20:]),
+		blocks:  uint64(le.Uint32(b[0x1C:])) | uint64(le.Uint16(b[0x74:]))<<32,
+		fileACL: uint64(le.Uint32(b[0x68:])) | uint64(le.Uint16(b[0x76:]))<<32,
 	}
 	copy(in.block[:], b[0x28:0x28+60])
-	sec := int64(int32(le.Uint32(b[0x10:])))
-	var nsec int64
+	extraSize := 0
 	if len(b) > 0x84 {
-		extraSize := int(le.Uint16(b[0x80:]))
+		extraSize = int(le.Uint16(b[0x80:]))
 		if 0x80+extraSize > len(b) {
 			return extInode{}, fmt.Errorf("inode extra size %d: %w", extraSize, ErrCorrupt)
 		}
-		if extraSize >= 0x8C-0x80 {
-			x := le.Uint32(b[0x88:])
+		in.extra = b[0x80+extraSize:]
+	}
+	// Times: seconds in the base inode; epoch bits and nanoseconds in the
+	// extra fields when the inode is large enough to hold them.
+	fits := func(off int) bool { return off+4 <= 0x80+extraSize }
+	decode := func(secOff, extraOff int) time.Time {
+		sec := int64(int32(le.Uint32(b[secOff:])))
+		var nsec int64
+		if extraSize > 0 && fits(extraOff) {
+			x := le.Uint32(b[extraOff:])
 			sec += int64(x&3) << 32
 			nsec = int64(x >> 2)
 		}
-		in.extra = b[0x80+extraSize:]
+		return unixTime(sec, nsec)
+	}
+	in.atime = decode(0x08, 0x8C)
+	in.ctime = decode(0x0C, 0x84)
+	in.mtime = decode(0x10, 0x88)
+	if extraSize > 0 && fits(0x90) {
+		in.crtime = decode(0x90, 0x94)
 	}
 	if in.size < 0 {
 		return extInode{}, fmt.Errorf("inode size negative: %w", ErrCorrupt)
 	}
-	in.mtime = time.Unix(sec, nsec%1e9).UTC()
 	return in, nil
+}
+
+// devNumbers decodes a device inode's numbers from i_block: the old
+// 16-bit encoding in the first word, else the new one in the second.
+func (in *extInode) devNumbers() (major, minor uint32) {
+	le := binary.LittleEndian
+	if old := le.Uint32(in.block[0:]); old != 0 {
+		return (old >> 8) & 0xff, old & 0xff
+	}
+	d := le.Uint32(in.block[4:])
+	return (d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00)
 }
 
 // extFS reads ext2/3/4.
 type extFS struct {
-	r    io.ReaderAt
+	r    io.ReaderAt // the volume, for file data
+	meta *metaCache  // the volume, for metadata
 	size int64
 	sb   extSuper
 
@@ -147,7 +184,7 @@ func openExt(ctx context.Context, r io.ReaderAt, size int64) (FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &extFS{r: r, size: size, sb: sb, tables: map[uint32]uint64{}, ind: map[uint64][]byte{}}
+	e := &extFS{r: r, meta: newMetaCache(r, size), size: size, sb: sb, tables: map[uint32]uint64{}, ind: map[uint64][]byte{}}
 	if _, err := e.getNode(ctx, extRootIno); err != nil {
 		return nil, fmt.Errorf("ext root inode: %w", err)
 	}
@@ -162,7 +199,7 @@ func (e *extFS) readBlock(blk uint64) ([]byte, error) {
 		return nil, fmt.Errorf("block %d outside volume: %w", blk, ErrCorrupt)
 	}
 	b := make([]byte, e.sb.blockSize)
-	if _, err := e.r.ReadAt(b, int64(blk)*e.sb.blockSize); err != nil {
+	if _, err := e.meta.ReadAt(b, int64(blk)*e.sb.blockSize); err != nil {
 		return nil, fmt.Errorf("read block %d: %w", blk, err)
 	}
 	return b, nil
@@ -178,7 +215,7 @@ func (e *extFS) inodeTable(g uint32) (uint64, error) {
 	}
 	off := e.descOffset(g)
 	d := make([]byte, e.sb.descSize)
-	if _, err := e.r.ReadAt(d, off); err != nil {
+	if _, err := e.meta.ReadAt(d, off); err != nil {
 		return 0, fmt.Errorf("read group descriptor %d: %w", g, err)
 	}
 	t = uint64(binary.LittleEndian.Uint32(d[8:]))
@@ -244,7 +281,7 @@ func (e *extFS) getNode(ctx context.Context, ino uint64) (*node, error) {
 		return nil, fmt.Errorf("inode %d outside volume: %w", ino, ErrCorrupt)
 	}
 	raw := make([]byte, e.sb.inodeSize)
-	if _, err := e.r.ReadAt(raw, off); err != nil {
+	if _, err := e.meta.ReadAt(raw, off); err != nil {
 		return nil, fmt.Errorf("read inode %d: %w", ino, err)
 	}
 	in, err := parseExtInode(raw)
@@ -254,24 +291,58 @@ func (e *extFS) getNode(ctx context.Context, ino uint64) (*node, error) {
 	if in.mode == 0 {
 		return nil, fmt.Errorf("inode %d is free: %w", ino, ErrCorrupt)
 	}
-	return &node{ino: ino, mode: in.mode, size: in.size, mtime: in.mtime, impl: &in}, nil
+	n := &node{ino: ino, mode: in.mode, size: in.size, uid: in.uid, gid: in.gid, nlink: in.nlink,
+		atime: in.atime, mtime: in.mtime, ctime: in.ctime, btime: in.crtime, impl: &in}
+	blocks := in.blocks
+	if e.sb.roCompat&extROHugeFile == 0 {
+		blocks &= 0xFFFFFFFF
+	} else if in.flags&extFlagHugeFile != 0 {
+		blocks *= uint64(e.sb.blockSize / 512)
+	}
+	n.alloc = int64(blocks * 512)
+	if in.flags&extFlagInline != 0 {
+		// As the kernel reports inline data: a sector per 512 bytes, so
+		// tools do not take the file for a hole.
+		n.alloc += (in.size + 511) / 512 * 512
+	}
+	if t := in.mode & sIFMT; t == sIFCHR || t == sIFBLK {
+		n.major, n.minor = in.devNumbers()
+	}
+	return n, nil
 }
 
-// data returns a reader over an inode's contents.
-func (e *extFS) data(_ context.Context, n *node) (io.ReaderAt, error) {
+// data returns a reader over an inode's contents and its extents.
+func (e *extFS) data(_ context.Context, n *node) (io.ReaderAt, []Extent, error) {
 	in := n.impl.(*extInode)
 	if in.flags&extFlagInline != 0 {
 		b, err := extInlineData(in)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return &byteReader{b: b}, nil
+		var ext []Extent
+		if len(b) > 0 {
+			ext = []Extent{{Off: 0, Len: int64(len(b)), Phys: -1}}
+		}
+		return &byteReader{b: b}, ext, nil
 	}
+	br, err := e.blocks(in, n.size, e.r)
+	if err != nil {
+		return nil, nil, err
+	}
+	ext, err := br.extents()
+	if err != nil {
+		return nil, nil, err
+	}
+	return br, ext, nil
+}
+
+// blocks returns a block reader of a non-inline inode over r.
+func (e *extFS) blocks(in *extInode, size int64, r io.ReaderAt) (*blockReader, error) {
 	m, err := e.mapper(in)
 	if err != nil {
 		return nil, err
 	}
-	return &blockReader{r: e.r, bs: e.sb.blockSize, m: m, size: n.size,
+	return &blockReader{r: r, bs: e.sb.blockSize, m: m, size: size,
 		devBlocks: uint64(e.size / e.sb.blockSize)}, nil
 }
 

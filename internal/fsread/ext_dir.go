@@ -140,7 +140,7 @@ func extInlineData(in *extInode) ([]byte, error) {
 	return nil, fmt.Errorf("inline data xattr not found: %w", ErrCorrupt)
 }
 
-func (e *extFS) readlink(ctx context.Context, n *node) (string, error) {
+func (e *extFS) readlink(_ context.Context, n *node) (string, error) {
 	in := n.impl.(*extInode)
 	if n.size > 4096 {
 		return "", fmt.Errorf("symlink %d target length %d: %w", n.ino, n.size, ErrCorrupt)
@@ -148,12 +148,16 @@ func (e *extFS) readlink(ctx context.Context, n *node) (string, error) {
 	if in.flags&(extFlagExtents|extFlagInline) == 0 && n.size < 60 {
 		return string(in.block[:n.size]), nil
 	}
-	ra, err := e.data(ctx, n)
+	if in.flags&extFlagInline != 0 {
+		b, err := extInlineData(in)
+		return string(b), err
+	}
+	br, err := e.blocks(in, n.size, e.meta)
 	if err != nil {
 		return "", err
 	}
 	b := make([]byte, n.size)
-	if _, err := ra.ReadAt(b, 0); err != nil && err != io.EOF {
+	if _, err := br.ReadAt(b, 0); err != nil && err != io.EOF {
 		return "", err
 	}
 	return string(b), nil

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"unicode/utf8"
 )
 
 // seedMBR returns a disk with an MBR holding a primary and an extended
@@ -193,9 +194,81 @@ func FuzzXFSDecoders(f *testing.F) {
 
 func FuzzNTFSDecoders(f *testing.F) {
 	f.Add([]byte("IntxLNK\x01a\x00b\x00"))
+	rec := make([]byte, 1024)
+	copy(rec, "FILE")
+	rec[4], rec[6], rec[0x14] = 0x30, 3, 0x38
+	f.Add(rec)
+	f.Add([]byte{0x21, 0x10, 0x00, 0x01, 0x11, 0x05, 0xF0, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parseReparse(b)
 		parseInterix(b)
+		c := bytes.Clone(b)
+		if applyFixups(c) == nil {
+			parseNTFSRecord(c, 7)
+		}
+		if len(b) >= 16 {
+			parseNTFSAttr(b)
+		}
+		parseRunlist(b, 0)
+		parseIndexNode(b, nil)
+		parseAttrList(b)
+		dst := make([]byte, 16<<10)
+		lznt1(dst, b)
+		utf16le(b)
+	})
+}
+
+func FuzzXattrDecoders(f *testing.F) {
+	f.Add([]byte{4, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 'a', 'b', 'c', 'd'})
+	f.Add([]byte{0, 0, 0, 2, 1, 0, 6, 0, 2, 0, 4, 0, 0xd2, 4, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parseExtXattrs(b, b)
+		extACL(b)
+		xfsACL(b)
+		parseXFSAttrShort(b)
+		parseXFSAttrLeaf(b, true)
+		parseXFSAttrLeaf(b, false)
+	})
+}
+
+func FuzzLVMText(f *testing.F) {
+	f.Add([]byte(`vg { extent_size = 8192 physical_volumes { pv0 { id = "a-b" pe_start = 2048 } }
+logical_volumes { lv { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "striped"
+stripe_count = 1 stripes = [ "pv0", 0 ] } } } }
+contents = "Text Format Volume Group" # comment`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		root, err := parseLVMText(b)
+		if err != nil {
+			return
+		}
+		vols, err := lvmLogical(root, "ab", Volume{Offset: 0, Size: 1 << 30})
+		if err != nil {
+			return
+		}
+		for _, v := range vols {
+			for _, s := range v.segs {
+				if s.disk < 0 || s.size <= 0 || s.disk+s.size > 1<<30 {
+					t.Fatalf("segment %+v outside the physical volume", s)
+				}
+			}
+		}
+	})
+}
+
+func FuzzEscape(f *testing.F) {
+	f.Add("plain", true)
+	f.Add("tab\there\xff\\x41/\\xzz", false)
+	f.Fuzz(func(t *testing.T, s string, name bool) {
+		e := Escape(s)
+		if name {
+			e = EscapeName(s)
+		}
+		if Unescape(e) != s {
+			t.Fatalf("Unescape(Escape(%q)) = %q via %q", s, Unescape(e), e)
+		}
+		if !utf8.ValidString(e) {
+			t.Fatalf("Escape(%q) = %q is not UTF-8", s, e)
+		}
 	})
 }
 

@@ -28,13 +28,29 @@ func Volumes(ctx context.Context, r io.ReaderAt, size int64) ([]Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range vols {
+	var out []Volume
+	for _, v := range vols {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		vols[i].FS = DetectFS(io.NewSectionReader(r, vols[i].Offset, vols[i].Size))
+		v.FS = DetectFS(io.NewSectionReader(r, v.Offset, v.Size))
+		out = append(out, v)
+		if v.FS != "lvm2" {
+			continue
+		}
+		lvs, err := lvmVolumes(r, v)
+		if err != nil {
+			out[len(out)-1].Note = "LVM metadata unreadable: " + err.Error()
+			continue
+		}
+		for _, lv := range lvs {
+			if lv.Note == "" {
+				lv.FS = DetectFS(volumeReader(r, lv))
+			}
+			out = append(out, lv)
+		}
 	}
-	return vols, nil
+	return out, nil
 }
 
 // partitions parses the partition table without filesystem detection.

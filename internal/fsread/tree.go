@@ -14,19 +14,26 @@ import (
 // Unix file type bits of an inode mode (shared by ext and XFS).
 const (
 	sIFMT   = 0xF000
+	sIFIFO  = 0x1000
+	sIFCHR  = 0x2000
 	sIFDIR  = 0x4000
+	sIFBLK  = 0x6000
 	sIFREG  = 0x8000
 	sIFLNK  = 0xA000
+	sIFSOCK = 0xC000
 	maxLink = 40 // symlinks followed while resolving one path
 )
 
 // node is one inode as seen by the generic tree walker.
 type node struct {
-	ino   uint64
-	mode  uint32 // unix mode including type bits
-	size  int64
-	mtime time.Time
-	impl  any // backend-specific decoded inode
+	ino                        uint64
+	mode                       uint32 // unix mode including type bits
+	size                       int64
+	alloc                      int64 // allocated bytes
+	uid, gid, nlink            uint32
+	major, minor               uint32
+	atime, mtime, ctime, btime time.Time
+	impl                       any // backend-specific decoded inode
 }
 
 func (n *node) isDir() bool  { return n.mode&sIFMT == sIFDIR }
@@ -46,7 +53,9 @@ type inodeFS interface {
 	getNode(ctx context.Context, ino uint64) (*node, error)
 	list(ctx context.Context, dir *node) ([]dirent, error)
 	readlink(ctx context.Context, n *node) (string, error)
-	data(ctx context.Context, n *node) (io.ReaderAt, error)
+	// data returns a reader over a regular file and its extents.
+	data(ctx context.Context, n *node) (io.ReaderAt, []Extent, error)
+	xattrs(ctx context.Context, n *node) ([]Xattr, error)
 }
 
 type treeFS struct{ b inodeFS }
@@ -59,6 +68,15 @@ func cleanPath(p string) (string, []string) {
 		return p, nil
 	}
 	return p, strings.Split(p[1:], "/")
+}
+
+// childPath joins a directory path and a name without cleaning (names
+// are the filesystem's bytes).
+func childPath(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
 }
 
 // resolve walks p from the root, following intermediate symlinks and the
@@ -118,22 +136,32 @@ func (t *treeFS) walk(ctx context.Context, p string, follow bool, links *int) (*
 	return cur, nil
 }
 
-func (t *treeFS) entry(ctx context.Context, p string, n *node) (Entry, error) {
-	e := Entry{Name: path.Base(p), Path: p, Size: n.size, ModTime: n.mtime, Mode: unixMode(n.mode)}
-	switch {
-	case n.isDir():
-		e.Type = "dir"
-	case n.isReg():
-		e.Type = "file"
-	case n.isLink():
-		e.Type = "symlink"
+func (t *treeFS) entry(ctx context.Context, p, name string, n *node) (Entry, error) {
+	e := Entry{Name: name, Path: p, Size: n.size, Allocated: n.alloc, Mode: unixMode(n.mode),
+		ModTime: n.mtime, ATime: n.atime, CTime: n.ctime, BTime: n.btime,
+		UID: n.uid, GID: n.gid, Nlink: n.nlink, Ino: n.ino}
+	switch n.mode & sIFMT {
+	case sIFDIR:
+		e.Type = TypeDir
+	case sIFREG:
+		e.Type = TypeFile
+	case sIFLNK:
+		e.Type = TypeSymlink
 		target, err := t.b.readlink(ctx, n)
 		if err != nil {
-			return Entry{}, err
+			return Entry{}, fmt.Errorf("%s: %w", p, err)
 		}
 		e.Target = target
+	case sIFIFO:
+		e.Type = TypeFIFO
+	case sIFSOCK:
+		e.Type = TypeSocket
+	case sIFCHR:
+		e.Type, e.Major, e.Minor = TypeCharDev, n.major, n.minor
+	case sIFBLK:
+		e.Type, e.Major, e.Minor = TypeBlockDev, n.major, n.minor
 	default:
-		e.Type = "other"
+		e.Type = TypeOther
 	}
 	return e, nil
 }
@@ -155,13 +183,13 @@ func unixMode(m uint32) fs.FileMode {
 		mode |= fs.ModeDir
 	case sIFLNK:
 		mode |= fs.ModeSymlink
-	case 0x2000:
+	case sIFCHR:
 		mode |= fs.ModeDevice | fs.ModeCharDevice
-	case 0x6000:
+	case sIFBLK:
 		mode |= fs.ModeDevice
-	case 0x1000:
+	case sIFIFO:
 		mode |= fs.ModeNamedPipe
-	case 0xC000:
+	case sIFSOCK:
 		mode |= fs.ModeSocket
 	}
 	return mode
@@ -174,7 +202,7 @@ func (t *treeFS) Stat(ctx context.Context, p string) (e Entry, err error) {
 		return Entry{}, err
 	}
 	clean, _ := cleanPath(p)
-	return t.entry(ctx, clean, n)
+	return t.entry(ctx, clean, path.Base(clean), n)
 }
 
 func (t *treeFS) ReadDir(ctx context.Context, p string) (out []Entry, err error) {
@@ -184,13 +212,27 @@ func (t *treeFS) ReadDir(ctx context.Context, p string) (out []Entry, err error)
 		return nil, err
 	}
 	clean, _ := cleanPath(p)
+	return t.children(ctx, clean, dir)
+}
+
+func (t *treeFS) List(ctx context.Context, dir Entry) (out []Entry, err error) {
+	defer recoverCorrupt(&err)
+	n, err := t.b.getNode(ctx, dir.Ino)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir.Path, err)
+	}
+	return t.children(ctx, dir.Path, n)
+}
+
+func (t *treeFS) children(ctx context.Context, p string, dir *node) ([]Entry, error) {
 	if !dir.isDir() {
-		return nil, fmt.Errorf("%s: %w", clean, ErrNotDir)
+		return nil, fmt.Errorf("%s: %w", p, ErrNotDir)
 	}
 	ents, err := t.b.list(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
+	out := make([]Entry, 0, len(ents))
 	for _, d := range ents {
 		if d.name == "." || d.name == ".." {
 			continue
@@ -198,11 +240,12 @@ func (t *treeFS) ReadDir(ctx context.Context, p string) (out []Entry, err error)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		cp := childPath(p, d.name)
 		n, err := t.b.getNode(ctx, d.ino)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path.Join(clean, d.name), err)
+			return nil, fmt.Errorf("%s: %w", cp, err)
 		}
-		e, err := t.entry(ctx, path.Join(clean, d.name), n)
+		e, err := t.entry(ctx, cp, d.name, n)
 		if err != nil {
 			return nil, err
 		}
@@ -219,27 +262,57 @@ func (t *treeFS) Open(ctx context.Context, p string) (f File, err error) {
 		return nil, err
 	}
 	clean, _ := cleanPath(p)
+	return t.open(ctx, clean, n)
+}
+
+func (t *treeFS) OpenEntry(ctx context.Context, e Entry) (f File, err error) {
+	defer recoverCorrupt(&err)
+	n, err := t.b.getNode(ctx, e.Ino)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Path, err)
+	}
+	return t.open(ctx, e.Path, n)
+}
+
+func (t *treeFS) open(ctx context.Context, p string, n *node) (File, error) {
 	if n.isDir() {
-		return nil, fmt.Errorf("open %s: %w", clean, ErrIsDir)
+		return nil, fmt.Errorf("open %s: %w", p, ErrIsDir)
 	}
 	if !n.isReg() {
-		return nil, fmt.Errorf("open %s: %w", clean, ErrNotRegular)
+		return nil, fmt.Errorf("open %s: %w", p, ErrNotRegular)
 	}
-	ra, err := t.b.data(ctx, n)
+	ra, ext, err := t.b.data(ctx, n)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
-	return newFile(safeReaderAt{ra}, n.size), nil
+	return newFile(safeReaderAt{ra}, n.size, ext), nil
+}
+
+func (t *treeFS) Xattrs(ctx context.Context, e Entry) (x []Xattr, err error) {
+	defer recoverCorrupt(&err)
+	n, err := t.b.getNode(ctx, e.Ino)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.Path, err)
+	}
+	if x, err = t.b.xattrs(ctx, n); err != nil {
+		return nil, fmt.Errorf("%s: xattrs: %w", e.Path, err)
+	}
+	sort.Slice(x, func(i, j int) bool { return x[i].Name < x[j].Name })
+	return x, nil
 }
 
 // file adapts a ReaderAt of known size to File.
-type file struct{ *io.SectionReader }
-
-func newFile(ra io.ReaderAt, size int64) *file {
-	return &file{io.NewSectionReader(ra, 0, size)}
+type file struct {
+	*io.SectionReader
+	ext []Extent
 }
 
-func (f *file) Close() error { return nil }
+func newFile(ra io.ReaderAt, size int64, ext []Extent) *file {
+	return &file{SectionReader: io.NewSectionReader(ra, 0, size), ext: ext}
+}
+
+func (f *file) Extents() []Extent { return f.ext }
+func (f *file) Close() error      { return nil }
 
 // safeReaderAt turns panics in decoding code into ErrCorrupt.
 type safeReaderAt struct{ r io.ReaderAt }
@@ -253,4 +326,12 @@ func recoverCorrupt(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("%v: %w", r, ErrCorrupt)
 	}
+}
+
+// unixTime converts seconds and nanoseconds to a UTC time.
+func unixTime(sec, nsec int64) time.Time {
+	if nsec < 0 || nsec >= 1e9 {
+		nsec = 0
+	}
+	return time.Unix(sec, nsec).UTC()
 }

@@ -75,30 +75,55 @@ func parseXFSSuper(b []byte) (xfsSuper, error) {
 
 // xfsInode is a decoded XFS inode.
 type xfsInode struct {
-	mode    uint32
-	format  uint8
-	size    int64
-	mtime   time.Time
-	nextent uint32
-	fork    []byte // data fork bytes
+	mode                        uint32
+	format, aformat             uint8
+	uid, gid, nlink             uint32
+	size                        int64
+	nblocks                     uint64
+	atime, mtime, ctime, crtime time.Time
+	nextent, anextent           uint64
+	fork                        []byte // data fork bytes
+	afork                       []byte // attribute fork bytes (nil: none)
 }
+
+const (
+	xfsFmtDev        = 0
+	xfsDiflag2NRExt  = 0x10
+	xfsInodeCoreV3   = 176
+	xfsInodeCoreV1V2 = 100
+)
 
 // parseXFSInode decodes one inode record (v1/v2/v3 core).
 func parseXFSInode(b []byte, bigtime bool) (xfsInode, error) {
 	be := binary.BigEndian
-	if len(b) < 176 || string(b[:2]) != "IN" {
+	if len(b) < xfsInodeCoreV3 || string(b[:2]) != "IN" {
 		return xfsInode{}, fmt.Errorf("xfs inode magic missing: %w", ErrCorrupt)
 	}
-	in := xfsInode{
-		mode:    uint32(be.Uint16(b[2:])),
-		format:  b[5],
-		size:    int64(be.Uint64(b[56:])),
-		nextent: be.Uint32(b[76:]),
-	}
 	version := b[4]
-	core := 100
+	in := xfsInode{
+		mode:     uint32(be.Uint16(b[2:])),
+		format:   b[5],
+		aformat:  b[83],
+		uid:      be.Uint32(b[8:]),
+		gid:      be.Uint32(b[12:]),
+		nlink:    be.Uint32(b[16:]),
+		size:     int64(be.Uint64(b[56:])),
+		nblocks:  be.Uint64(b[64:]),
+		nextent:  uint64(be.Uint32(b[76:])),
+		anextent: uint64(be.Uint16(b[80:])),
+	}
+	if version == 1 {
+		in.nlink = uint32(be.Uint16(b[6:]))
+	}
+	core := xfsInodeCoreV1V2
+	var flags2 uint64
 	if version == 3 {
-		core = 176
+		core = xfsInodeCoreV3
+		flags2 = be.Uint64(b[120:])
+		if flags2&xfsDiflag2NRExt != 0 {
+			in.nextent = be.Uint64(b[24:])
+			in.anextent = uint64(be.Uint32(b[76:]))
+		}
 	}
 	forkoff := int(b[82]) * 8
 	end := len(b)
@@ -109,18 +134,28 @@ func parseXFSInode(b []byte, bigtime bool) (xfsInode, error) {
 		return xfsInode{}, fmt.Errorf("xfs inode fork offset %d size %d: %w", forkoff, in.size, ErrCorrupt)
 	}
 	in.fork = b[core:end]
-	sec, nsec := int64(int32(be.Uint32(b[40:]))), int64(be.Uint32(b[44:]))
-	if version == 3 && bigtime && be.Uint64(b[120:])&xfsDiflag2Big != 0 {
-		t := be.Uint64(b[40:])
-		sec, nsec = int64(t/1e9)-(1<<31), int64(t%1e9)
+	if forkoff != 0 {
+		in.afork = b[end:]
 	}
-	in.mtime = time.Unix(sec, nsec%1e9).UTC()
+	big := version == 3 && bigtime && flags2&xfsDiflag2Big != 0
+	stamp := func(off int) time.Time {
+		if big {
+			t := be.Uint64(b[off:])
+			return unixTime(int64(t/1e9)-(1<<31), int64(t%1e9))
+		}
+		return unixTime(int64(int32(be.Uint32(b[off:]))), int64(be.Uint32(b[off+4:])))
+	}
+	in.atime, in.mtime, in.ctime = stamp(32), stamp(40), stamp(48)
+	if version == 3 {
+		in.crtime = stamp(144)
+	}
 	return in, nil
 }
 
 // xfsFS reads XFS v4 and v5 filesystems, walking from the root inode.
 type xfsFS struct {
-	r       io.ReaderAt
+	r       io.ReaderAt // the volume, for file data
+	meta    *metaCache  // the volume, for metadata
 	size    int64
 	sb      xfsSuper
 	bigtime bool
@@ -135,7 +170,7 @@ func openXFS(ctx context.Context, r io.ReaderAt, size int64) (FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := &xfsFS{r: r, size: size, sb: sb, bigtime: sb.v5 && binary.BigEndian.Uint32(buf[216:])&0x8 != 0}
+	x := &xfsFS{r: r, meta: newMetaCache(r, size), size: size, sb: sb, bigtime: sb.v5 && binary.BigEndian.Uint32(buf[216:])&0x8 != 0}
 	if _, err := x.getNode(ctx, sb.rootIno); err != nil {
 		return nil, fmt.Errorf("xfs root inode: %w", err)
 	}
@@ -167,14 +202,21 @@ func (x *xfsFS) getNode(ctx context.Context, ino uint64) (*node, error) {
 	}
 	off += int64(ino&(1<<x.sb.inopbLog-1)) * int64(x.sb.inodeSize)
 	raw := make([]byte, x.sb.inodeSize)
-	if _, err := x.r.ReadAt(raw, off); err != nil {
+	if _, err := x.meta.ReadAt(raw, off); err != nil {
 		return nil, fmt.Errorf("read inode %d: %w", ino, err)
 	}
 	in, err := parseXFSInode(raw, x.bigtime)
 	if err != nil {
 		return nil, fmt.Errorf("inode %d: %w", ino, err)
 	}
-	return &node{ino: ino, mode: in.mode, size: in.size, mtime: in.mtime, impl: &in}, nil
+	n := &node{ino: ino, mode: in.mode, size: in.size, alloc: int64(in.nblocks) * x.sb.blockSize,
+		uid: in.uid, gid: in.gid, nlink: in.nlink,
+		atime: in.atime, mtime: in.mtime, ctime: in.ctime, btime: in.crtime, impl: &in}
+	if t := in.mode & sIFMT; (t == sIFCHR || t == sIFBLK) && in.format == xfsFmtDev && len(in.fork) >= 4 {
+		dev := binary.BigEndian.Uint32(in.fork)
+		n.major, n.minor = (dev>>18)&0x1ff, dev&0x3ffff
+	}
+	return n, nil
 }
 
 // unpackBmbt decodes a 16-byte big-endian bmap extent record.
@@ -190,23 +232,23 @@ func unpackBmbt(b []byte) extent {
 
 // extents returns the data fork's extent map, converting XFS block numbers
 // to linear volume block numbers.
-func (x *xfsFS) extents(in *xfsInode) (extentMap, error) {
+func (x *xfsFS) extents(fork []byte, format uint8, nextent uint64) (extentMap, error) {
 	var raw []extent
-	switch in.format {
+	switch format {
 	case xfsFmtExtents:
-		if int(in.nextent)*16 > len(in.fork) {
-			return nil, fmt.Errorf("xfs extent count %d: %w", in.nextent, ErrCorrupt)
+		if nextent > uint64(len(fork)/16) {
+			return nil, fmt.Errorf("xfs extent count %d: %w", nextent, ErrCorrupt)
 		}
-		for i := 0; i < int(in.nextent); i++ {
-			raw = append(raw, unpackBmbt(in.fork[i*16:]))
+		for i := 0; i < int(nextent); i++ {
+			raw = append(raw, unpackBmbt(fork[i*16:]))
 		}
 	case xfsFmtBtree:
 		var err error
-		if raw, err = x.btreeExtents(in.fork); err != nil {
+		if raw, err = x.btreeExtents(fork); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("xfs data fork format %d has no extents: %w", in.format, ErrCorrupt)
+		return nil, fmt.Errorf("xfs fork format %d has no extents: %w", format, ErrCorrupt)
 	}
 	m := make(extentMap, 0, len(raw))
 	for _, e := range raw {
@@ -251,7 +293,7 @@ func (x *xfsFS) bmapBlock(fsb uint64, level int, out *[]extent, budget *int) err
 		return err
 	}
 	b := make([]byte, x.sb.blockSize)
-	if _, err := x.r.ReadAt(b, off); err != nil {
+	if _, err := x.meta.ReadAt(b, off); err != nil {
 		return fmt.Errorf("read bmap block: %w", err)
 	}
 	be := binary.BigEndian
@@ -287,18 +329,36 @@ func (x *xfsFS) bmapBlock(fsb uint64, level int, out *[]extent, budget *int) err
 	return nil
 }
 
-func (x *xfsFS) data(_ context.Context, n *node) (io.ReaderAt, error) {
+func (x *xfsFS) data(_ context.Context, n *node) (io.ReaderAt, []Extent, error) {
 	in := n.impl.(*xfsInode)
 	if in.format == xfsFmtLocal {
 		if n.size > int64(len(in.fork)) {
-			return nil, fmt.Errorf("xfs local fork shorter than size: %w", ErrCorrupt)
+			return nil, nil, fmt.Errorf("xfs local fork shorter than size: %w", ErrCorrupt)
 		}
-		return &byteReader{b: in.fork[:n.size]}, nil
+		var ext []Extent
+		if n.size > 0 {
+			ext = []Extent{{Off: 0, Len: n.size, Phys: -1}}
+		}
+		return &byteReader{b: in.fork[:n.size]}, ext, nil
 	}
-	m, err := x.extents(in)
+	br, err := x.blocks(in.fork, in.format, in.nextent, n.size, x.r)
+	if err != nil {
+		return nil, nil, err
+	}
+	ext, err := br.extents()
+	if err != nil {
+		return nil, nil, err
+	}
+	return br, ext, nil
+}
+
+// blocks returns a block reader over r for a fork in extents or btree
+// format.
+func (x *xfsFS) blocks(fork []byte, format uint8, nextent uint64, size int64, r io.ReaderAt) (*blockReader, error) {
+	m, err := x.extents(fork, format, nextent)
 	if err != nil {
 		return nil, err
 	}
-	return &blockReader{r: x.r, bs: x.sb.blockSize, m: m, size: n.size,
+	return &blockReader{r: r, bs: x.sb.blockSize, m: m, size: size,
 		devBlocks: uint64(x.size / x.sb.blockSize)}, nil
 }

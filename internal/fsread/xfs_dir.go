@@ -7,7 +7,7 @@ import (
 	"io"
 )
 
-func (x *xfsFS) readlink(ctx context.Context, n *node) (string, error) {
+func (x *xfsFS) readlink(_ context.Context, n *node) (string, error) {
 	in := n.impl.(*xfsInode)
 	if n.size > 1024 || n.size < 0 {
 		return "", fmt.Errorf("xfs symlink length %d: %w", n.size, ErrCorrupt)
@@ -18,7 +18,7 @@ func (x *xfsFS) readlink(ctx context.Context, n *node) (string, error) {
 		}
 		return string(in.fork[:n.size]), nil
 	}
-	m, err := x.extents(in)
+	m, err := x.extents(in.fork, in.format, in.nextent)
 	if err != nil {
 		return "", err
 	}
@@ -34,7 +34,7 @@ func (x *xfsFS) readlink(ctx context.Context, n *node) (string, error) {
 			return "", fmt.Errorf("xfs symlink block %d unmapped: %w", lblk, ErrCorrupt)
 		}
 		b := make([]byte, x.sb.blockSize)
-		if _, err := x.r.ReadAt(b, int64(pblk)*x.sb.blockSize); err != nil {
+		if _, err := x.meta.ReadAt(b, int64(pblk)*x.sb.blockSize); err != nil {
 			return "", fmt.Errorf("read symlink block: %w", err)
 		}
 		if x.sb.v5 && string(b[:4]) != "XSLM" {
@@ -50,11 +50,11 @@ func (x *xfsFS) list(ctx context.Context, dir *node) ([]dirent, error) {
 	if in.format == xfsFmtLocal {
 		return parseXFSShortDir(in.fork, x.sb.ftype)
 	}
-	m, err := x.extents(in)
+	m, err := x.extents(in.fork, in.format, in.nextent)
 	if err != nil {
 		return nil, err
 	}
-	br := &blockReader{r: x.r, bs: x.sb.blockSize, m: m, size: xfsDirLeafOffset,
+	br := &blockReader{r: x.meta, bs: x.sb.blockSize, m: m, size: xfsDirLeafOffset,
 		devBlocks: uint64(x.size / x.sb.blockSize)}
 	dbs := x.sb.blockSize << x.sb.dirBlkLog
 	buf := make([]byte, dbs)

@@ -22,11 +22,19 @@ func (d *DiskReader) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	}
 	cs := int64(d.x.ChunkSize)
 	d.mu.Lock()
-	sequential := off == d.lastEnd
+	if off == d.lastEnd {
+		d.seqRun += int64(len(p))
+	} else {
+		d.seqRun = int64(len(p))
+	}
 	d.lastEnd = off + int64(len(p))
+	run := d.seqRun
 	d.mu.Unlock()
-	if sequential && d.ahead > 0 {
-		d.prefetch(int((off + int64(len(p)) + cs - 1) / cs))
+	// Read ahead only once a whole chunk has been read sequentially (small
+	// neighbouring reads of metadata are not a stream), as many chunks as
+	// have been read so far, up to ahead.
+	if run >= cs && d.ahead > 0 {
+		d.prefetch(int((off+int64(len(p))+cs-1)/cs), min(d.ahead, int(run/cs)))
 	}
 	n := 0
 	for n < len(p) {

@@ -12,8 +12,10 @@ import (
 const defaultCacheBytes = 64 << 20
 
 // DiskReader gives random access to a disk image of a recovery point. It
-// caches decoded chunks and prefetches ahead of sequential reads. ReadAt is
-// safe for concurrent use.
+// caches decoded chunks (LRU), reads ahead of long sequential reads, and
+// fetches what Prefetch (as far as the read-ahead allows, at once) and
+// WillNeed (queued, in order) announce; random reads get no read-ahead.
+// ReadAt is safe for concurrent use.
 type DiskReader struct {
 	r      *Repository
 	x      *Index
@@ -24,8 +26,13 @@ type DiskReader struct {
 	mu       sync.Mutex
 	inflight map[Digest]*fetchCall
 	lastEnd  int64
-	ahead    int           // chunks to prefetch on sequential access
+	seqRun   int64         // bytes read sequentially up to lastEnd
+	ahead    int           // most chunks to prefetch on sequential access
 	sem      chan struct{} // bounds concurrent prefetches
+	wanted   chan int      // chunks announced by WillNeed, in order
+	wantOnce sync.Once
+	recent   [16]int // chunks announced last (no duplicates queued)
+	recentN  int
 }
 
 type fetchCall struct {
@@ -118,8 +125,23 @@ func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
 	return c.data, c.err
 }
 
-// prefetch starts background fetches of chunks [from, from+ahead).
-func (d *DiskReader) prefetch(from int) { d.prefetchRange(from, from+d.ahead) }
+// fetchAhead fetches chunk i into the cache unless it is there or being
+// fetched (a worker never waits for another's fetch).
+func (d *DiskReader) fetchAhead(i int) {
+	dg := d.x.Digests[i]
+	if _, ok := d.cache.get(dg); ok {
+		return
+	}
+	d.mu.Lock()
+	_, busy := d.inflight[dg]
+	d.mu.Unlock()
+	if !busy {
+		_, _ = d.chunk(d.ctx, i)
+	}
+}
+
+// prefetch starts background fetches of chunks [from, from+n).
+func (d *DiskReader) prefetch(from, n int) { d.prefetchRange(from, from+n) }
 
 // prefetchRange starts background fetches of chunks [from, to), as many
 // as the read-ahead allows at once.
@@ -147,6 +169,61 @@ func (d *DiskReader) prefetchRange(from, to int) {
 			defer func() { <-d.sem }()
 			_, _ = d.chunk(d.ctx, i)
 		}(i)
+	}
+}
+
+// WillNeed announces that [off, off+n) will be read soon: its chunks are
+// fetched in the background, in the order announced, by as many workers
+// as the repository uses, into the cache. Announce no more than half the
+// cache (OpenOptions.CacheBytes) ahead of reading, or chunks are evicted
+// unused.
+func (d *DiskReader) WillNeed(off, n int64) {
+	if n <= 0 || off < 0 || off >= d.x.Size {
+		return
+	}
+	d.wantOnce.Do(d.startWanted)
+	cs := int64(d.x.ChunkSize)
+	for i := off / cs; i <= (min(off+n, d.x.Size)-1)/cs; i++ {
+		if d.x.Digests[i].IsZero() || d.announced(int(i)) {
+			continue
+		}
+		select {
+		case d.wanted <- int(i):
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// announced reports whether chunk i was announced recently, and records
+// it. Announcements of many small files land in the same chunk.
+func (d *DiskReader) announced(i int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, j := range d.recent[:min(d.recentN, len(d.recent))] {
+		if j == i {
+			return true
+		}
+	}
+	d.recent[d.recentN%len(d.recent)] = i
+	d.recentN++
+	return false
+}
+
+// startWanted starts the workers fetching announced chunks.
+func (d *DiskReader) startWanted() {
+	d.wanted = make(chan int, max(1, int(d.cache.max/int64(d.x.ChunkSize))))
+	for range max(1, d.r.workers()) {
+		go func() {
+			for {
+				select {
+				case i := <-d.wanted:
+					d.fetchAhead(i)
+				case <-d.ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 }
 

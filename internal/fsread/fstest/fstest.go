@@ -78,6 +78,12 @@ func Run(t *testing.T, open func(t *testing.T) fsread.FS, want Tree) {
 		}
 	})
 
+	t.Run("ByEntry", func(t *testing.T) {
+		for dir := range children {
+			checkByEntry(t, fsys, dir)
+		}
+	})
+
 	t.Run("Special", func(t *testing.T) {
 		if l := len(byPath[want.Large].Content); l <= 4<<20 {
 			t.Errorf("large file is %d bytes, want > 4 MiB", l)
@@ -123,6 +129,75 @@ func Run(t *testing.T, open func(t *testing.T) fsread.FS, want Tree) {
 			t.Errorf("Stat(file/child) succeeded")
 		}
 	})
+}
+
+// checkByEntry checks the entry-addressed calls against the path ones:
+// List equals ReadDir, OpenEntry reads what Open reads, extents are
+// sorted, inside the file and cover every non-zero byte, and Xattrs
+// works on every entry.
+func checkByEntry(t *testing.T, fsys fsread.FS, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := fsys.Stat(ctx, dir)
+	if err != nil {
+		t.Errorf("Stat(%q): %v", dir, err)
+		return
+	}
+	byPath, err := fsys.ReadDir(ctx, dir)
+	if err != nil {
+		t.Errorf("ReadDir(%q): %v", dir, err)
+		return
+	}
+	byEntry, err := fsys.List(ctx, d)
+	if err != nil || len(byEntry) != len(byPath) {
+		t.Errorf("List(%q) = %d entries, %v; ReadDir has %d", dir, len(byEntry), err, len(byPath))
+		return
+	}
+	for i, e := range byEntry {
+		if e.Path != byPath[i].Path || e.Ino != byPath[i].Ino || e.Type != byPath[i].Type {
+			t.Errorf("List(%q)[%d] = %s (ino %d), ReadDir has %s (ino %d)", dir, i, e.Path, e.Ino, byPath[i].Path, byPath[i].Ino)
+		}
+		if _, err := fsys.Xattrs(ctx, e); err != nil {
+			t.Errorf("Xattrs(%q): %v", e.Path, err)
+		}
+		if e.Type == fsread.TypeFile {
+			checkExtents(t, fsys, e)
+		}
+	}
+}
+
+func checkExtents(t *testing.T, fsys fsread.FS, e fsread.Entry) {
+	t.Helper()
+	ctx := context.Background()
+	f, err := fsys.OpenEntry(ctx, e)
+	if err != nil {
+		t.Errorf("OpenEntry(%q): %v", e.Path, err)
+		return
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, f.Size()))
+	if err != nil {
+		t.Errorf("%s: read by entry: %v", e.Path, err)
+		return
+	}
+	covered := make([]bool, len(data))
+	end := int64(0)
+	for _, x := range f.Extents() {
+		if x.Off < end || x.Len <= 0 || x.Off+x.Len > int64(len(data)) {
+			t.Errorf("%s: extent %+v after %d, size %d", e.Path, x, end, len(data))
+			return
+		}
+		for i := x.Off; i < x.Off+x.Len; i++ {
+			covered[i] = true
+		}
+		end = x.Off + x.Len
+	}
+	for i, c := range data {
+		if c != 0 && !covered[i] {
+			t.Errorf("%s: byte %d is data outside every extent", e.Path, i)
+			return
+		}
+	}
 }
 
 func names(es []fsread.Entry) []string {
