@@ -26,6 +26,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/procinfo"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/storage/local"
@@ -110,7 +111,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := repository(ctx, opts, res, step); err != nil {
 		return nil, err
 	}
-	res.PeakRSS = peakRSS()
+	res.PeakRSS = procinfo.PeakRSS()
 	return res, nil
 }
 
@@ -346,19 +347,4 @@ func WriteImageFile(path string, size int64) error {
 
 func rate(name string, n int64, d time.Duration) Throughput {
 	return Throughput{Name: name, Bytes: n, Seconds: d.Seconds(), MBps: float64(n) / d.Seconds() / 1e6}
-}
-
-// peakRSS returns the process's peak resident set size (VmHWM), 0 if unknown.
-func peakRSS() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
