@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of VM backup and restore, in one run on this
-# machine (docs/benchmarks.md): a running TCG guest with an 8 GiB qcow2 disk
-# holding 512 MiB random + 512 MiB text, backed up by kura, virtnbdbackup
-# (plain and --compress), restic and borg (whole image file) and copied by
-# qemu-img convert; then an incremental after 32 MiB written in the guest,
-# dedup of a second VM cloned from the same image, and a full restore
-# (kura restore vs virtnbdrestore).
+# The whole side-by-side comparison of docs/benchmarks.md, in one run on
+# this machine: the brief's work (running TCG guests with an 8 GiB qcow2
+# disk holding 512 MiB random + 512 MiB text), each tool on its own VM of
+# the same shape:
+#   qemu-img convert -U -O raw     (copying the disk, the floor)
+#   virtnbdbackup, plain and --compress; incremental after 32 MiB written;
+#   virtnbdrestore
+#   restic and borg (lz4) on the whole image file
+#   kura: full, incremental after 32 MiB written, restore as a new VM,
+#   export of the disk to a qcow2 file, files get of a 1 GiB file, and
+#   `kura benchmark` on the mixed 1 GiB image (ingest, duplicates, restore
+#   of the disk to a file).
+# Caches are dropped before each step. Every kura time is the whole command
+# (passphrase KDF, libvirt session, commit and sync of the repository).
+# It prints one table, then the ratios the targets are stated in, with the
+# load average (1 min) when each step started and kura's peak RSS.
 #
-# Usage (as root): scripts/bench-vm.sh [WORKDIR]   (default /var/tmp/kura-bench)
+# KURA_BASE=/path/to/another/kura adds its rows (kura-base) to the same run:
+# before/after comparisons of two builds measured side by side.
+# KURA_BENCH_S3=1 adds the same kura backups into S3 (versitygw, loopback).
+#
+# Usage (as root): scripts/bench-vm.sh [WORKDIR]   (default /var/tmp/kura-perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-W=${1:-/var/tmp/kura-bench}
-IMG=/var/lib/libvirt/images/kura-bench
-VM=kura-bench
-VM2=kura-bench-clone
+W=${1:-/var/tmp/kura-perf}
+P=${KURA_BENCH_PREFIX:-kura-perf}
+IMG=/var/lib/libvirt/images/$P
 URI=qemu:///system
 v() { virsh -q -c "$URI" "$@"; }
 
 bash scripts/host-setup.sh
 go build -o bin/kura ./cmd/kura
 KURA="$PWD/bin/kura"
+BASE=${KURA_BASE:-}
 GUEST=${KURA_GUEST_CACHE:-/var/tmp/kura-guest}
 bash scripts/build-guest.sh "$GUEST" >/dev/null
 
+VMS="$P-kura $P-base $P-vnb $P-fs $P-kura-restored $P-base-restored $P-s3 $P-s3-restored"
 cleanup_vms() {
-	for d in "$VM" "$VM2" "$VM-restored" "$VM-s3-restored" "$VM-fs"; do
+	for d in $VMS; do
 		v destroy "$d" >/dev/null 2>&1 || true
 		v undefine "$d" --checkpoints-metadata >/dev/null 2>&1 || true
 	done
@@ -40,22 +54,26 @@ echo "== preparing the work: 8 GiB qcow2, 512 MiB random + 512 MiB text"
 "$KURA" benchmark --write-image "$W/content.raw" --size 1GiB
 truncate -s 8G "$W/disk.raw"
 dd if="$W/content.raw" of="$W/disk.raw" bs=4M conv=notrunc,sparse status=none
-qemu-img convert -q -f raw -O qcow2 "$W/disk.raw" "$IMG/disk.qcow2"
-qemu-img convert -q -f raw -O qcow2 "$W/disk.raw" "$IMG/clone.qcow2"
-rm -f "$W/disk.raw" "$W/content.raw"
-# A third VM (never started) whose ext4 disk holds a 256 MiB file, for
-# file-level recovery: list the root, extract the file.
+vmnames="kura vnb"
+[ -n "$BASE" ] && vmnames="$vmnames base"
+[ -n "${KURA_BENCH_S3:-}" ] && vmnames="$vmnames s3"
+for n in $vmnames; do
+	qemu-img convert -q -f raw -O qcow2 "$W/disk.raw" "$IMG/$n.qcow2"
+done
+rm -f "$W/disk.raw"
+# A VM (never started) whose ext4 disk holds a 1 GiB file, for file-level
+# recovery.
 mkdir -p "$W/fsfiles/docs"
-head -c 268435456 /dev/urandom >"$W/fsfiles/big.bin"
+head -c 1073741824 /dev/urandom >"$W/fsfiles/big.bin"
 BIGSUM=$(sha256sum <"$W/fsfiles/big.bin")
 for i in $(seq 1 50); do echo "document $i" >"$W/fsfiles/docs/doc-$i.txt"; done
-truncate -s 1G "$W/fs.raw"
+truncate -s 2G "$W/fs.raw"
 mkfs.ext4 -q -F -T default -d "$W/fsfiles" "$W/fs.raw"
 qemu-img convert -q -f raw -O qcow2 "$W/fs.raw" "$IMG/fs.qcow2"
 rm -rf "$W/fs.raw" "$W/fsfiles"
 chown -R libvirt-qemu:kvm "$IMG" 2>/dev/null || true
 
-define() { # name disk running
+define() { # name disk
 	cat >"$W/$1.xml" <<XML
 <domain type='qemu'>
   <name>$1</name>
@@ -77,113 +95,168 @@ define() { # name disk running
 XML
 	v define "$W/$1.xml" >/dev/null
 }
-define "$VM" "$IMG/disk.qcow2"
-define "$VM2" "$IMG/clone.qcow2"
-define "$VM-fs" "$IMG/fs.qcow2"
-v start "$VM" >/dev/null
-sleep 15 # let the guest boot (its agent answers; the bench disk has no filesystem)
+for n in $vmnames; do
+	define "$P-$n" "$IMG/$n.qcow2"
+	v start "$P-$n" >/dev/null
+done
+define "$P-fs" "$IMG/fs.qcow2"
+sleep 15 # let the guests boot (their agents answer; the bench disk has no filesystem)
 
-declare -A T S
+declare -A T S L M
 now() { date +%s.%N; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
 timeit() { # key command...
-	local k=$1 t0 t1
+	local k=$1 t0 t1 d
 	shift
+	for d in $vmnames; do waitjob "$P-$d"; done
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
+	L[$k]=$(load1)
 	t0=$(now)
-	"$@" >"$W/$k.log" 2>&1 || { echo "FAILED: $k (see $W/$k.log)"; tail -5 "$W/$k.log"; return 1; }
+	/usr/bin/time -f %M -o "$W/$k.rss" "$@" >"$W/$k.log" 2>&1 || { echo "FAILED: $k (see $W/$k.log)"; tail -5 "$W/$k.log"; return 1; }
 	t1=$(now)
 	T[$k]=$(awk "BEGIN{printf \"%.2f\", $t1 - $t0}")
-	echo "$k: ${T[$k]} s"
+	M[$k]=$(awk '{printf "%d", $1 / 1000}' "$W/$k.rss")
+	echo "$k: ${T[$k]} s (load ${L[$k]}, peak RSS ${M[$k]} MB)"
 }
 size() { du -sb "$1" | cut -f1; }
-write32() { # 32 MiB written by the running guest's disk device
-	v qemu-monitor-command "$VM" --hmp "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P $1 3G 32M\"" >/dev/null
+waitjob() { # vm: until the domain has no job (a backup job ends a moment after its tool exits)
+	local i
+	for i in $(seq 1 300); do
+		v domjobinfo "$1" 2>/dev/null | grep -q "^Job type: *None" && return 0
+		sleep 0.1
+	done
+}
+write32() { # vm pattern: 32 MiB written by the running guest's disk device
+	waitjob "$1"
+	v qemu-monitor-command "$1" --hmp "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P $2 3G 32M\"" >/dev/null
+}
+lastpoint() { # kura-binary vm
+	"$1" points list --vm "$2" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1
 }
 
-timeit vnb-full virtnbdbackup -d "$VM" -l full -o "$W/vnb"
+timeit qemu-img qemu-img convert -U -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
+rm -f "$W/copy.raw"
+
+timeit vnb-full virtnbdbackup -d "$P-vnb" -l full -o "$W/vnb"
 S[vnb-full]=$(size "$W/vnb")
-write32 0x6b
-timeit vnb-inc virtnbdbackup -d "$VM" -l inc -o "$W/vnb"
-timeit vnbc-full virtnbdbackup -d "$VM" -l copy --compress -o "$W/vnbc"
+write32 "$P-vnb" 0x6b
+timeit vnb-inc virtnbdbackup -d "$P-vnb" -l inc -o "$W/vnb"
+timeit vnbc-full virtnbdbackup -d "$P-vnb" -l copy --compress -o "$W/vnbc"
 S[vnbc-full]=$(size "$W/vnbc")
-# virtnbdbackup refuses to run beside checkpoints it did not create, and
-# kura's own are removed by kura: drop virtnbdbackup's before kura runs.
-for cp in $(v checkpoint-list "$VM" --name); do v checkpoint-delete "$VM" "$cp" >/dev/null; done
 
-export KURA_REPO="$W/kura-repo" KURA_PASSWORD=bench KURA_CATALOG="$W/catalog.db"
-"$KURA" repo init >/dev/null
-timeit kura-full "$KURA" backup --quiet --full "$VM"
-S[kura-full]=$(size "$KURA_REPO")
-write32 0x5a
-timeit kura-inc "$KURA" backup --quiet "$VM"
-timeit kura-clone "$KURA" backup --quiet --full "$VM2"
-S[kura-clone]=$(( $(size "$KURA_REPO") - S[kura-full] ))
+export KURA_PASSWORD=bench
+kura_run() { # key binary vm
+	local k=$1 bin=$2 vm=$3
+	export KURA_REPO="$W/$k-repo" KURA_CATALOG="$W/$k-catalog.db"
+	"$bin" repo init >/dev/null
+	timeit "$k-full" "$bin" backup --quiet --full "$vm"
+	S[$k-full]=$(size "$KURA_REPO")
+	write32 "$vm" 0x5a
+	timeit "$k-inc" "$bin" backup --quiet "$vm"
+	local pt
+	pt=$(lastpoint "$bin" "$vm")
+	timeit "$k-restore" "$bin" restore "$pt" --name "$vm-restored" --storage "$W/$k-restored" --on-conflict overwrite
+	timeit "$k-export" "$bin" export "$pt" --out "$W/$k-export" --format qcow2
+	rm -rf "$W/$k-restored" "$W/$k-export"
+}
+kura_run kura "$KURA" "$P-kura"
+[ -n "$BASE" ] && kura_run base "$BASE" "$P-base"
+export KURA_REPO="$W/kura-repo" KURA_CATALOG="$W/kura-catalog.db"
 
-# The same backups into S3: versitygw (scripts/test.sh installs it) serving
-# a directory on the same disk, over loopback.
-VGW="$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")"
-if [ -x "$VGW" ]; then
-	mkdir -p "$W/s3"
-	S3PORT=$((20000 + RANDOM % 20000))
-	AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret0123456789 \
-		"$VGW" --access benchaccess --secret benchsecret0123456789 --port "127.0.0.1:$S3PORT" posix "$W/s3" >"$W/versitygw.log" 2>&1 &
-	VGWPID=$!
+if [ -n "${KURA_BENCH_S3:-}" ]; then
+	VGW="$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")"
 	mkdir -p "$W/s3/bench"
+	S3PORT=$((20000 + RANDOM % 20000))
+	"$VGW" --access benchaccess --secret benchsecret0123456789 --port "127.0.0.1:$S3PORT" posix "$W/s3" >"$W/versitygw.log" 2>&1 &
+	VGWPID=$!
 	until (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null; do sleep 0.2; done
-	S3REPO="s3:http://127.0.0.1:$S3PORT/bench/kura"
 	export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret0123456789
+	S3REPO="s3:http://127.0.0.1:$S3PORT/bench/kura"
 	KURA_REPO="$S3REPO" "$KURA" repo init >/dev/null
-	for cp in $(v checkpoint-list "$VM" --name); do v checkpoint-delete "$VM" "$cp" >/dev/null; done
-	timeit kura-s3-full env KURA_REPO="$S3REPO" "$KURA" backup --quiet --full "$VM"
-	S[kura-s3-full]=$(size "$W/s3/bench")
-	write32 0x3c
-	timeit kura-s3-inc env KURA_REPO="$S3REPO" "$KURA" backup --quiet "$VM"
-	KURA_REPO="$S3REPO" "$KURA" repo info >"$W/kura-s3-info.txt"
-	S3POINT=$(KURA_REPO="$S3REPO" "$KURA" points list --vm "$VM" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1)
-	timeit kura-s3-restore env KURA_REPO="$S3REPO" "$KURA" restore "$S3POINT" --name "$VM-s3-restored" --storage "$W/restore-kura-s3" --on-conflict overwrite
-	# Back to the local repository's checkpoint chain for what follows.
-	for cp in $(v checkpoint-list "$VM" --name); do v checkpoint-delete "$VM" "$cp" >/dev/null; done
+	timeit s3-full env KURA_REPO="$S3REPO" "$KURA" backup --quiet --full "$P-s3"
+	S[s3-full]=$(size "$W/s3/bench")
+	write32 "$P-s3" 0x3c
+	timeit s3-inc env KURA_REPO="$S3REPO" "$KURA" backup --quiet "$P-s3"
+	S3POINT=$(KURA_REPO="$S3REPO" lastpoint "$KURA" "$P-s3")
+	timeit s3-restore env KURA_REPO="$S3REPO" "$KURA" restore "$S3POINT" --name "$P-s3-restored" --storage "$W/s3-restored" --on-conflict overwrite
+	kill "$VGWPID"
+	rm -rf "$W/s3" "$W/s3-restored"
 fi
-
 
 export RESTIC_PASSWORD=bench
 restic init -q -r "$W/restic" >/dev/null
-timeit restic-full restic -q -r "$W/restic" backup "$IMG/disk.qcow2"
+timeit restic-full restic -q -r "$W/restic" backup "$IMG/kura.qcow2"
 S[restic-full]=$(size "$W/restic")
 BORG_PASSPHRASE="" borg init -e none "$W/borg" >/dev/null 2>&1
-timeit borg-full borg create --compression lz4 "$W/borg::a" "$IMG/disk.qcow2"
+timeit borg-full borg create --compression lz4 "$W/borg::a" "$IMG/kura.qcow2"
 S[borg-full]=$(size "$W/borg")
-timeit qemu-img-convert qemu-img convert -U -f qcow2 -O raw "$IMG/disk.qcow2" "$W/copy.raw"
-rm -f "$W/copy.raw"
+rm -rf "$W/restic" "$W/borg"
 
-POINT=$("$KURA" points list --vm "$VM" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1)
-if "$KURA" restore --help >/dev/null 2>&1; then
-	timeit kura-restore "$KURA" restore "$POINT" --name "$VM-restored" --storage "$W/restore-kura" --on-conflict overwrite
-fi
-timeit vnb-restore virtnbdrestore -i "$W/vnb" -o "$W/restore-vnb"
+timeit vnb-restore virtnbdrestore -i "$W/vnb" -o "$W/vnb-restored"
+rm -rf "$W/vnb-restored"
 
-"$KURA" backup --quiet "$VM-fs" >/dev/null
-FSPOINT=$("$KURA" points list --vm "$VM-fs" --json | sed -n 's/^    "id": "\(.*\)",/\1/p' | tail -1)
-timeit files-ls "$KURA" files ls "$FSPOINT" /
+"$KURA" backup --quiet "$P-fs" >/dev/null
+FSPOINT=$(lastpoint "$KURA" "$P-fs")
 timeit files-get "$KURA" --quiet files get "$FSPOINT" /big.bin --out "$W/extract"
 [ "$(sha256sum <"$W/extract/big.bin")" = "$BIGSUM" ] || { echo "extracted big.bin differs" >&2; exit 1; }
+rm -rf "$W/extract"
+
+"$KURA" benchmark --write-image "$W/image.raw" --size 1GiB
+sync
+echo 3 >/proc/sys/vm/drop_caches
+L[bench]=$(load1)
+"$KURA" benchmark --image "$W/image.raw" --dir "$W" --json >"$W/bench.json"
+rm -f "$W/image.raw"
 
 mb() { awk "BEGIN{printf \"%d\", $1 / 1000000}"; }
+ratio() { awk "BEGIN{printf \"%.2f\", $1 / $2}"; }
+cell() { # key: "time s (load L)"
+	[ -n "${T[$1]:-}" ] && echo "${T[$1]} s (${L[$1]})" || echo ""
+}
 echo
-echo "| tool | full backup | stored | incremental (32 MiB written) | full restore |"
-echo "|---|---|---|---|---|"
-echo "| kura | ${T[kura-full]} s | $(mb "${S[kura-full]}") MB | ${T[kura-inc]} s | ${T[kura-restore]:-n/a} s |"
-[ -n "${T[kura-s3-full]:-}" ] && echo "| kura to S3 (versitygw, loopback) | ${T[kura-s3-full]} s | $(mb "${S[kura-s3-full]}") MB | ${T[kura-s3-inc]} s | ${T[kura-s3-restore]} s |"
-echo "| virtnbdbackup (no compression) | ${T[vnb-full]} s | $(mb "${S[vnb-full]}") MB | ${T[vnb-inc]} s | ${T[vnb-restore]} s |"
-echo "| virtnbdbackup --compress | ${T[vnbc-full]} s | $(mb "${S[vnbc-full]}") MB | | |"
-echo "| restic (whole image file) | ${T[restic-full]} s | $(mb "${S[restic-full]}") MB | | |"
-echo "| borg lz4 (whole image file) | ${T[borg-full]} s | $(mb "${S[borg-full]}") MB | | |"
-echo "| qemu-img convert to raw (copy only) | ${T[qemu-img-convert]} s | | | |"
+echo "Times in seconds, load average (1 min) at the start of each step in parentheses."
 echo
-echo "file-level: list the root of the point's ext4 in ${T[files-ls]} s; extract a 256 MiB file in ${T[files-get]} s ($(awk "BEGIN{printf \"%.0f\", 268.435456 / ${T[files-get]}}") MB/s), kura process start included"
-echo "second VM cloned from the same image: kura stored $(mb "${S[kura-clone]}") MB more (full read ${T[kura-clone]} s)"
-[ -n "${VGWPID:-}" ] && { grep -A3 "last job" "$W/kura-s3-info.txt" || true; kill "$VGWPID"; }
+echo "| tool | full backup | stored | incremental (32 MiB written) | full restore | export | peak RSS backup / restore |"
+echo "|---|---|---|---|---|---|---|"
+for k in kura base; do
+	[ -n "${T[$k-full]:-}" ] || continue
+	name=kura
+	[ "$k" = base ] && name="kura (KURA_BASE)"
+	echo "| $name | $(cell "$k-full") | $(mb "${S[$k-full]}") MB | $(cell "$k-inc") | $(cell "$k-restore") | $(cell "$k-export") | ${M[$k-full]} / ${M[$k-restore]} MB |"
+done
+[ -n "${T[s3-full]:-}" ] && echo "| kura to S3 (versitygw, loopback) | $(cell s3-full) | $(mb "${S[s3-full]}") MB | $(cell s3-inc) | $(cell s3-restore) | | ${M[s3-full]} / ${M[s3-restore]} MB |"
+echo "| virtnbdbackup (no compression) | $(cell vnb-full) | $(mb "${S[vnb-full]}") MB | $(cell vnb-inc) | $(cell vnb-restore) (virtnbdrestore) | | ${M[vnb-full]} / ${M[vnb-restore]} MB |"
+echo "| virtnbdbackup --compress (lz4) | $(cell vnbc-full) | $(mb "${S[vnbc-full]}") MB | | | | ${M[vnbc-full]} MB |"
+echo "| restic (whole image file) | $(cell restic-full) | $(mb "${S[restic-full]}") MB | | | | ${M[restic-full]} MB |"
+echo "| borg lz4 (whole image file) | $(cell borg-full) | $(mb "${S[borg-full]}") MB | | | | ${M[borg-full]} MB |"
+echo "| qemu-img convert -U -O raw (copy only) | $(cell qemu-img) | | | | | ${M[qemu-img]} MB |"
+echo
+echo "| ratio (target) | kura |"
+echo "|---|---|"
+echo "| full backup / qemu-img convert (≤ 1.2) | $(ratio "${T[kura-full]}" "${T[qemu-img]}") |"
+echo "| full backup / virtnbdbackup --compress (≤ 0.4) | $(ratio "${T[kura-full]}" "${T[vnbc-full]}") |"
+echo "| stored / virtnbdbackup --compress (≤ 1) | $(ratio "${S[kura-full]}" "${S[vnbc-full]}") |"
+echo "| incremental / virtnbdbackup's (≤ 0.4) | $(ratio "${T[kura-inc]}" "${T[vnb-inc]}") |"
+echo "| full restore / virtnbdrestore (≤ 0.3) | $(ratio "${T[kura-restore]}" "${T[vnb-restore]}") |"
+echo "| export / virtnbdrestore (≤ 0.3) | $(ratio "${T[kura-export]}" "${T[vnb-restore]}") |"
+if [ -n "$BASE" ]; then
+	echo "| full backup, this build / KURA_BASE | $(ratio "${T[kura-full]}" "${T[base-full]}") |"
+	echo "| incremental, this build / KURA_BASE | $(ratio "${T[kura-inc]}" "${T[base-inc]}") |"
+	echo "| restore, this build / KURA_BASE | $(ratio "${T[kura-restore]}" "${T[base-restore]}") |"
+	echo "| export, this build / KURA_BASE | $(ratio "${T[kura-export]}" "${T[base-export]}") |"
+fi
+echo "| files get of a 1 GiB file (≥ 500 MB/s) | $(awk "BEGIN{printf \"%.0f\", 1073.741824 / ${T[files-get]}}") MB/s (${T[files-get]} s, load ${L[files-get]}) |"
+python3 - "$W/bench.json" "${L[bench]}" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+aims = {"ingest (new data)": "≥ 600 MB/s", "ingest (all duplicates)": "≥ 2000 MB/s",
+        "restore to a file": "≥ 1000 MB/s"}
+for t in d["repository"]:
+    aim = aims.get(t["name"], "")
+    print(f"| kura benchmark {t['name']} ({aim}) | {t['mb_per_s']:.0f} MB/s ({t['seconds']:.2f} s, load {sys.argv[2]}) |")
+print(f"| kura benchmark stored, peak RSS | {d['stored_bytes'] / 1e6:.0f} MB, {d['peak_rss_bytes'] / 1e6:.0f} MB |")
+PY
 cleanup_vms
 # Keep the logs, drop the images and repositories.
-rm -rf "$IMG" "$W"/kura-repo "$W"/s3 "$W"/vnb "$W"/vnbc "$W"/restic "$W"/borg "$W"/restore-* "$W"/extract
+rm -rf "$IMG" "$W"/*-repo "$W"/vnb "$W"/vnbc

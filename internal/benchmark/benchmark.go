@@ -1,7 +1,10 @@
 // Package benchmark measures what bounds kura's speed on this machine: the
 // primitives (SHA-256, keyed SHA-256, zstd, AES-256-GCM) and end-to-end
-// repository ingest, duplicate ingest and read-back of a disk image, the way
-// `proxmox-backup-client benchmark` does for PBS.
+// repository ingest, duplicate ingest and restore of a disk image, the way
+// `proxmox-backup-client benchmark` does for PBS. The repository steps do
+// what a user's commands do: each ingest commits a point and syncs the
+// repository like a backup, and the restore writes the disk into an image
+// file (raw, thin, synced) like kura export, checked against the image.
 package benchmark
 
 import (
@@ -22,6 +25,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/procinfo"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/storage/local"
@@ -40,6 +45,9 @@ type Options struct {
 	// is removed afterwards: it measures the backend.
 	Location  string
 	ChunkSize int
+	// Compression is the zstd level mode of the ingests ("": the default,
+	// repo.CompressAuto).
+	Compression repo.Compression
 	// Primitives only: skip the repository measurements.
 	Primitives bool
 	// Progress, when set, is told which step runs.
@@ -52,6 +60,9 @@ type Throughput struct {
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"seconds"`
 	MBps    float64 `json:"mb_per_s"`
+	// CommitSeconds is the part of Seconds an ingest spent committing its
+	// point (syncing the repository to disk, writing the manifest).
+	CommitSeconds float64 `json:"commit_seconds,omitempty"`
 }
 
 // Result of a benchmark run.
@@ -100,7 +111,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := repository(ctx, opts, res, step); err != nil {
 		return nil, err
 	}
-	res.PeakRSS = peakRSS()
+	res.PeakRSS = procinfo.PeakRSS()
 	return res, nil
 }
 
@@ -121,6 +132,10 @@ func primitives() ([]Throughput, error) {
 			h.Sum(nil)
 		}),
 	}
+	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(repo.CompressionLevel), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
@@ -131,10 +146,11 @@ func primitives() ([]Throughput, error) {
 	}
 	defer dec.Close()
 	var buf []byte
-	out = append(out, measure("zstd-compress text", size, d, func() { buf = enc.EncodeAll(text, buf[:0]) }))
+	out = append(out, measure("zstd-1 compress text", size, d, func() { buf = fast.EncodeAll(text, buf[:0]) }))
+	out = append(out, measure("zstd-3 compress text", size, d, func() { buf = enc.EncodeAll(text, buf[:0]) }))
 	comp := bytes.Clone(buf)
 	out = append(out, measure("zstd-decompress text", size, d, func() { buf, _ = dec.DecodeAll(comp, buf[:0]) }))
-	out = append(out, measure("zstd-compress random", size, d, func() { buf = enc.EncodeAll(random, buf[:0]) }))
+	out = append(out, measure("zstd-1 compress random", size, d, func() { buf = fast.EncodeAll(random, buf[:0]) }))
 	block, err := aes.NewCipher(random[:32])
 	if err != nil {
 		return nil, err
@@ -192,22 +208,36 @@ func repository(ctx context.Context, opts Options, res *Result, step func(string
 		return err
 	}
 	defer r.Close()
-	ingest := func(name string) (string, error) {
+	// Each ingest is a backup as kura runs it: a writer under the backup
+	// lock, the disk, then the commit of a point (manifest, with the
+	// repository synced before and after).
+	ingest := func(name string) (*repo.Manifest, error) {
 		step(name)
+		start := time.Now()
 		w, err := r.NewWriter(ctx, "benchmark")
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		defer w.Close()
-		start := time.Now()
-		id, _, err := w.WriteDisk(ctx, repo.DiskSource{Reader: src, Size: size}, nil)
-		if err != nil {
-			return "", err
+		if opts.Compression != "" {
+			w.SetCompression(opts.Compression)
 		}
-		res.Repository = append(res.Repository, rate(name, size, time.Since(start)))
-		return id, nil
+		id, st, err := w.WriteDisk(ctx, repo.DiskSource{Reader: src, Size: size}, nil)
+		if err != nil {
+			return nil, err
+		}
+		m := &repo.Manifest{VM: repo.VMInfo{Name: "benchmark"}, Kind: "full", Stats: st,
+			Disks: []repo.DiskEntry{{Target: "vda", Format: "raw", Size: size, ChunkSize: r.Config().ChunkSize, Index: id, Stats: st}}}
+		committing := time.Now()
+		if err := w.Commit(ctx, m); err != nil {
+			return nil, err
+		}
+		t := rate(name, size, time.Since(start))
+		t.CommitSeconds = time.Since(committing).Seconds()
+		res.Repository = append(res.Repository, t)
+		return m, nil
 	}
-	id, err := ingest("ingest (new data)")
+	m, err := ingest("ingest (new data)")
 	if err != nil {
 		return err
 	}
@@ -218,20 +248,54 @@ func repository(ctx context.Context, opts Options, res *Result, step func(string
 	if _, err := ingest("ingest (all duplicates)"); err != nil {
 		return err
 	}
-	step("read back")
-	dr, err := r.OpenDisk(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer dr.Close()
+	// Read back as a user gets it: the disk restored into an image file
+	// (raw, thin, synced), then compared with the image.
+	step("restore to a file")
+	out := filepath.Join(dir, "restored")
 	start := time.Now()
-	if err := dr.Stream(ctx, 0, func(int64, []byte, bool) error { return nil }); err != nil {
-		return err
+	e := &engine.Engine{Repo: r}
+	rep, err := e.Export(ctx, m, engine.ExportOptions{OutDir: out, Format: "raw", Disk: "vda"})
+	if err != nil {
+		return fmt.Errorf("restore to a file: %w", err)
 	}
-	res.Repository = append(res.Repository, rate("read back", size, time.Since(start)))
+	res.Repository = append(res.Repository, rate("restore to a file", size, time.Since(start)))
+	if len(rep.Disks) != 1 {
+		return fmt.Errorf("restore to a file wrote %d images", len(rep.Disks))
+	}
+	if err := sameContent(path, rep.Disks[0].Path); err != nil {
+		return fmt.Errorf("restore to a file: %w", err)
+	}
 	if c, ok := be.(storage.Counter); ok {
 		q := c.Requests()
 		res.Requests = &q
+	}
+	return nil
+}
+
+// sameContent compares two files by SHA-256.
+func sameContent(a, b string) error {
+	sum := func(p string) ([]byte, error) {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return nil, err
+		}
+		return h.Sum(nil), nil
+	}
+	x, err := sum(a)
+	if err != nil {
+		return err
+	}
+	y, err := sum(b)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(x, y) {
+		return fmt.Errorf("%s differs from %s", b, a)
 	}
 	return nil
 }
@@ -283,19 +347,4 @@ func WriteImageFile(path string, size int64) error {
 
 func rate(name string, n int64, d time.Duration) Throughput {
 	return Throughput{Name: name, Bytes: n, Seconds: d.Seconds(), MBps: float64(n) / d.Seconds() / 1e6}
-}
-
-// peakRSS returns the process's peak resident set size (VmHWM), 0 if unknown.
-func peakRSS() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/procinfo"
 )
 
 func (a *App) backupCommand() *cobra.Command {
@@ -95,5 +96,5 @@ func printBackupReport(a *App, rep *engine.BackupReport) {
 			a.out("        note: %s", n)
 		}
 	}
-	a.out("job %s: %s", rep.Job, rep.State)
+	a.out("job %s: %s (peak memory %s)", rep.Job, rep.State, fmtBytes(procinfo.PeakRSS()))
 }

@@ -7,17 +7,21 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kurabackup/kura/internal/benchmark"
+	"github.com/kurabackup/kura/internal/repo"
 )
 
 func (a *App) benchmarkCommand() *cobra.Command {
 	var opts benchmark.Options
-	var size, chunk, writeImage string
+	var size, chunk, writeImage, compression string
 	cmd := &cobra.Command{
 		Use:   "benchmark",
 		Short: "Measure SHA-256, zstd, AES-GCM and repository write/read speed on this machine",
 		Long: `Measure the primitives kura's speed depends on, then ingest a disk image
 (a synthetic one, half random and half text, or --image FILE) into a fresh
-temporary repository, ingest it again (all duplicates) and read it back.`,
+temporary repository, ingest it again (all duplicates) and restore it into an
+image file. Each ingest commits a recovery point and syncs the repository as a
+backup does; the restore writes a raw image file (thin, synced) as kura export
+does and checks it against the image.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -29,6 +33,9 @@ temporary repository, ingest it again (all duplicates) and read it back.`,
 				return usageError("invalid --chunk-size: %v", err)
 			}
 			opts.ChunkSize = int(cs)
+			if opts.Compression, err = repo.ParseCompression(compression); err != nil {
+				return usageError("invalid --compression: %v", err)
+			}
 			if writeImage != "" {
 				return benchmark.WriteImageFile(writeImage, opts.ImageSize)
 			}
@@ -65,5 +72,6 @@ temporary repository, ingest it again (all duplicates) and read it back.`,
 	f.StringVar(&opts.Location, "location", "", "measure the repository steps on this store instead (e.g. s3:https://host/bucket): a temporary prefix is used and removed")
 	f.StringVar(&writeImage, "write-image", "", "only write the synthetic image (--size bytes) to this file, for side-by-side benchmarks")
 	f.BoolVar(&opts.Primitives, "primitives", false, "measure only the primitives")
+	f.StringVar(&compression, "compression", "auto", "zstd level of the ingests: auto (fastest while CPU bound), fastest, default or better")
 	return cmd
 }

@@ -23,7 +23,7 @@ func (a *App) pointsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			points, err := r.ListPoints(cmd.Context())
+			points, err := r.PointSummaries(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/hypervisor"
+	"github.com/kurabackup/kura/internal/procinfo"
 )
 
 // addRecoveryCommands adds restore, export and files.
@@ -264,7 +265,8 @@ func printRestore(a *App, rep *engine.RestoreReport) {
 	if rep.InPlace {
 		where = "in place as"
 	}
-	a.out("OK      point %s of %s restored %s %s (%s) in %.1fs", rep.Point, rep.SourceVM, where, rep.VM, rep.UUID, rep.Seconds)
+	a.out("OK      point %s of %s restored %s %s (%s) in %.1fs, peak memory %s", rep.Point, rep.SourceVM, where, rep.VM, rep.UUID,
+		rep.Seconds, fmtBytes(procinfo.PeakRSS()))
 	for _, d := range rep.Disks {
 		if d.Kept {
 			a.out("        disk %-5s %s kept (existing file)", d.Target, d.Path)
@@ -325,6 +327,7 @@ func (a *App) exportCommand() *cobra.Command {
 			for _, n := range rep.Notes {
 				a.out("note: %s", n)
 			}
+			a.out("exported in %.1fs, peak memory %s", rep.Seconds, fmtBytes(procinfo.PeakRSS()))
 			return nil
 		},
 	}

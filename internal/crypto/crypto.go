@@ -119,6 +119,27 @@ func (k *Keys) Seal(dst, plaintext, aad []byte) ([]byte, error) {
 	return k.aead.Seal(dst, nonce, plaintext, aad), nil
 }
 
+// SealInPlace encrypts buf[at+NonceSize:] where it lies: it writes a fresh
+// random nonce to buf[at:at+NonceSize], replaces the plaintext after it by
+// its ciphertext and appends the tag, so that buf[at:] becomes nonce ‖
+// ciphertext ‖ tag as Seal would append it. buf grows if its capacity
+// lacks room for the tag.
+func (k *Keys) SealInPlace(buf []byte, at int, aad []byte) ([]byte, error) {
+	if at < 0 || len(buf) < at+NonceSize {
+		return nil, fmt.Errorf("seal in place: %d bytes hold no nonce at %d", len(buf), at)
+	}
+	if cap(buf)-len(buf) < k.aead.Overhead() {
+		buf = append(buf, make([]byte, k.aead.Overhead())...)[:len(buf)]
+	}
+	nonce := buf[at : at+NonceSize]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	pt := buf[at+NonceSize:]
+	ct := k.aead.Seal(pt[:0], nonce, pt, aad)
+	return buf[:at+NonceSize+len(ct)], nil
+}
+
 // Open authenticates and decrypts nonce ‖ ciphertext ‖ tag, appending the
 // plaintext to dst.
 func (k *Keys) Open(dst, sealed, aad []byte) ([]byte, error) {

@@ -51,8 +51,19 @@ func createRaw(path string, size int64) (*rawFile, error) {
 }
 
 func (r *rawFile) writeAt(_ context.Context, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
 	if r.direct == nil || off%directAlign != 0 || len(p)%directAlign != 0 {
 		_, err := r.f.WriteAt(p, off)
+		return err
+	}
+	if uintptr(unsafe.Pointer(&p[0]))%directAlign == 0 {
+		// Aligned already (chunk buffers are): no copy.
+		_, err := r.direct.WriteAt(p, off)
+		if errors.Is(err, unix.EINVAL) { // alignment rules stricter than assumed
+			_, err = r.f.WriteAt(p, off)
+		}
 		return err
 	}
 	bp := r.pool.Get().(*[]byte)

@@ -146,7 +146,7 @@ func (e *Engine) Backup(ctx context.Context, vms []hypervisor.VM, opts BackupOpt
 	rep := &BackupReport{Started: e.now(), VMs: make([]VMResult, len(vms))}
 	// The newest point of each VM is its parent: read the manifests once
 	// for the whole job, not once per VM.
-	latest, err := e.latestPoints(ctx)
+	latest, err := e.latestPoints(ctx, vms)
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ func CatalogPoint(repoID string, m *repo.Manifest) catalog.Point {
 // RebuildCatalog recreates the catalog's view of the repository from the
 // manifests alone. It returns the number of points recorded.
 func RebuildCatalog(ctx context.Context, r *repo.Repository, c catalog.Catalog) (int, error) {
-	points, err := r.ListPoints(ctx)
+	points, err := r.PointSummaries(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("list recovery points: %w", err)
 	}

@@ -141,18 +141,21 @@ func (e *Engine) writeDisk(ctx context.Context, jobID, vm string, j diskJob, scr
 	return res, w, nil
 }
 
-// pump copies the disk reader's chunks into the writer.
+// pump writes the disk reader's chunks into the writer: several writers
+// take chunks straight from the stream's buffers (no copy) and hand them
+// back when written.
 func (e *Engine) pump(ctx context.Context, jobID, vm, target string, dr *repo.DiskReader, w hypervisor.DiskSink, workers int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cs := dr.Index().ChunkSize
 	size := dr.Size()
 	type piece struct {
-		off int64
-		buf *[]byte
+		off     int64
+		data    []byte
+		release func()
 	}
-	bufs := sync.Pool{New: func() any { b := make([]byte, cs); return &b }}
-	pieces := make(chan piece, workers)
+	writers := min(workers, 4)
+	pieces := make(chan piece, writers)
 	var (
 		wg       sync.WaitGroup
 		errOnce  sync.Once
@@ -162,33 +165,30 @@ func (e *Engine) pump(ctx context.Context, jobID, vm, target string, dr *repo.Di
 	fail := func(err error) {
 		errOnce.Do(func() { writeErr = err; cancel() })
 	}
-	writers := min(workers, 4)
 	for range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for p := range pieces {
 				if ctx.Err() == nil {
-					if err := w.WriteAt(ctx, *p.buf, p.off); err != nil {
+					if err := w.WriteAt(ctx, p.data, p.off); err != nil {
 						fail(err)
 					}
 				}
-				done.Add(int64(len(*p.buf)))
-				bufs.Put(p.buf)
+				done.Add(int64(len(p.data)))
+				p.release()
 			}
 		}()
 	}
 	last := time.Time{}
-	streamErr := dr.Stream(ctx, workers, func(off int64, data []byte, zero bool) error {
+	streamErr := dr.StreamChunks(ctx, workers, 2*writers, func(off int64, data []byte, zero bool, release func()) error {
 		if zero {
 			done.Add(min(int64(cs), size-off))
 		} else {
-			bp := bufs.Get().(*[]byte)
-			*bp = append((*bp)[:0], data...)
 			select {
-			case pieces <- piece{off, bp}:
+			case pieces <- piece{off, data, release}:
 			case <-ctx.Done():
-				bufs.Put(bp)
+				release()
 				return ctx.Err()
 			}
 		}

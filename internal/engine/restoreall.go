@@ -18,7 +18,7 @@ import (
 // selectors on names and UUIDs apply (powerstate and ipaddr match only VMs
 // the connector still knows, with their current state and addresses).
 func (e *Engine) ChoosePoints(ctx context.Context, sels []hypervisor.Selector, before time.Time) ([]*repo.Manifest, error) {
-	points, err := e.Repo.ListPoints(ctx)
+	points, err := e.Repo.PointSummaries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list recovery points: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
@@ -67,9 +68,11 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 		defer cancel()
+		t0 := time.Now()
 		if cerr := sess.Close(cctx, success); cerr != nil {
 			e.log().Warn("ending backup session failed; run kura cleanup", "vm", vm.Name, "err", cerr)
 		}
+		e.log().Debug("backup session closed", "vm", vm.Name, "took", time.Since(t0).Round(time.Millisecond))
 	}()
 
 	w, err := e.Repo.NewWriter(ctx, "backup "+vm.Name)
@@ -100,15 +103,12 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 	if parent != nil {
 		m.Parent = parent.ID
 	}
-	for _, sd := range sess.Disks() {
-		if opts.Throttle != nil {
-			sd.Reader = opts.Throttle.ReaderAt(ctx, sd.Reader)
-		}
-		rec, incremental, err := e.backupDisk(ctx, jobID, w, vm, sd, parent)
-		if err != nil {
-			return nil, fmt.Errorf("disk %s: %w", sd.Target, err)
-		}
-		if incremental {
+	recs, err := e.backupDisks(ctx, jobID, w, vm, sess.Disks(), parent, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		if rec.Incremental {
 			m.Kind = "incremental"
 		}
 		m.Disks = append(m.Disks, rec)
@@ -116,25 +116,63 @@ func (e *Engine) backupVM(ctx context.Context, jobID string, vm hypervisor.VM, p
 	}
 	m.Notes = append(notes, sess.Notes()...)
 	m.Finished = e.now()
+	t0 := time.Now()
 	if err := w.Commit(ctx, m); err != nil {
 		return nil, fmt.Errorf("commit recovery point: %w", err)
 	}
+	e.log().Debug("point committed", "vm", vm.Name, "point", m.ID, "disks_took", m.Finished.Sub(m.Started).Round(time.Millisecond),
+		"commit_took", time.Since(t0).Round(time.Millisecond))
 	success = true
 	e.recordPoint(ctx, m)
 	return m, nil
 }
 
+// backupDisks stores every disk of a session at once (the writer's
+// buffers bound the memory whatever their number); the first failure
+// cancels the others.
+func (e *Engine) backupDisks(ctx context.Context, jobID string, w *repo.Writer, vm hypervisor.VM,
+	disks []hypervisor.SessionDisk, parent *repo.Manifest, opts BackupOptions) ([]repo.DiskEntry, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	recs := make([]repo.DiskEntry, len(disks))
+	errs := make([]error, len(disks))
+	var wg sync.WaitGroup
+	for i, sd := range disks {
+		if opts.Throttle != nil {
+			sd.Reader = opts.Throttle.ReaderAt(ctx, sd.Reader)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if recs[i], err = e.backupDisk(ctx, jobID, w, vm, sd, parent); err != nil {
+				errs[i] = fmt.Errorf("disk %s: %w", sd.Target, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// The disk that failed first, not one cancelled because of it.
+	var first error
+	for _, err := range errs {
+		if err != nil && (first == nil || errors.Is(first, context.Canceled)) {
+			first = err
+		}
+	}
+	return recs, first
+}
+
 // backupDisk stores one disk of a session, reusing the parent's index for
 // unchanged extents.
 func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, vm hypervisor.VM,
-	sd hypervisor.SessionDisk, parent *repo.Manifest) (repo.DiskEntry, bool, error) {
+	sd hypervisor.SessionDisk, parent *repo.Manifest) (repo.DiskEntry, error) {
 	var pidx *repo.Index
 	if parent != nil {
 		for _, pd := range parent.Disks {
 			if pd.Target == sd.Target && pd.Size == sd.Size {
 				idx, err := e.Repo.LoadIndex(ctx, pd.Index)
 				if err != nil {
-					return repo.DiskEntry{}, false, fmt.Errorf("load index of parent point %s: %w", parent.ID, err)
+					return repo.DiskEntry{}, fmt.Errorf("load index of parent point %s: %w", parent.ID, err)
 				}
 				pidx = idx
 			}
@@ -176,7 +214,7 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 				Done: done, Total: total})
 		})
 	if err != nil {
-		return repo.DiskEntry{}, false, err
+		return repo.DiskEntry{}, err
 	}
 	e.emit(progress.Event{Kind: "disk-done", Job: jobID, VM: vm.Name, Disk: sd.Target, Done: sd.Size, Total: sd.Size,
 		Data: map[string]any{"bytes_read": st.BytesRead, "bytes_new": st.BytesNew, "bytes_stored": st.BytesStored}})
@@ -190,20 +228,41 @@ func (e *Engine) backupDisk(ctx context.Context, jobID string, w *repo.Writer, v
 		Stats:       st,
 		Incremental: incremental,
 		ChangeID:    sd.ChangeID,
-	}, incremental, nil
+	}, nil
 }
 
-// latestPoints returns the newest recovery point of every VM, by UUID.
-func (e *Engine) latestPoints(ctx context.Context) (map[string]*repo.Manifest, error) {
-	points, err := e.Repo.ListPoints(ctx)
+// latestPoints returns the newest recovery point of each of vms (by
+// UUID), the parent of its next backup. The newest is found in the point
+// summaries (format spec §6.2) and its manifest read: the parent's
+// checkpoint and indexes are taken from the manifest itself.
+func (e *Engine) latestPoints(ctx context.Context, vms []hypervisor.VM) (map[string]*repo.Manifest, error) {
+	points, err := e.Repo.PointSummaries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list recovery points: %w", err)
 	}
-	latest := map[string]*repo.Manifest{}
+	want := map[string]bool{}
+	for _, vm := range vms {
+		want[vm.UUID] = true
+	}
+	newest := map[string]*repo.Manifest{}
 	for _, p := range points {
-		if l := latest[p.VM.UUID]; l == nil || p.Started.After(l.Started) {
-			latest[p.VM.UUID] = p
+		if !want[p.VM.UUID] {
+			continue
 		}
+		if l := newest[p.VM.UUID]; l == nil || p.Started.After(l.Started) {
+			newest[p.VM.UUID] = p
+		}
+	}
+	latest := map[string]*repo.Manifest{}
+	for uuid, p := range newest {
+		m, err := e.Repo.LoadPoint(ctx, p.ID)
+		if errors.Is(err, repo.ErrPointNotFound) || errors.Is(err, repo.ErrMissing) {
+			continue // deleted since the listing: a full backup
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load point %s: %w", p.ID, err)
+		}
+		latest[uuid] = m
 	}
 	return latest, nil
 }

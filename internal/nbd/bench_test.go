@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -69,4 +71,56 @@ func BenchmarkReadQcow2(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkReadMultiConn reads a 1 GiB qcow2 through qemu-nbd (or the
+// export at KURA_BENCH_NBD_SOCKET, name KURA_BENCH_NBD_EXPORT: a running
+// VM's pull-mode backup export) with 4 MiB reads, 4 at a time, over 1, 2
+// or 4 connections (Multi).
+func BenchmarkReadMultiConn(b *testing.B) {
+	sock, export := os.Getenv("KURA_BENCH_NBD_SOCKET"), os.Getenv("KURA_BENCH_NBD_EXPORT")
+	if sock == "" {
+		img := benchImage(b)
+		sock = startServer(b, "qemu-nbd", "--socket=SOCK", "--shared=8", "-f", "qcow2", "-r", "--persistent", img)
+	}
+	req, readers := int64(4<<20), 4
+	if v, err := strconv.Atoi(os.Getenv("KURA_BENCH_NBD_READERS")); err == nil && v > 0 {
+		readers = v
+	}
+	for _, conns := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			opts := Options{Export: export, MaxInFlight: 32}
+			c := dialTest(b, sock, opts)
+			m := DialMore(context.Background(), c, "unix", sock, opts, conns)
+			b.Cleanup(func() { m.Close() })
+			if m.Conns() != conns {
+				b.Fatalf("%d connections, want %d", m.Conns(), conns)
+			}
+			size := min(m.Size(), 1<<30)
+			b.SetBytes(size)
+			for b.Loop() {
+				var wg sync.WaitGroup
+				var next atomic.Int64
+				errs := make(chan error, readers)
+				for range readers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						buf := make([]byte, req)
+						for off := next.Add(req) - req; off < size; off = next.Add(req) - req {
+							if _, err := m.ReadAtContext(context.Background(), buf, off); err != nil {
+								errs <- err
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -2,7 +2,8 @@
 // with the process start time names one process, so that a recycled pid
 // is not mistaken for a dead owner still alive. Connectors record it with
 // what a backup session leaves on a VM; the next run tells a killed
-// session from a live one by it.
+// session from a live one by it. PeakRSS reports the process's own peak
+// memory.
 package procinfo
 
 import (
@@ -48,3 +49,19 @@ func Alive(pid int, start uint64) bool {
 
 // Self is the start time of this process.
 func Self() uint64 { return Start(os.Getpid()) }
+
+// PeakRSS returns this process's peak resident set size in bytes (VmHWM
+// of /proc/self/status), 0 when unknown.
+func PeakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

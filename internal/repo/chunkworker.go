@@ -7,34 +7,89 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 
 	"github.com/kurabackup/kura/internal/storage"
 )
 
 func maxProcs() int { return runtime.GOMAXPROCS(0) }
 
-// zeroBuf is a read-only buffer of zeros, as large as the largest chunk.
-var zeroBuf = make([]byte, MaxChunkSize)
+// zeroBuf is a read-only block of zeros (small: a heap object as large as
+// a chunk would count against the garbage collector's goal).
+var zeroBuf = make([]byte, 64<<10)
 
-func isZero(p []byte) bool { return bytes.Equal(p, zeroBuf[:len(p)]) }
-
-// chunkWorker owns the buffers of one pipeline worker: memory per worker
-// is about three chunk sizes, whatever the disk size.
-type chunkWorker struct {
-	w       *Writer
-	buf     []byte // plaintext window
-	scratch []byte // compressed payload
-	env     []byte // sealed envelope
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeroBuf))
+		if !bytes.Equal(p[:n], zeroBuf[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
 }
 
-func newChunkWorker(w *Writer, cs int) *chunkWorker {
-	return &chunkWorker{w: w, buf: make([]byte, cs), scratch: make([]byte, 0, cs+cs/8), env: make([]byte, 0, cs+cs/8)}
+// Pipeline of a disk write (WriteDisk): the planner hands the windows to
+// read, in disk order, to readers (fetchReaders of them, so several reads
+// are in flight: NBD exports and object stores answer faster with a few
+// requests outstanding); a reader fills a plaintext buffer and queues it;
+// storers (the repository's workers) hash, deduplicate, compress, seal
+// and upload. Buffers come from the Writer's pools, shared by concurrent
+// WriteDisk calls, so memory is bounded per Writer whatever the number and
+// size of disks: (plain + envelope buffers) × chunk size.
+
+// fetchReaders is the number of windows read at once per disk.
+const fetchReaders = 8
+
+// bufPool hands out at most max buffers of one size, allocated on first
+// use and reused.
+type bufPool struct {
+	size int
+	free chan []byte
+	mu   sync.Mutex
+	made int
 }
 
-// do reads window [a,b) (only its Data and Unchanged parts), then hashes,
-// deduplicates and stores it, writing its digest to *out.
-func (c *chunkWorker) do(ctx context.Context, r io.ReaderAt, segs []Extent, a, b int64, out *Digest, st *DiskStats) error {
-	p := c.buf[:b-a]
+func newBufPool(size, max int) *bufPool {
+	return &bufPool{size: size, free: make(chan []byte, max)}
+}
+
+// get returns a buffer of length size, waiting for one to be put back
+// when max are out.
+func (p *bufPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-p.free:
+		return b, nil
+	default:
+	}
+	p.mu.Lock()
+	if p.made < cap(p.free) {
+		p.made++
+		p.mu.Unlock()
+		return make([]byte, p.size), nil
+	}
+	p.mu.Unlock()
+	select {
+	case b := <-p.free:
+		return b, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (p *bufPool) put(b []byte) { p.free <- b[:cap(b)] }
+
+// window is one chunk window read, waiting to be stored.
+type window struct {
+	i    int
+	a, b int64
+	buf  []byte // plaintext of [a,b), from the plain pool
+}
+
+// readWindow reads window [a,b) (only its Data and Unchanged parts) into
+// p, zero-filling the rest, and returns the bytes read from r.
+func readWindow(r io.ReaderAt, segs []Extent, a int64, p []byte) (int64, error) {
+	var read int64
 	for _, s := range segs {
 		dst := p[s.Offset-a : s.Offset-a+s.Length]
 		if s.Kind == ExtentZero || s.Kind == ExtentUnchangedZero {
@@ -46,18 +101,29 @@ func (c *chunkWorker) do(ctx context.Context, r io.ReaderAt, segs []Extent, a, b
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return fmt.Errorf("read disk at offset %d: %w", s.Offset, err)
+			return read, fmt.Errorf("read disk at offset %d: %w", s.Offset, err)
 		}
-		st.BytesRead += int64(n)
+		read += int64(n)
 	}
+	return read, nil
+}
+
+// store hashes, deduplicates and stores plaintext p, writing its digest to
+// *out. cpuBound says reads are ahead of the storers (CompressAuto uses
+// the fastest level then). release is called once p is no longer needed,
+// before the upload.
+func (w *Writer) store(ctx context.Context, p []byte, out *Digest, st *DiskStats, cpuBound bool, release func()) error {
+	var once sync.Once
+	done := func() { once.Do(release) }
+	defer done()
 	if isZero(p) {
 		*out = ZeroDigest
 		st.BytesZero += int64(len(p))
 		return nil
 	}
-	d := c.w.r.codec.digest(p)
+	d := w.r.codec.digest(p)
 	*out = d
-	known, err := c.w.known(ctx, d)
+	known, err := w.known(ctx, d)
 	if err != nil {
 		return err
 	}
@@ -67,19 +133,28 @@ func (c *chunkWorker) do(ctx context.Context, r io.ReaderAt, segs []Extent, a, b
 		return nil
 	}
 	name := chunkName(d)
-	c.env, c.scratch, err = c.w.r.codec.seal(c.env[:0], c.scratch, typeChunk, name, p)
+	env, err := w.envs.get(ctx)
 	if err != nil {
+		w.forget(d)
 		return err
 	}
-	if err := c.w.put(ctx, name, c.env); err != nil {
-		c.w.forget(d)
+	defer func() { w.envs.put(env) }()
+	env, err = w.r.codec.sealWith(w.r.codec.encoder(w.compression, cpuBound), env[:0], typeChunk, name, p)
+	if err != nil {
+		w.forget(d)
+		return err
+	}
+	n := int64(len(p))
+	done()
+	if err := w.put(ctx, name, env); err != nil {
+		w.forget(d)
 		return putError(name, err)
 	}
-	if c.w.ret != nil {
-		c.w.ret.note(c.w.ret.until, &d)
+	if w.ret != nil {
+		w.ret.note(w.ret.until, &d)
 	}
-	st.BytesNew += int64(len(p))
-	st.BytesStored += int64(len(c.env))
+	st.BytesNew += n
+	st.BytesStored += int64(len(env))
 	st.ChunksNew++
 	return nil
 }

@@ -352,12 +352,11 @@ func (r *Repository) verifyPoint(ctx context.Context, id string) (int64, error) 
 				ds = append(ds, dg)
 			}
 		}
-		rep := &VerifyReport{}
-		r.readAll(ctx, &refGraph{}, ds, rep, VerifyOptions{ReadData: true})
+		problems := r.readAll(ctx, ds, nil, len(ds), &VerifyReport{}, VerifyOptions{ReadData: true})
 		n += int64(len(ds))
-		if len(rep.Problems) > 0 {
-			p := rep.Problems[0]
-			return n, fmt.Errorf("%d objects damaged, first %s: %s: %w", len(rep.Problems), p.Object, p.Detail, ErrCorrupt)
+		if len(problems) > 0 {
+			p := problems[0]
+			return n, fmt.Errorf("%d objects damaged, first %s: %s: %w", len(problems), p.Object, p.Detail, ErrCorrupt)
 		}
 	}
 	return n, ctx.Err()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"runtime"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/kurabackup/kura/internal/crypto"
@@ -51,37 +52,111 @@ func (t objType) String() string {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// codec seals and opens envelopes. It is safe for concurrent use.
-// CompressionLevel is the zstd level chunks are written with. Readers do
-// not depend on it. SpeedDefault (zstd level 3) was measured against
+// CompressionLevel is the zstd level of metadata (indexes, manifests) and
+// of chunks when the CPU is not what limits a backup (Compression). Readers
+// do not depend on it. SpeedDefault (zstd level 3) was measured against
 // SpeedFastest in docs/design/repository-format.md §11.2: about 10% smaller
 // on text for about 25% more compression time.
 const CompressionLevel = zstd.SpeedDefault
 
+// Compression chooses the zstd level of new chunks; the format does not
+// record it and readers need nothing to decode any of them.
+type Compression string
+
+// Compression modes.
+const (
+	// CompressAuto (the default) compresses a chunk with zstd's fastest
+	// level while chunks read are waiting for a CPU (the backup is CPU
+	// bound), and with CompressionLevel while the CPUs wait for data.
+	CompressAuto Compression = "auto"
+	// CompressFastest always uses zstd's fastest level (level 1).
+	CompressFastest Compression = "fastest"
+	// CompressDefault always uses CompressionLevel (level 3).
+	CompressDefault Compression = "default"
+	// CompressBetter always uses zstd's SpeedBetterCompression (level 7).
+	CompressBetter Compression = "better"
+)
+
+// ParseCompression checks a mode name ("" is CompressAuto).
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case "":
+		return CompressAuto, nil
+	case CompressAuto, CompressFastest, CompressDefault, CompressBetter:
+		return c, nil
+	}
+	return "", fmt.Errorf("compression %q: use auto, fastest, default or better", s)
+}
+
+// codec seals and opens envelopes. It is safe for concurrent use.
 type codec struct {
 	keys *crypto.Keys // nil: unencrypted repository
 	enc  *zstd.Encoder
-	dec  *zstd.Decoder
+	fast *zstd.Encoder // SpeedFastest: samples, and chunks when CPU bound
+	// better is made on first use (CompressBetter only).
+	betterOnce sync.Once
+	better     *zstd.Encoder
+	dec        *zstd.Decoder
 }
 
-func newCodec(keys *crypto.Keys) (*codec, error) {
-	n := runtime.GOMAXPROCS(0)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(CompressionLevel),
-		zstd.WithEncoderConcurrency(n), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true),
+func newEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true),
 		zstd.WithWindowSize(zstd.MaxWindowSize/128)) // 4 MiB window is plenty for one chunk
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(n),
+	return enc, nil
+}
+
+func newCodec(keys *crypto.Keys) (*codec, error) {
+	enc, err := newEncoder(CompressionLevel)
+	if err != nil {
+		return nil, err
+	}
+	fast, err := newEncoder(zstd.SpeedFastest)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithDecoderMaxMemory(maxPlainLen), zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{keys: keys, enc: enc, dec: dec}, nil
+	return &codec{keys: keys, enc: enc, fast: fast, dec: dec}, nil
+}
+
+// encoder returns the encoder of a chunk: mode, and for CompressAuto
+// whether the writer is CPU bound right now.
+func (c *codec) encoder(mode Compression, cpuBound bool) *zstd.Encoder {
+	switch mode {
+	case CompressFastest:
+		return c.fast
+	case CompressDefault:
+		return c.enc
+	case CompressBetter:
+		c.betterOnce.Do(func() {
+			if e, err := newEncoder(zstd.SpeedBetterCompression); err == nil {
+				c.better = e
+			}
+		})
+		if c.better != nil {
+			return c.better
+		}
+		return c.enc
+	}
+	if cpuBound {
+		return c.fast
+	}
+	return c.enc
 }
 
 func (c *codec) close() {
 	c.enc.Close()
+	c.fast.Close()
+	if c.better != nil {
+		c.better.Close()
+	}
 	c.dec.Close()
 }
 
@@ -95,13 +170,14 @@ func (c *codec) digest(p []byte) Digest {
 
 // worthCompressing guesses from three small samples whether a large buffer
 // compresses at all, so incompressible data skips a full zstd pass.
+// scratch is spare room for the samples' output.
 func (c *codec) worthCompressing(p, scratch []byte) bool {
 	const sample = 32 << 10
 	if len(p) < 8*sample {
 		return true
 	}
 	for _, at := range []int{0, len(p) / 2, len(p) - sample} {
-		out := c.enc.EncodeAll(p[at:at+sample], scratch[:0])
+		out := c.fast.EncodeAll(p[at:at+sample], scratch[:0])
 		if len(out)*1000 < sample*keepCompressedPermille {
 			return true
 		}
@@ -109,39 +185,56 @@ func (c *codec) worthCompressing(p, scratch []byte) bool {
 	return false
 }
 
-// seal appends the envelope of plain to dst. scratch is a reusable buffer
-// for the compressed form; the (possibly grown) scratch is returned.
-func (c *codec) seal(dst, scratch []byte, t objType, name string, plain []byte) (out, scr []byte, err error) {
+// seal appends the envelope of plain to dst, compressed at the default
+// level.
+func (c *codec) seal(dst []byte, t objType, name string, plain []byte) ([]byte, error) {
+	return c.sealWith(c.enc, dst, t, name, plain)
+}
+
+// sealWith appends the envelope of plain to dst, compressing with enc.
+// The payload is compressed straight into dst and, when encrypted,
+// encrypted where it lies: with enough capacity in dst, sealing allocates
+// nothing and copies nothing.
+func (c *codec) sealWith(enc *zstd.Encoder, dst []byte, t objType, name string, plain []byte) ([]byte, error) {
 	if len(plain) > maxPlainLen {
-		return dst, scratch, fmt.Errorf("%s: object of %d bytes exceeds the %d byte limit", name, len(plain), maxPlainLen)
-	}
-	payload, comp := plain, byte(compNone)
-	if c.worthCompressing(plain, scratch) {
-		scratch = c.enc.EncodeAll(plain, scratch[:0])
-		if len(scratch)*1000 < len(plain)*keepCompressedPermille {
-			payload, comp = scratch, compZstd
-		}
+		return dst, fmt.Errorf("%s: object of %d bytes exceeds the %d byte limit", name, len(plain), maxPlainLen)
 	}
 	start := len(dst)
 	var flags byte
+	body := start + envHeaderSize // where the payload goes
 	if c.keys != nil {
 		flags = flagEncrypted
+		body += crypto.NonceSize
 	}
-	dst = append(dst, envMagic...)
-	dst = append(dst, envVersion, byte(t), comp, flags)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(plain)))
+	dst = append(dst, make([]byte, body-start)...)
+	comp := byte(compNone)
+	if c.worthCompressing(plain, dst[body:]) {
+		dst = enc.EncodeAll(plain, dst)
+		if (len(dst)-body)*1000 < len(plain)*keepCompressedPermille {
+			comp = compZstd
+		} else {
+			dst = dst[:body]
+		}
+	}
+	h := dst[start : start+envHeaderSize]
+	copy(h, envMagic)
+	h[4], h[5], h[6], h[7] = envVersion, byte(t), comp, flags
+	binary.LittleEndian.PutUint32(h[8:], uint32(len(plain)))
 	if c.keys != nil {
 		aad := make([]byte, 0, envHeaderSize+len(name))
-		aad = append(append(aad, dst[start:start+envHeaderSize]...), name...)
-		dst, err = c.keys.Seal(dst, payload, aad)
-		return dst, scratch, err
+		aad = append(append(aad, h...), name...)
+		if comp == compZstd {
+			return c.keys.SealInPlace(dst, start+envHeaderSize, aad)
+		}
+		return c.keys.Seal(dst[:start+envHeaderSize], plain, aad)
 	}
-	crc := crc32.Update(0, castagnoli, dst[start:start+envHeaderSize])
+	if comp == compNone {
+		dst = append(dst, plain...)
+	}
+	crc := crc32.Update(0, castagnoli, h)
 	crc = crc32.Update(crc, castagnoli, []byte(name))
-	crc = crc32.Update(crc, castagnoli, payload)
-	dst = append(dst, payload...)
-	dst = binary.LittleEndian.AppendUint32(dst, crc)
-	return dst, scratch, nil
+	crc = crc32.Update(crc, castagnoli, dst[body:])
+	return binary.LittleEndian.AppendUint32(dst, crc), nil
 }
 
 type envHeader struct {

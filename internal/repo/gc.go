@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,15 +18,18 @@ type GCOptions struct {
 
 // GCReport is the result of GC.
 type GCReport struct {
-	Points           int   `json:"points"`            // points whose references were kept
-	ReferencedChunks int   `json:"referenced_chunks"` // chunks in use
-	UnusedChunks     int   `json:"unused_chunks"`     // unreferenced chunks found
-	UnusedIndexes    int   `json:"unused_indexes"`    // unreferenced indexes found
-	UnusedBytes      int64 `json:"unused_bytes"`      // their stored size
-	DeletedChunks    int   `json:"deleted_chunks"`
-	DeletedIndexes   int   `json:"deleted_indexes"`
-	BytesFreed       int64 `json:"bytes_freed"`
-	DryRun           bool  `json:"dry_run"`
+	Points           int `json:"points"`            // points whose references were kept
+	ReferencedChunks int `json:"referenced_chunks"` // chunks in use
+	// MarkBytes is the memory the mark phase held for the referenced
+	// chunks (8 bytes each, plus slack).
+	MarkBytes      int64 `json:"mark_bytes"`
+	UnusedChunks   int   `json:"unused_chunks"`  // unreferenced chunks found
+	UnusedIndexes  int   `json:"unused_indexes"` // unreferenced indexes found
+	UnusedBytes    int64 `json:"unused_bytes"`   // their stored size
+	DeletedChunks  int   `json:"deleted_chunks"`
+	DeletedIndexes int   `json:"deleted_indexes"`
+	BytesFreed     int64 `json:"bytes_freed"`
+	DryRun         bool  `json:"dry_run"`
 	// Deferred is set when a running backup that started before this gc
 	// could still reference the unused objects: nothing was deleted.
 	Deferred    bool     `json:"deferred"`
@@ -77,8 +79,9 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 			rep.TempRemoved = n
 		}
 	}
-	// Mark.
-	g, err := r.loadGraph(ctx, nil)
+	// Mark: the first 8 bytes of every referenced digest (a shared prefix
+	// only keeps an unreferenced chunk), then the store's listing.
+	g, err := r.loadRefs(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("gc mark (nothing deleted): %w", err)
 	}
@@ -86,23 +89,35 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	for _, m := range g.points {
 		marked[m.ID] = true
 	}
-	rep.Points, rep.ReferencedChunks = len(g.points), len(g.chunks)
-	cand := map[string]int64{}
+	set := newPrefixSet()
+	err = r.eachIndex(ctx, g, nil, func(_ string, x *Index) error {
+		for _, d := range x.Digests {
+			if !d.IsZero() {
+				set.add(digestPrefix(d))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc mark (nothing deleted): %w", err)
+	}
+	set.done()
+	rep.Points, rep.ReferencedChunks, rep.MarkBytes = len(g.points), set.len(), set.bytes(8)
+	cand := newCandidates()
 	collect := func(prefix string, used func(name string) bool) error {
 		return r.be.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 			if !used(oi.Name) {
-				cand[oi.Name] = oi.Size
+				cand.add(oi.Name, oi.Size)
 			}
 			return nil
 		})
 	}
 	err = collect("chunks/", func(n string) bool {
 		d, err := parseDigest(n[strings.LastIndexByte(n, '/')+1:])
-		if err != nil {
+		if err != nil || n != chunkName(d) {
 			return true // not ours: leave it alone
 		}
-		_, ok := g.chunks[d]
-		return ok
+		return set.index(digestPrefix(d)) >= 0
 	})
 	if err == nil {
 		err = collect("indexes/", func(n string) bool {
@@ -120,15 +135,12 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 		}
 	}
 	rep.count(cand)
-	if opts.DryRun || (len(cand) == 0 && len(stale) == 0) {
+	if opts.DryRun || (rep.UnusedChunks+rep.UnusedIndexes == 0 && len(stale) == 0) {
 		return rep, nil
 	}
 	// Announce the candidates, then look for backups that have not seen it.
 	mk := gcMarker{ID: strings.ToLower(NewPointID(time.Now())), Created: time.Now().UTC()}
-	for n := range cand {
-		mk.Candidates = append(mk.Candidates, n)
-	}
-	data, err := json.Marshal(mk)
+	data, err := cand.markerJSON(mk.ID, mk.Created)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +148,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	if err := r.be.Put(ctx, mname, data); err != nil {
 		return nil, fmt.Errorf("write gc marker: %w", err)
 	}
+	data = nil
 	defer func() { _ = r.be.Delete(context.WithoutCancel(ctx), mname) }()
 	infos, err := lock.List(ctx, r.be)
 	if err != nil {
@@ -158,22 +171,21 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	rep.count(cand)
 	// Sweep: chunks first, then indexes (an index is never left pointing at
 	// nothing while it is still listed).
-	for _, prefix := range []string{"chunks/", "indexes/"} {
-		for n, size := range cand {
-			if !strings.HasPrefix(n, prefix) {
-				continue
-			}
-			err := r.be.Delete(ctx, n)
-			if err != nil && !errors.Is(err, storage.ErrNotFound) {
-				return rep, fmt.Errorf("gc sweep: %w", err)
-			}
-			if prefix == "chunks/" {
-				rep.DeletedChunks++
-			} else {
-				rep.DeletedIndexes++
-			}
-			rep.BytesFreed += size
+	err = cand.each(func(n string, size int64) error {
+		err := r.be.Delete(ctx, n)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("gc sweep: %w", err)
 		}
+		if strings.HasPrefix(n, "chunks/") {
+			rep.DeletedChunks++
+		} else {
+			rep.DeletedIndexes++
+		}
+		rep.BytesFreed += size
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
 	for _, n := range stale {
 		if err := r.be.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -183,21 +195,22 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	return rep, nil
 }
 
-func (rep *GCReport) count(cand map[string]int64) {
+func (rep *GCReport) count(cand *candidates) {
 	rep.UnusedChunks, rep.UnusedIndexes, rep.UnusedBytes = 0, 0, 0
-	for n, s := range cand {
+	_ = cand.each(func(n string, s int64) error {
 		if strings.HasPrefix(n, "chunks/") {
 			rep.UnusedChunks++
 		} else {
 			rep.UnusedIndexes++
 		}
 		rep.UnusedBytes += s
-	}
+		return nil
+	})
 }
 
 // unmarkNewPoints removes from cand everything referenced by points that
 // appeared after the mark phase.
-func (r *Repository) unmarkNewPoints(ctx context.Context, marked map[string]bool, cand map[string]int64) error {
+func (r *Repository) unmarkNewPoints(ctx context.Context, marked map[string]bool, cand *candidates) error {
 	ids, err := r.PointIDs(ctx)
 	if err != nil {
 		return err
@@ -214,13 +227,13 @@ func (r *Repository) unmarkNewPoints(ctx context.Context, marked map[string]bool
 			return fmt.Errorf("gc re-mark (nothing deleted): %w", err)
 		}
 		for _, d := range m.Disks {
-			delete(cand, indexName(d.Index))
+			cand.drop(indexName(d.Index))
 			x, err := r.LoadIndex(ctx, d.Index)
 			if err != nil {
 				return fmt.Errorf("gc re-mark (nothing deleted): %w", err)
 			}
 			for _, dg := range x.Digests {
-				delete(cand, chunkName(dg))
+				cand.dropChunk(dg)
 			}
 		}
 	}

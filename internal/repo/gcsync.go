@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,19 +31,29 @@ func markerName(id string) string { return "gc/" + id }
 
 // gcView is what a Writer learnt from the gc markers present when it
 // started: objects it must neither trust nor re-upload while a sweep runs.
+// Chunk candidates are kept as sorted digests (32 bytes each), the others
+// by name.
 type gcView struct {
 	mu      sync.Mutex
 	markers []*markerState
-	byName  map[string]*markerState
 }
 
 type markerState struct {
-	id   string
-	gone bool
+	id     string
+	gone   bool
+	chunks *sortedSet[Digest]
+	other  map[string]bool
+}
+
+func (ms *markerState) has(name string) bool {
+	if d, ok := chunkDigest(name); ok {
+		return ms.chunks.index(d) >= 0
+	}
+	return ms.other[name]
 }
 
 func (r *Repository) loadGCView(ctx context.Context) (*gcView, error) {
-	v := &gcView{byName: make(map[string]*markerState)}
+	v := &gcView{}
 	names, err := r.listNames(ctx, "gc/")
 	if err != nil {
 		return nil, err
@@ -55,17 +66,57 @@ func (r *Repository) loadGCView(ctx context.Context) (*gcView, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read gc marker %s: %w", n, err)
 		}
-		var m gcMarker
-		if err := json.Unmarshal(data, &m); err != nil {
+		ms := &markerState{id: strings.TrimPrefix(n, "gc/"), chunks: newDigestSet(), other: map[string]bool{}}
+		if err := parseMarker(data, func(c string) {
+			if d, ok := chunkDigest(c); ok {
+				ms.chunks.add(d)
+			} else {
+				ms.other[c] = true
+			}
+		}); err != nil {
 			return nil, corrupt(n, "gc marker: %v", err)
 		}
-		ms := &markerState{id: strings.TrimPrefix(n, "gc/")}
+		ms.chunks.done()
 		v.markers = append(v.markers, ms)
-		for _, c := range m.Candidates {
-			v.byName[c] = ms
-		}
 	}
 	return v, nil
+}
+
+// parseMarker decodes a gc marker, handing each candidate to fn as it is
+// read (a marker may list millions).
+func parseMarker(data []byte, fn func(name string)) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("not a JSON object")
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if k, _ := t.(string); !strings.EqualFold(k, "candidates") { // as encoding/json matches keys
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return fmt.Errorf("candidates is not a list")
+		}
+		for dec.More() {
+			var c string
+			if err := dec.Decode(&c); err != nil {
+				return err
+			}
+			fn(c)
+		}
+		if _, err := dec.Token(); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token()
+	return err
 }
 
 // seenList returns the ids of the markers seen, comma-separated.
@@ -87,18 +138,28 @@ func sawMarker(data map[string]string, id string) bool {
 	return false
 }
 
-func (v *gcView) isCandidate(name string) bool {
-	if v == nil || len(v.byName) == 0 {
-		return false
+// marker returns the first marker naming name as a candidate, or nil.
+func (v *gcView) marker(name string) *markerState {
+	if v == nil {
+		return nil
 	}
-	_, ok := v.byName[name]
-	return ok
+	for _, ms := range v.markers {
+		if ms.has(name) {
+			return ms
+		}
+	}
+	return nil
 }
+
+func (v *gcView) isCandidate(name string) bool { return v.marker(name) != nil }
 
 // waitGone blocks until the marker listing name has been removed (its
 // sweep is over) or its gc run is dead (no live gc lock).
 func (v *gcView) waitGone(ctx context.Context, r *Repository, name string) error {
-	ms := v.byName[name]
+	ms := v.marker(name)
+	if ms == nil {
+		return nil
+	}
 	for {
 		v.mu.Lock()
 		gone := ms.gone

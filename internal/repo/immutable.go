@@ -226,49 +226,70 @@ type RetentionProblem struct {
 // verifyRetention checks, for an immutable repository, that every object
 // a point references is locked until at least the point's start plus the
 // period (one Stat per referenced object).
-func (r *Repository) verifyRetention(ctx context.Context, g *refGraph) ([]RetentionProblem, error) {
+func (r *Repository) verifyRetention(ctx context.Context, g *refs, set *sortedSet[Digest]) ([]RetentionProblem, error) {
 	im := r.cfg.Immutable
-	need := map[string]time.Time{}
+	need := map[string]time.Time{} // manifests and indexes
 	add := func(name string, t time.Time) {
 		if t.After(need[name]) {
 			need[name] = t
 		}
 	}
+	idxNeed := map[string]time.Time{}
 	for _, m := range g.points {
 		t := m.Started.Add(im.Retain())
 		add(pointName(m.ID), t)
 		for _, d := range m.Disks {
 			add(indexName(d.Index), t)
-			if x := g.loaded[d.Index]; x != nil {
-				for _, dg := range x.Digests {
-					if !dg.IsZero() {
-						add(chunkName(dg), t)
-					}
-				}
+			if t.After(idxNeed[d.Index]) {
+				idxNeed[d.Index] = t
 			}
 		}
 	}
+	// A chunk needs the latest date of the indexes using it: one date
+	// per referenced chunk, beside the set.
+	chunkNeed := make([]int64, set.len())
+	err := r.eachIndex(ctx, g, &VerifyReport{}, func(id string, x *Index) error {
+		t := idxNeed[id].UnixNano()
+		for _, dg := range x.Digests {
+			if i := set.index(dg); i >= 0 && t > chunkNeed[i] {
+				chunkNeed[i] = t
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	type check struct {
+		name string
+		need time.Time
+	}
 	var mu sync.Mutex
 	var out []RetentionProblem
-	jobs := make(chan string)
+	jobs := make(chan check)
 	var wg sync.WaitGroup
 	for range r.ioWorkers() {
 		wg.Go(func() {
-			for name := range jobs {
-				oi, err := r.be.Stat(ctx, name)
+			for c := range jobs {
+				oi, err := r.be.Stat(ctx, c.name)
 				if err != nil {
 					continue // missing objects are reported by Verify itself
 				}
-				if oi.RetainUntil.Before(need[name]) {
+				if oi.RetainUntil.Before(c.need) {
 					mu.Lock()
-					out = append(out, RetentionProblem{Object: name, RetainUntil: oi.RetainUntil, Need: need[name]})
+					out = append(out, RetentionProblem{Object: c.name, RetainUntil: oi.RetainUntil, Need: c.need})
 					mu.Unlock()
 				}
 			}
 		})
 	}
-	for name := range need {
-		jobs <- name
+	for name, t := range need {
+		jobs <- check{name, t}
+	}
+	for i, t := range chunkNeed {
+		if t != 0 {
+			jobs <- check{chunkName(set.items[i]), time.Unix(0, t)}
+		}
 	}
 	close(jobs)
 	wg.Wait()
@@ -277,7 +298,7 @@ func (r *Repository) verifyRetention(ctx context.Context, g *refGraph) ([]Retent
 
 // putObject seals plain and stores it like put.
 func (w *Writer) putObject(ctx context.Context, t objType, name string, plain []byte) (int, error) {
-	env, _, err := w.r.codec.seal(nil, nil, t, name, plain)
+	env, err := w.r.codec.seal(nil, t, name, plain)
 	if err != nil {
 		return 0, err
 	}
@@ -290,7 +311,7 @@ func (w *Writer) putObject(ctx context.Context, t objType, name string, plain []
 // dropLocked removes from the gc candidates the objects whose retention
 // has not expired (one Stat each), so that gc never tries to delete them,
 // and reports when they become deletable.
-func (r *Repository) dropLocked(ctx context.Context, cand map[string]int64, rep *GCReport) error {
+func (r *Repository) dropLocked(ctx context.Context, cand *candidates, rep *GCReport) error {
 	now := time.Now()
 	var mu sync.Mutex
 	var firstErr error
@@ -303,31 +324,27 @@ func (r *Repository) dropLocked(ctx context.Context, cand map[string]int64, rep 
 				mu.Lock()
 				switch {
 				case errors.Is(err, storage.ErrNotFound):
-					delete(cand, name)
+					cand.drop(name)
 				case err != nil:
 					if firstErr == nil {
 						firstErr = fmt.Errorf("gc: retention of %s (nothing deleted): %w", name, err)
 					}
 				case oi.RetainUntil.After(now):
 					rep.Locked++
-					rep.LockedBytes += cand[name]
+					rep.LockedBytes += cand.size(name)
 					if rep.LockedFrom.IsZero() || oi.RetainUntil.Before(rep.LockedFrom) {
 						rep.LockedFrom = oi.RetainUntil
 					}
 					if oi.RetainUntil.After(rep.LockedUntil) {
 						rep.LockedUntil = oi.RetainUntil
 					}
-					delete(cand, name)
+					cand.drop(name)
 				}
 				mu.Unlock()
 			}
 		})
 	}
-	names := make([]string, 0, len(cand))
-	for n := range cand {
-		names = append(names, n)
-	}
-	for _, n := range names {
+	for _, n := range cand.names() {
 		jobs <- n
 	}
 	close(jobs)

@@ -120,12 +120,16 @@ func immutableScenario(t *testing.T, versioned bool) {
 		// A policy longer than the locks (the config cannot be changed: its
 		// MAC is in every manifest): the retention check names every
 		// object locked too short.
-		g, err := r.loadGraph(ctx, nil)
+		g, err := r.loadRefs(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := r.referenced(ctx, g, &VerifyReport{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.cfg.Immutable = &Immutability{RetainSeconds: 3600, SlackSeconds: 60}
-		probs, err := r.verifyRetention(ctx, g)
+		probs, err := r.verifyRetention(ctx, g, set)
 		if err != nil || len(probs) == 0 {
 			t.Fatalf("retention check with a longer policy: %v %+v", err, probs)
 		}

@@ -72,7 +72,7 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 		return nil, rr.err
 	}
 	in.UniqueRaw = rr.total
-	g, err := r.loadGraph(ctx, nil)
+	g, err := r.loadRefs(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -83,14 +83,20 @@ func (r *Repository) Info(ctx context.Context) (*Info, error) {
 		}
 		for _, d := range m.Disks {
 			in.LogicalBytes += d.Size
-			if x := g.loaded[d.Index]; x != nil {
-				for i, dg := range x.Digests {
-					if !dg.IsZero() {
-						in.ReferencedRaw += int64(x.ChunkLen(i))
-					}
-				}
+		}
+	}
+	err = r.eachIndex(ctx, g, nil, func(id string, x *Index) error {
+		var raw int64
+		for i, dg := range x.Digests {
+			if !dg.IsZero() {
+				raw += int64(x.ChunkLen(i))
 			}
 		}
+		in.ReferencedRaw += raw * int64(len(g.indexes[id]))
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if in.UniqueRaw > 0 {
 		in.DedupRatio = float64(in.ReferencedRaw) / float64(in.UniqueRaw)

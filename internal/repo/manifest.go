@@ -131,21 +131,29 @@ func decodeManifest(name string, b []byte) (*Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, corrupt(name, "manifest: %v", err)
 	}
+	if err := m.check(name); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// check applies the rules of spec §6 to a decoded manifest stored as name.
+func (m *Manifest) check(name string) error {
 	if m.Version != ManifestVersion {
-		return nil, corrupt(name, "manifest version %d not supported", m.Version)
+		return corrupt(name, "manifest version %d not supported", m.Version)
 	}
 	if !validPointID(m.ID) {
-		return nil, corrupt(name, "manifest id %q is not valid", m.ID)
+		return corrupt(name, "manifest id %q is not valid", m.ID)
 	}
 	for i, d := range m.Disks {
 		if !validID(d.Index) {
-			return nil, corrupt(name, "disk %d index id %q is not valid", i, d.Index)
+			return corrupt(name, "disk %d index id %q is not valid", i, d.Index)
 		}
 		if d.Size < 0 || d.ChunkSize < MinChunkSize || d.ChunkSize > MaxChunkSize {
-			return nil, corrupt(name, "disk %d size or chunk size out of bounds", i)
+			return corrupt(name, "disk %d size or chunk size out of bounds", i)
 		}
 	}
-	return &m, nil
+	return nil
 }
 
 func (m *Manifest) encode() ([]byte, error) {

@@ -17,10 +17,10 @@ func benchCodec(b *testing.B, text bool) {
 	}
 	p := img[off : off+DefaultChunkSize]
 	b.SetBytes(int64(len(p)))
-	var env, scr []byte
+	var env []byte
 	for b.Loop() {
 		_ = c.digest(p)
-		env, scr, _ = c.seal(env[:0], scr, typeChunk, "x", p)
+		env, _ = c.seal(env[:0], typeChunk, "x", p)
 	}
 	b.ReportMetric(float64(len(env))/float64(len(p)), "ratio")
 }

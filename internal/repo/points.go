@@ -27,7 +27,7 @@ func (r *Repository) getObject(ctx context.Context, t objType, name string) ([]b
 
 // putObject seals plain and stores it.
 func (r *Repository) putObject(ctx context.Context, t objType, name string, plain []byte) (int, error) {
-	env, _, err := r.codec.seal(nil, nil, t, name, plain)
+	env, err := r.codec.seal(nil, t, name, plain)
 	if err != nil {
 		return 0, err
 	}

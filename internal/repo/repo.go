@@ -45,6 +45,8 @@ type OpenOptions struct {
 	CacheBytes int64 // chunk cache of each DiskReader; 0 = 64 MiB
 	// Workers is the parallelism of writers, verify and stream; 0 = 2×GOMAXPROCS.
 	Workers int
+	// Compression chooses the zstd level of new chunks ("": CompressAuto).
+	Compression Compression
 }
 
 // Repository is an opened kura repository. It is safe for concurrent use.

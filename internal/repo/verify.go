@@ -66,82 +66,6 @@ func problemKind(err error) string {
 	return "corrupt"
 }
 
-// refGraph maps what references what, for reporting affected points.
-type refGraph struct {
-	points  []*Manifest
-	indexes map[string][]PointDisk // index id → users
-	chunks  map[Digest][]string    // chunk → index ids using it
-	loaded  map[string]*Index
-}
-
-func (g *refGraph) affectedByChunk(d Digest) []PointDisk {
-	var out []PointDisk
-	seen := map[PointDisk]bool{}
-	for _, id := range g.chunks[d] {
-		for _, pd := range g.indexes[id] {
-			if !seen[pd] {
-				seen[pd] = true
-				out = append(out, pd)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Point+out[i].Disk < out[j].Point+out[j].Disk })
-	return out
-}
-
-// loadGraph reads every manifest and index. Problems found on the way are
-// added to rep (if not nil); with rep nil the first problem is returned.
-func (r *Repository) loadGraph(ctx context.Context, rep *VerifyReport) (*refGraph, error) {
-	g := &refGraph{indexes: map[string][]PointDisk{}, chunks: map[Digest][]string{}, loaded: map[string]*Index{}}
-	ids, err := r.PointIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		m, err := r.loadManifest(ctx, id)
-		if err != nil {
-			if errors.Is(err, ErrMissing) {
-				continue // deleted meanwhile
-			}
-			if rep == nil || ctx.Err() != nil {
-				return nil, err
-			}
-			rep.Problems = append(rep.Problems, Problem{Object: pointName(id), Kind: problemKind(err), Detail: err.Error(),
-				Affected: []PointDisk{{Point: id}}})
-			continue
-		}
-		g.points = append(g.points, m)
-		for _, d := range m.Disks {
-			g.indexes[d.Index] = append(g.indexes[d.Index], PointDisk{Point: m.ID, Disk: d.Target})
-		}
-	}
-	idxIDs := make([]string, 0, len(g.indexes))
-	for id := range g.indexes {
-		idxIDs = append(idxIDs, id)
-	}
-	sort.Strings(idxIDs)
-	for _, id := range idxIDs {
-		x, err := r.LoadIndex(ctx, id)
-		if err != nil {
-			if rep == nil || ctx.Err() != nil {
-				return nil, err
-			}
-			rep.Problems = append(rep.Problems, Problem{Object: indexName(id), Kind: problemKind(err), Detail: err.Error(), Affected: g.indexes[id]})
-			continue
-		}
-		g.loaded[id] = x
-		for _, d := range x.Digests {
-			if d.IsZero() {
-				continue
-			}
-			if us := g.chunks[d]; len(us) == 0 || us[len(us)-1] != id {
-				g.chunks[d] = append(us, id)
-			}
-		}
-	}
-	return g, nil
-}
-
 // Verify checks the repository structure and, with ReadData, every chunk's
 // content.
 func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyReport, error) {
@@ -166,18 +90,20 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 			rep.Problems = append(rep.Problems, Problem{Object: k, Kind: "corrupt", Detail: err.Error()})
 		}
 	}
-	g, err := r.loadGraph(ctx, rep)
+	g, err := r.loadRefs(ctx, rep)
 	if err != nil {
 		return nil, err
 	}
-	rep.Points, rep.Indexes, rep.Chunks = len(g.points), len(g.loaded), len(g.chunks)
-	// Only referenced chunks are remembered while listing: memory follows
-	// what the points use, not what the store holds.
-	present := make(map[Digest]bool, len(g.chunks))
+	set, err := r.referenced(ctx, g, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Points, rep.Chunks = len(g.points), set.len()
+	present := make([]bool, set.len())
 	err = r.be.List(ctx, "chunks/", func(oi storage.ObjectInfo) error {
-		if d, err := parseDigest(oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]); err == nil {
-			if _, used := g.chunks[d]; used && oi.Name == chunkName(d) {
-				present[d] = true
+		if d, err := parseDigest(oi.Name[strings.LastIndexByte(oi.Name, '/')+1:]); err == nil && oi.Name == chunkName(d) {
+			if i := set.index(d); i >= 0 {
+				present[i] = true
 			}
 		}
 		return nil
@@ -185,25 +111,33 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	if err != nil {
 		return nil, fmt.Errorf("list chunks: %w", err)
 	}
-	var toRead []Digest
-	for d := range g.chunks {
-		if !present[d] {
-			rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: "missing",
-				Detail: "chunk referenced by an index is not in the repository", Affected: g.affectedByChunk(d)})
-		} else if opts.ReadData && opts.Fresh != nil && opts.Fresh(d) {
+	var damaged []Problem // chunk problems, affected points filled in below
+	toRead := present     // reused: which chunks to read
+	n := 0
+	for i, d := range set.items {
+		switch {
+		case !present[i]:
+			damaged = append(damaged, Problem{Object: chunkName(d), Kind: "missing",
+				Detail: "chunk referenced by an index is not in the repository"})
+		case opts.ReadData && opts.Fresh != nil && opts.Fresh(d):
 			rep.ChunksFresh++
-		} else if opts.ReadData {
-			toRead = append(toRead, d)
+			toRead[i] = false
+		default:
+			n++
 		}
 	}
 	if opts.ReadData {
-		r.readAll(ctx, g, toRead, rep, opts)
+		damaged = append(damaged, r.readAll(ctx, set.items, toRead, n, rep, opts)...)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 	}
+	if err := r.affected(ctx, g, damaged); err != nil {
+		return nil, err
+	}
+	rep.Problems = append(rep.Problems, damaged...)
 	if r.cfg.Immutable != nil {
-		rps, err := r.verifyRetention(ctx, g)
+		rps, err := r.verifyRetention(ctx, g, set)
 		if err != nil {
 			return nil, err
 		}
@@ -221,12 +155,82 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	return rep, nil
 }
 
-// readAll re-hashes the given chunks in parallel.
-func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep *VerifyReport, opts VerifyOptions) {
+// referenced returns every digest the indexes of g reference, once and
+// sorted (32 bytes each): memory follows what the points use, not what
+// the store holds, nor how many indexes share a chunk. Indexes that cannot
+// be loaded are problems in rep.
+func (r *Repository) referenced(ctx context.Context, g *refs, rep *VerifyReport) (*sortedSet[Digest], error) {
+	set := newDigestSet()
+	err := r.eachIndex(ctx, g, rep, func(_ string, x *Index) error {
+		rep.Indexes++
+		for _, d := range x.Digests {
+			if !d.IsZero() {
+				set.add(d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	set.done()
+	return set, nil
+}
+
+// affected fills in the points and disks that damaged chunks break: a
+// second pass over the indexes, done only when something is damaged.
+func (r *Repository) affected(ctx context.Context, g *refs, damaged []Problem) error {
+	if len(damaged) == 0 {
+		return nil
+	}
+	users := map[Digest][]string{} // damaged chunk → index ids
+	for _, p := range damaged {
+		if d, err := parseDigest(p.Object[strings.LastIndexByte(p.Object, '/')+1:]); err == nil {
+			users[d] = nil
+		}
+	}
+	err := r.eachIndex(ctx, g, nil, func(id string, x *Index) error {
+		for _, d := range x.Digests {
+			if us, ok := users[d]; ok && (len(us) == 0 || us[len(us)-1] != id) {
+				users[d] = append(us, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range damaged {
+		d, err := parseDigest(damaged[i].Object[strings.LastIndexByte(damaged[i].Object, '/')+1:])
+		if err != nil {
+			continue
+		}
+		seen := map[PointDisk]bool{}
+		for _, id := range users[d] {
+			for _, pd := range g.indexes[id] {
+				if !seen[pd] {
+					seen[pd] = true
+					damaged[i].Affected = append(damaged[i].Affected, pd)
+				}
+			}
+		}
+		sort.Slice(damaged[i].Affected, func(a, b int) bool {
+			x, y := damaged[i].Affected[a], damaged[i].Affected[b]
+			return x.Point+x.Disk < y.Point+y.Disk
+		})
+	}
+	return nil
+}
+
+// readAll re-hashes the chunks ds[i] with want[i] (n of them; want nil:
+// all) in parallel and returns the problems found (without the points
+// they affect).
+func (r *Repository) readAll(ctx context.Context, ds []Digest, want []bool, n int, rep *VerifyReport, opts VerifyOptions) []Problem {
 	jobs := make(chan Digest)
 	var mu sync.Mutex
 	var done atomic.Int64
 	var sound []Digest
+	var problems []Problem
 	flush := func() {
 		if opts.Verified != nil && len(sound) > 0 {
 			opts.Verified(sound)
@@ -238,10 +242,11 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf, scratch []byte
+			var buf []byte
+			var b chunkBufs
 			for d := range jobs {
 				var err error
-				buf, scratch, err = r.fetchChunk(ctx, d, buf[:0], scratch)
+				buf, err = r.readChunk(ctx, d, buf[:0], &b)
 				if err == nil && r.codec.digest(buf) != d {
 					err = corrupt(chunkName(d), "content does not match its digest")
 				}
@@ -249,20 +254,23 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 				rep.ChunksRead++
 				rep.BytesRead += int64(len(buf))
 				if err != nil && ctx.Err() == nil {
-					rep.Problems = append(rep.Problems, Problem{Object: chunkName(d), Kind: problemKind(err), Detail: err.Error(), Affected: g.affectedByChunk(d)})
+					problems = append(problems, Problem{Object: chunkName(d), Kind: problemKind(err), Detail: err.Error()})
 				} else if err == nil {
 					if sound = append(sound, d); len(sound) >= 1024 {
 						flush()
 					}
 				}
 				if opts.Progress != nil {
-					opts.Progress(done.Add(1), int64(len(ds)))
+					opts.Progress(done.Add(1), int64(n))
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-	for _, d := range ds {
+	for i, d := range ds {
+		if want != nil && !want[i] {
+			continue
+		}
 		select {
 		case jobs <- d:
 		case <-ctx.Done():
@@ -271,4 +279,5 @@ func (r *Repository) readAll(ctx context.Context, g *refGraph, ds []Digest, rep 
 	close(jobs)
 	wg.Wait()
 	flush()
+	return problems
 }

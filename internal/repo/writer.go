@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
@@ -58,6 +59,20 @@ type Writer struct {
 	// distrust names objects a verify found missing or corrupt: never
 	// reused, stored again when met (which heals every point using them).
 	distrust map[string]bool
+	// plain and envs are the pipeline's buffers (chunkworker.go), shared
+	// by concurrent WriteDisk calls.
+	plain, envs *bufPool
+	compression Compression
+	storing     atomic.Int32 // windows being hashed, compressed and sealed
+}
+
+// SetCompression chooses the zstd level of the chunks this writer stores
+// (default: the repository's OpenOptions.Compression, CompressAuto).
+func (w *Writer) SetCompression(c Compression) {
+	if c == "" {
+		c = CompressAuto
+	}
+	w.compression = c
 }
 
 // Distrust tells the writer which objects (chunk and index names) are
@@ -99,7 +114,11 @@ func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, er
 		}
 		r.log.Info("repository config authenticated", "repository", r.cfg.ID)
 	}
-	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{})}
+	cs, workers := r.cfg.ChunkSize, r.workers()
+	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{}),
+		plain: newBufPool(cs, fetchReaders+workers),
+		envs:  newBufPool(cs+cs/64+envHeaderSize+crypto.SealOverhead+64, workers)}
+	w.SetCompression(r.opts.Compression)
 	if c, ok := r.be.(storage.Counter); ok {
 		w.reqs = c.Requests()
 	}
@@ -228,7 +247,9 @@ func normalizeExtents(src *DiskSource, cs int) ([]Extent, error) {
 
 // WriteDisk stores a disk image and its index; it returns the index id.
 // Windows entirely unchanged since src.Parent are taken from the parent
-// index without reading; zero windows are stored as nothing.
+// index without reading; zero windows are stored as nothing. Several
+// disks may be written at once by one Writer (concurrent calls); they
+// share its buffers.
 func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(done, total int64)) (string, DiskStats, error) {
 	var st DiskStats
 	cs := w.r.cfg.ChunkSize
@@ -270,25 +291,60 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 			progMu.Unlock()
 		}
 	}
-	jobs := make(chan int, 2*w.r.workers())
-	var wg sync.WaitGroup
-	stats := make([]DiskStats, w.r.workers())
-	for k := range stats {
-		wg.Add(1)
-		go func(ws *DiskStats) {
-			defer wg.Done()
-			cw := newChunkWorker(w, cs)
+	// Pipeline (chunkworker.go): planner → readers → storers.
+	jobs := make(chan int, fetchReaders)
+	ready := make(chan window, cap(w.plain.free))
+	var readers, storers sync.WaitGroup
+	reads := make([]int64, fetchReaders)
+	for k := range fetchReaders {
+		readers.Add(1)
+		go func(read *int64) {
+			defer readers.Done()
 			for i := range jobs {
 				if ctx.Err() != nil {
 					continue
 				}
-				a := int64(i) * int64(cs)
-				b := min(a+int64(cs), src.Size)
-				if err := cw.do(ctx, src.Reader, plan.segments(a, b), a, b, &x.Digests[i], ws); err != nil {
+				buf, err := w.plain.get(ctx)
+				if err != nil {
 					cancel(err)
 					continue
 				}
-				report(b - a)
+				a := int64(i) * int64(cs)
+				b := min(a+int64(cs), src.Size)
+				n, err := readWindow(src.Reader, plan.segments(a, b), a, buf[:b-a])
+				*read += n
+				if err != nil {
+					w.plain.put(buf)
+					cancel(err)
+					continue
+				}
+				ready <- window{i: i, a: a, b: b, buf: buf}
+			}
+		}(&reads[k])
+	}
+	stats := make([]DiskStats, w.r.workers())
+	for k := range stats {
+		storers.Add(1)
+		go func(ws *DiskStats) {
+			defer storers.Done()
+			for win := range ready {
+				if ctx.Err() != nil {
+					w.plain.put(win.buf)
+					continue
+				}
+				// Windows queued behind this one, or half the CPUs
+				// busy storing: the CPUs are what the backup waits for.
+				busy := w.storing.Add(1)
+				cpuBound := len(ready) > 0 || int(busy) > max(1, maxProcs()/2)
+				err := w.store(ctx, win.buf[:win.b-win.a], &x.Digests[win.i], ws, cpuBound, func() {
+					w.storing.Add(-1)
+					w.plain.put(win.buf)
+				})
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				report(win.b - win.a)
 			}
 		}(&stats[k])
 	}
@@ -325,9 +381,14 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 		}
 	}
 	close(jobs)
-	wg.Wait()
+	readers.Wait()
+	close(ready)
+	storers.Wait()
 	if err := context.Cause(ctx); err != nil {
 		return "", st, err
+	}
+	for _, r := range reads {
+		direct.BytesRead += r
 	}
 	st = direct
 	for _, s := range stats {

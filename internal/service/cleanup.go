@@ -55,7 +55,7 @@ type CleanupReport struct {
 // point, NBD servers, scratch files), partial images of interrupted
 // restores, stale repository locks — and removes it.
 func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupReport, error) {
-	points, err := s.Repo.ListPoints(ctx)
+	points, err := s.Repo.PointSummaries(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ func (s *Service) Instant(stateDir string, launch func(ctx context.Context, name
 // selector stands for every point of each VM it matches, or only the
 // newest with latest. Points come back in order, without duplicates.
 func (s *Service) BootPoints(ctx context.Context, args []string, latest bool) ([]string, error) {
-	points, err := s.Repo.ListPoints(ctx)
+	points, err := s.Repo.PointSummaries(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func (s *Service) Prune(ctx context.Context, opts PruneOptions) (*PruneReport, e
 	if opts.Policy.Empty() {
 		return nil, ErrEmptyPolicy
 	}
-	points, err := s.Repo.ListPoints(ctx)
+	points, err := s.Repo.PointSummaries(ctx)
 	if err != nil {
 		return nil, err
 	}

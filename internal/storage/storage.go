@@ -83,6 +83,24 @@ type Backend interface {
 	Close() error
 }
 
+// BufferGetter is implemented by backends that can read an object into a
+// buffer the caller reuses (the local backend), so that reading chunk
+// after chunk allocates nothing. Callers fall back to Get otherwise.
+type BufferGetter interface {
+	// GetBuffer reads the whole object into buf[:0], or into a new buffer
+	// when buf is too small, and returns it. Errors are as for Get.
+	GetBuffer(ctx context.Context, name string, buf []byte) ([]byte, error)
+}
+
+// GetBuffer reads an object through be's BufferGetter when it has one,
+// else with Get.
+func GetBuffer(ctx context.Context, be Backend, name string, buf []byte) ([]byte, error) {
+	if bg, ok := be.(BufferGetter); ok {
+		return bg.GetBuffer(ctx, name, buf)
+	}
+	return be.Get(ctx, name)
+}
+
 // Syncer is implemented by backends whose Put may return before the object
 // is durable (a local directory in batch mode). Sync makes every object put
 // so far durable. The repository calls it before and after writing the

@@ -23,6 +23,10 @@ const DefaultURI = "qemu:///system"
 // create them, so they cannot live in root's private directories.
 const DefaultQemuScratchDir = "/var/lib/libvirt/qemu/kura"
 
+// DefaultNBDConnections is how many connections read each disk when its
+// NBD export allows several.
+const DefaultNBDConnections = 4
+
 // Prefix starts the name of every checkpoint, bitmap and scratch entry
 // kura creates.
 const Prefix = "kura-"
@@ -42,6 +46,9 @@ type Connector struct {
 	QemuScratchDir string
 	// QemuNBD and QemuImg are the tools used for shut-off VMs.
 	QemuNBD, QemuImg string
+	// NBDConnections is how many NBD connections read each disk of a
+	// backup when the export allows several (0: DefaultNBDConnections).
+	NBDConnections int
 	// remote is true for a libvirt on another host (qemu+tcp, qemu+ssh,
 	// qemu+tls): its files are reached through storage pools only.
 	remote bool

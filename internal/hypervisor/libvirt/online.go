@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 
@@ -241,7 +242,7 @@ func (c *Connector) backupExports(d golibvirt.Domain) (map[string]exportInfo, er
 }
 
 // openExport connects to one NBD export and computes its extent map.
-func (c *Connector) openExport(ctx context.Context, dk hypervisor.Disk, sock, export, bitmapCtx string, incremental bool) (hypervisor.SessionDisk, *nbd.Client, error) {
+func (c *Connector) openExport(ctx context.Context, dk hypervisor.Disk, sock, export, bitmapCtx string, incremental bool) (hypervisor.SessionDisk, io.Closer, error) {
 	metas := []string{"base:allocation"}
 	if incremental {
 		metas = append(metas, bitmapCtx)
@@ -265,5 +266,17 @@ func (c *Connector) openExport(ctx context.Context, dk hypervisor.Disk, sock, ex
 	if err != nil {
 		return hypervisor.SessionDisk{}, cl, err
 	}
-	return hypervisor.SessionDisk{Disk: dk, Reader: cl, Extents: ext, Incremental: incremental}, cl, nil
+	// QEMU's backup exports and read-only qemu-nbd allow several
+	// connections (multi-conn): reads spread over them go about 1.5-2x
+	// faster than through one (docs/benchmarks.md).
+	m := nbd.DialMore(ctx, cl, "unix", sock, nbd.Options{Export: export, Logger: c.log, MaxInFlight: 32}, c.nbdConns())
+	return hypervisor.SessionDisk{Disk: dk, Reader: m, Extents: ext, Incremental: incremental}, m, nil
+}
+
+// nbdConns is how many connections read each disk (NBDConnections).
+func (c *Connector) nbdConns() int {
+	if c.NBDConnections > 0 {
+		return c.NBDConnections
+	}
+	return DefaultNBDConnections
 }

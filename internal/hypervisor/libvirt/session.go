@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +15,6 @@ import (
 	golibvirt "github.com/digitalocean/go-libvirt"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
-	"github.com/kurabackup/kura/internal/nbd"
 )
 
 // closeTimeout bounds the clean-up done by Close and by failed begins.
@@ -32,7 +32,7 @@ type session struct {
 	config      []byte
 	notes       []string
 	disks       []hypervisor.SessionDisk
-	clients     []*nbd.Client
+	clients     []io.Closer
 	nbdProcs    []*nbdServer      // offline only
 	bitmapDisks []hypervisor.Disk // offline qcow2 disks holding the new bitmap
 

@@ -65,7 +65,10 @@ type Backend struct {
 	reserveMissing atomic.Bool
 }
 
-var _ storage.Backend = (*Backend)(nil)
+var (
+	_ storage.Backend      = (*Backend)(nil)
+	_ storage.BufferGetter = (*Backend)(nil)
+)
 
 // Open returns a backend for dir with default options (fsync on).
 // The directory must exist.
@@ -162,6 +165,28 @@ func (b *Backend) Get(ctx context.Context, name string) ([]byte, error) {
 	}
 	defer f.Close()
 	buf := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("local: get %q: %w", name, err)
+	}
+	return buf, nil
+}
+
+// GetBuffer reads the whole object into buf (storage.BufferGetter).
+func (b *Backend) GetBuffer(ctx context.Context, name string, buf []byte) ([]byte, error) {
+	p, err := b.path(ctx, "get", name)
+	if err != nil {
+		return nil, err
+	}
+	f, fi, err := openObject(p)
+	if err != nil {
+		return nil, mapErr("get", name, err)
+	}
+	defer f.Close()
+	n := int(fi.Size())
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
 	if _, err := io.ReadFull(f, buf); err != nil {
 		return nil, fmt.Errorf("local: get %q: %w", name, err)
 	}

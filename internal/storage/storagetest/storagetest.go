@@ -69,6 +69,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"AtomicOverwrite", testAtomicOverwrite},
 		{"Cancel", testCancel},
 		{"Location", testLocation},
+		{"GetBuffer", testGetBuffer},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +115,36 @@ func mustGet(t *testing.T, be storage.Backend, name string, want []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("get %q: got %d bytes, want %d bytes (content differs)", name, len(got), len(want))
+	}
+}
+
+// testGetBuffer reads objects into reused buffers (storage.GetBuffer, the
+// backend's BufferGetter when it has one): too small, large enough, empty
+// objects and missing ones.
+func testGetBuffer(t *testing.T, be storage.Backend) {
+	ctx := context.Background()
+	big, small := randBytes(7, 300<<10), randBytes(8, 1000)
+	mustPut(t, be, "gb/big", big)
+	mustPut(t, be, "gb/small", small)
+	mustPut(t, be, "gb/empty", nil)
+	buf := make([]byte, 10)
+	for _, c := range []struct {
+		name string
+		want []byte
+	}{{"gb/big", big}, {"gb/small", small}, {"gb/empty", nil}, {"gb/big", big}} {
+		got, err := storage.GetBuffer(ctx, be, c.name, buf)
+		if err != nil {
+			t.Fatalf("get buffer %s: %v", c.name, err)
+		}
+		if !bytes.Equal(got, c.want) {
+			t.Fatalf("get buffer %s: %d bytes, want %d (content differs)", c.name, len(got), len(c.want))
+		}
+		if cap(got) > cap(buf) {
+			buf = got
+		}
+	}
+	if _, err := storage.GetBuffer(ctx, be, "gb/missing", buf); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("get buffer of a missing object: %v, want ErrNotFound", err)
 	}
 }
 
