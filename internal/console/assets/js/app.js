@@ -61,6 +61,7 @@ async function signOut() {
 let cleanups = [];
 
 async function render() {
+  const t0 = performance.now();
   for (const fn of cleanups) fn();
   cleanups = [];
   const raw = location.hash.slice(1) || '/';
@@ -91,6 +92,7 @@ async function render() {
     if (e.status === 401) return;
     page.append(h('p', { class: 'msg msg-error' }, e.message));
   }
+  document.documentElement.dataset.renderMs = (performance.now() - t0).toFixed(1);
   document.documentElement.dataset.ready = title;
   const h1 = page.querySelector('h1');
   if (h1 && document.activeElement === document.body) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); }

@@ -9,12 +9,14 @@ const order = { failed: 0, late: 1, never: 2, missing: 3, unprotected: 4, ok: 5 
 
 export async function dashboard({ page, params, session, onLeave }) {
   const all = session.can('all');
-  const [vms, running, failed, partial, caps, damage] = await Promise.all([
+  // The capacity estimate may take a while to compute: it fills its
+  // section when it comes, the rest does not wait for it.
+  const caps = all ? get('/capacity') : null;
+  const [vms, running, failed, partial, damage] = await Promise.all([
     get('/vms'),
     get('/jobs?state=Running&limit=20'),
     get('/jobs?state=Failed&limit=5'),
     get('/jobs?state=PartiallyFailed&limit=5'),
-    all ? get('/capacity').catch(() => []) : [],
     all ? get('/damage').catch(() => []) : [],
   ]);
   vms.sort((a, b) => (order[a.status] - order[b.status]) || a.name.localeCompare(b.name));
@@ -89,14 +91,21 @@ function vmRows(rows) {
   ], rows, { caption: rows.length + ' VMs', class: 'vms', empty: 'No VM to show.' });
 }
 
-function repositories(caps) {
-  return section('Repositories', table([
+function repositories(pending) {
+  const box = section('Repositories', h('p', { class: 'muted' }, 'Estimating…'));
+  pending.then((caps) => box.lastChild.replaceWith(repoTable(caps)),
+    (e) => box.lastChild.replaceWith(h('p', { class: 'bad' }, e.message)));
+  return box;
+}
+
+function repoTable(caps) {
+  return table([
     ['Repository', (r) => r.repository],
     ['Used', (r) => r.size_bytes ? usage(r.used_bytes, r.size_bytes) : '—'],
     ['Growth', (r) => bytes(r.growth_bytes_per_day) + '/day'],
     ['In a year', (r) => bytes(r.expected_bytes_in_1y)],
     ['Full on', (r) => r.full_on ? when(r.full_on) : 'not within a year'],
-  ], caps, { empty: 'No repository.' }));
+  ], caps, { empty: 'No repository.', class: 'repos' });
 }
 
 function usage(used, size) {

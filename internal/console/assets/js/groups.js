@@ -108,7 +108,7 @@ export async function groupEdit({ page, args, session }) {
       field('Storage they may restore into, one per line', rs), field('Networks they may attach, one per line', rn)))));
   page.append(form);
   if (!ro) {
-    page.append(h('p', { class: 'actions sticky' },
+    page.append(h('p', { class: 'actions' },
       h('button', { id: 'g-save', class: 'primary', onclick: (e) => busy(e.target, async () => {
         const d = draft();
         if (!d.name) throw new Error('Give the group a name.');
