@@ -67,7 +67,7 @@ export async function restore({ page, params, onLeave }) {
     }
     if (st.kind === 'new' || st.kind === 'inplace') {
       els.push(field('When something already exists', conflict, 'abort changes nothing; keep leaves what exists; overwrite replaces it'),
-        h('label', { class: 'check' }, I('start', h('input', { type: 'checkbox' })), ' Start the VM afterwards'),
+        h('label', { class: 'check' }, I('start', h('input', { id: 'r-start', type: 'checkbox', onchange: reset })), ' Start the VM afterwards'),
         h('p', { class: 'actions' }, h('button', { id: 'r-preview', onclick: (e) => busy(e.target, doPreview) }, 'Check what would change'),
           I('go', h('button', { id: 'r-go', class: 'primary', disabled: true, onclick: (e) => busy(e.target, doRestore) }, 'Restore'))));
     } else if (st.kind === 'export') {
