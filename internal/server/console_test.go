@@ -11,13 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
 	"github.com/kurabackup/kura/internal/hypervisor/fake"
-	"github.com/kurabackup/kura/internal/phase"
 	"github.com/kurabackup/kura/internal/testenv"
 	"github.com/kurabackup/kura/internal/testenv/browser"
 )
@@ -96,6 +97,12 @@ func signIn(b *browser.Browser, url, user, password string) {
 		chromedp.Click(chromedp.CSS("#l-go")), b.Ready("Dashboard"))
 }
 
+// shot writes a screenshot without the passing messages.
+func shot(b *browser.Browser, name string) {
+	b.Do(chromedp.Evaluate[chromedp.Void](`document.getElementById('messages').replaceChildren()`))
+	b.Screenshot(name)
+}
+
 func count(b *browser.Browser, sel string) int {
 	return browser.Run(b, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
 }
@@ -120,7 +127,7 @@ func TestConsole(t *testing.T) {
 	if got := b.Text(".t-ok strong"); got != "4" {
 		t.Errorf("VMs ok: %s, want 4", got)
 	}
-	b.Screenshot("dashboard")
+	shot(b, "dashboard")
 
 	// Points of db-files, then the point.
 	var points []catalog.Point
@@ -137,10 +144,20 @@ func TestConsole(t *testing.T) {
 	if n := count(b, "svg.timeline circle"); n != 1 {
 		t.Errorf("timeline has %d points, want 1", n)
 	}
-	b.Screenshot("points")
+	shot(b, "points")
+	// Times are the browser's: in Tokyo, the point's start as Tokyo sees it.
+	if _, err := chromedp.Call(b.Context(), emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"}); err != nil {
+		t.Fatal(err)
+	}
+	b.Do(chromedp.Reload(), b.Ready("Points"))
+	tokyo, _ := time.LoadLocation("Asia/Tokyo")
+	if got, want := b.Text("main table time"), points[0].Started.In(tokyo).Format("1/2/2006, 3:04:05 PM"); got != want {
+		t.Errorf("point time shown as %q, want %q (Asia/Tokyo)", got, want)
+	}
+	b.WaitText("#foot", "Asia/Tokyo")
 	b.Go("#/points/"+pid, "Point")
 	b.WaitText("main", "vda")
-	b.Screenshot("point")
+	shot(b, "point")
 
 	// Files: the big directory is paged.
 	b.Go("#/files/"+pid+"?disk=vda&path=%2Fbig", "Files")
@@ -159,7 +176,7 @@ func TestConsole(t *testing.T) {
 	b.Go("#/files/"+pid+"?disk=vda&path=%2Fetc", "Files")
 	b.Do(chromedp.Click(chromedp.CSS(`table.files button.link`)))
 	b.WaitText(".preview pre", "welcome to the console test")
-	b.Screenshot("files")
+	shot(b, "files")
 	file, name := b.Download(chromedp.Click(chromedp.CSS(`a[download="motd"]`)))
 	if got, _ := os.ReadFile(file); string(got) != "welcome to the console test\n" || name != "motd" {
 		t.Errorf("downloaded %s %q", name, got)
@@ -180,10 +197,10 @@ func TestConsole(t *testing.T) {
 	b.SetValue("#r-storage", store)
 	b.Do(chromedp.Click(chromedp.CSS("#r-preview")))
 	b.WaitText("main", "No conflict")
-	b.Screenshot("restore-preview")
+	shot(b, "restore-preview")
 	b.Do(chromedp.Click(chromedp.CSS("#r-go")))
 	b.WaitText("#r-result", "Completed")
-	b.Screenshot("restore-done")
+	shot(b, "restore-done")
 	if _, err := ts.hv.LookupVM(context.Background(), "db-1-console"); err != nil {
 		t.Errorf("VM restored from the console: %v", err)
 	}
@@ -201,9 +218,11 @@ func TestConsole(t *testing.T) {
 	// the file.
 	b.Go("#/groups/web", "Group")
 	b.WaitText("#g-sim", "keeps 2 points")
+	b.WaitText("#g-preview", "2 VMs match now: web-1, web-2")
+	b.WaitText("#g-preview", "name:typo-*") // the selector that matches nothing
 	b.SetValue("#g-ret-daily", "7")
 	b.WaitText("#g-sim", "keeps 7 points") // last 2 and daily 7 overlap on the newest days
-	b.Screenshot("group")
+	shot(b, "group")
 	b.Do(chromedp.Click(chromedp.CSS("#g-save")))
 	b.WaitText("#messages", "Group web saved")
 	if back, err := config.Load(ts.cfgPath); err != nil {
@@ -215,10 +234,10 @@ func TestConsole(t *testing.T) {
 	// Jobs: the history and one job's log.
 	b.Go("#/jobs", "Jobs")
 	b.WaitText("main", "restore")
-	b.Screenshot("jobs")
+	shot(b, "jobs")
 	b.Do(chromedp.Click(chromedp.CSS(`main table a[href^="#/jobs/"]`)), b.Ready("Job"))
 	b.WaitText("pre.log", "restored")
-	b.Screenshot("job")
+	shot(b, "job")
 
 	// A token is shown once; the audit log has the restore.
 	b.Go("#/tokens", "Tokens")
@@ -231,13 +250,13 @@ func TestConsole(t *testing.T) {
 	}
 	b.Go("#/audit?action=restore", "Audit")
 	b.WaitText("main", "db-1-console")
-	b.Screenshot("audit")
+	shot(b, "audit")
 
 	// A phone-sized window: the menu folds.
 	b.Do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 	b.Go("#/", "Dashboard")
 	b.Do(chromedp.WaitVisible(chromedp.CSS("#menu")), chromedp.WaitNotVisible(chromedp.CSS("#nav")))
-	b.Screenshot("dashboard-phone")
+	shot(b, "dashboard-phone")
 	b.Do(chromedp.Click(chromedp.CSS("#menu")), chromedp.WaitVisible(chromedp.CSS(`#nav a[href="#/jobs"]`)), chromedp.EmulateReset())
 
 	// The restore-only user of group db sees db's VMs only, and no
@@ -255,7 +274,7 @@ func TestConsole(t *testing.T) {
 	b.WaitText("main", "no recovery point")
 	b.Go("#/groups/web", "Group")
 	b.WaitText("main", "may not read group web")
-	b.Screenshot("restore-user")
+	shot(b, "restore-user")
 }
 
 func zipContents(t *testing.T, file string) map[string]string {
@@ -281,6 +300,3 @@ func zipContents(t *testing.T, file string) map[string]string {
 	}
 	return out
 }
-
-// keep phase imported for job states used by later tests.
-var _ = phase.Completed

@@ -87,7 +87,7 @@ export async function groupEdit({ page, args, session }) {
     try {
       const pv = await post('/groups/preview', { ...d, name: d.name || 'draft' });
       preview.replaceChildren(h('p', {}, h('strong', {}, String(pv.vms.length)), ' VMs match now: ', pv.vms.join(', ') || '—'),
-        (pv.unmatched_selectors || []).map((u) => h('p', { class: 'bad' }, u)));
+        ...(pv.unmatched_selectors || []).map((u) => h('p', { class: 'bad' }, u)));
     } catch (e) { preview.replaceChildren(h('p', { class: 'bad' }, e.message)); }
   }, 400);
   const refreshSim = debounce(() => simulate(sim, draft()), 250);

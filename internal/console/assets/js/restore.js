@@ -131,7 +131,7 @@ export async function restore({ page, params, onLeave }) {
     const result = h('div', { id: 'r-result' });
     const lp = liveProgress(j.id, async () => {
       const done = await get('/jobs/' + enc(j.id));
-      result.replaceChildren(h('p', {}, what + ' ', badge(done.state), done.error ? ' ' + done.error : ''), summary(done));
+      result.replaceChildren(h('div', {}, h('p', {}, what + ' ', badge(done.state), done.error ? ' ' + done.error : ''), summary(done)));
       say(what + ' ' + done.state + '.', done.state === 'Completed' ? 'ok' : 'error');
     });
     onLeave(lp.stop);
