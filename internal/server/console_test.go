@@ -127,6 +127,7 @@ func TestConsole(t *testing.T) {
 	if got := b.Text(".t-ok strong"); got != "4" {
 		t.Errorf("VMs ok: %s, want 4", got)
 	}
+	b.WaitText("table.groups", "db")
 	shot(b, "dashboard")
 
 	// Points of db-files, then the point.
@@ -229,6 +230,19 @@ func TestConsole(t *testing.T) {
 		t.Fatal(err)
 	} else if g, _ := back.Group("web"); g.Retention.Daily != 7 || g.Retention.Last != 2 {
 		t.Errorf("retention saved: %+v", g.Retention)
+	}
+
+	// A new group from the editor.
+	b.Go("#/groups/+new", "Group")
+	b.SetValue("#g-name", "nightly")
+	b.SetValue("#g-selectors", "name:db-*")
+	b.WaitText("#g-preview", "VMs match now: db-1")
+	b.Do(chromedp.Click(chromedp.CSS("#g-save")))
+	b.WaitText("#messages", "Group nightly saved")
+	if back, err := config.Load(ts.cfgPath); err != nil {
+		t.Fatal(err)
+	} else if g, ok := back.Group("nightly"); !ok || g.Selectors[0] != "name:db-*" || g.Retention.Daily != 7 || len(g.Schedules) != 1 {
+		t.Errorf("group made in the console: %+v", g)
 	}
 
 	// Jobs: the history and one job's log.

@@ -59,9 +59,11 @@ async function signOut() {
 }
 
 let cleanups = [];
+let generation = 0;
 
 async function render() {
   const t0 = performance.now();
+  const gen = ++generation;
   for (const fn of cleanups) fn();
   cleanups = [];
   const raw = location.hash.slice(1) || '/';
@@ -92,6 +94,7 @@ async function render() {
     if (e.status === 401) return;
     page.append(h('p', { class: 'msg msg-error' }, e.message));
   }
+  if (gen !== generation) return; // another route was entered meanwhile
   document.documentElement.dataset.renderMs = (performance.now() - t0).toFixed(1);
   document.documentElement.dataset.ready = title;
   const h1 = page.querySelector('h1');

@@ -29,6 +29,8 @@ export async function dashboard({ page, params, session, onLeave }) {
       h('li', {}, h('a', { href: '#/' + qs({ status: filter === st ? '' : st }), class: 'tile t-' + st, 'aria-current': filter === st ? 'true' : null },
         h('strong', {}, String(count[st] || 0)), ' ', st)))));
 
+  page.append(groupSummary(vms, all));
+
   const jobsBox = section('Running jobs');
   running.jobs = running.jobs || [];
   if (!running.jobs.length) jobsBox.append(h('p', { class: 'muted' }, 'No job is running.'));
@@ -69,6 +71,25 @@ export async function dashboard({ page, params, session, onLeave }) {
     unprot.length ? h('ul', { class: 'inline' }, unprot.map((v) => h('li', {}, v.name))) : h('p', { class: 'muted' }, 'Every VM is in a group.'),
     h('h3', {}, 'Disks that cannot be backed up'),
     table([['VM', (v) => v.name], ['Disks', (v) => v.unprotectable_disks.join('; ')]], disks, { empty: 'None.' })));
+}
+
+// groupSummary counts each group's VMs by state.
+function groupSummary(vms, linked) {
+  const by = new Map();
+  for (const v of vms) {
+    for (const g of v.groups) {
+      if (!by.has(g)) by.set(g, { name: g, vms: 0, rpo: v.rpo_seconds });
+      const x = by.get(g);
+      x.vms++;
+      x[v.status] = (x[v.status] || 0) + 1;
+    }
+  }
+  const rows = [...by.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const n = (k) => (x) => x[k] ? h('span', { class: 'b-' + k }, String(x[k])) : '0';
+  return section('Groups', table([
+    ['Group', (x) => linked ? h('a', { href: '#/groups/' + enc(x.name) }, x.name) : x.name],
+    ['VMs', (x) => String(x.vms)], ['ok', n('ok')], ['late', n('late')], ['failed', n('failed')], ['never', n('never')],
+  ], rows, { class: 'groups', empty: 'No VM is in a group.' }));
 }
 
 function cause(j) {
