@@ -16,6 +16,7 @@ export async function files({ page, args, params }) {
   const name = params.get('name') || '';
   const search = params.get('search') || '';
   const point = await get('/points/' + enc(id));
+  point.Disks = point.Disks || [];
   const d = disk || (point.Disks[0] || {}).Target || '';
   const key = id + '/' + d;
   if (!volumeCache.has(key)) volumeCache.set(key, get('/points/' + enc(id) + '/volumes' + qs({ disk: d })).catch(() => []));
