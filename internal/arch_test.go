@@ -40,6 +40,7 @@ var layers = []struct {
 	{"internal/config", 5},
 	{"internal/auth", 5},
 	{"internal/server", 6},
+	{"internal/console", 6},
 	{"internal/cli", 7},
 	{"cmd/kura", 8},
 	{"internal/e2e", 8},

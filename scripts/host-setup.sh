@@ -6,12 +6,14 @@
 # exim4-daemon-light is for internal/notify's tests, which run their own
 # private exim (exim4 -C) on loopback ports; the system's exim daemon is
 # not needed and is not started here.
+# chromium is the real browser the web console's tests drive (chromedp).
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
 nbdkit libnbd-bin linux-image-amd64 busybox-static qemu-guest-agent
 e2fsprogs xfsprogs ntfs-3g fuse3 parted lvm2 tar unzip dnsmasq-base cpio restic
-borgbackup virtnbdbackup python3 kmod exim4-daemon-light openssl curl jq syslinux syslinux-common mtools dosfstools"
+borgbackup virtnbdbackup python3 kmod exim4-daemon-light openssl curl jq syslinux syslinux-common mtools dosfstools
+chromium"
 SOCK=/var/run/libvirt/libvirt-sock
 URI=qemu:///system
 

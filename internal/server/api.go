@@ -15,6 +15,7 @@ import (
 	"github.com/kurabackup/kura/internal/auth"
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/config"
+	"github.com/kurabackup/kura/internal/console"
 	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/repo"
 )
@@ -237,6 +238,9 @@ func (s *Server) routes() http.Handler {
 	for _, rt := range s.table() {
 		mux.HandleFunc(rt.method+" "+rt.path, s.serve(rt))
 	}
+	ui := console.Handler()
+	mux.Handle("GET /{$}", ui)
+	mux.Handle("GET "+console.Prefix, ui)
 	mux.HandleFunc("GET /metrics", s.metricsHandler)
 	mux.HandleFunc("GET "+APIPrefix+"/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.openAPI())

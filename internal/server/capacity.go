@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/kurabackup/kura/internal/auth"
@@ -94,6 +95,11 @@ func Capacity(ctx context.Context, cat catalog.Catalog, cfg *config.Config, now 
 	if err != nil {
 		return nil, err
 	}
+	byGroup := map[string][]catalog.Point{} // one pass: groups × points would not scale
+	for _, p := range points {
+		g := pointGroup(p.Tags)
+		byGroup[g] = append(byGroup[g], p)
+	}
 	byRepo := map[string]*RepositoryCapacity{}
 	var out []*RepositoryCapacity
 	for _, rc := range cfg.Repositories {
@@ -109,11 +115,9 @@ func Capacity(ctx context.Context, cat catalog.Catalog, cfg *config.Config, now 
 		}
 		gc := GroupCapacity{Group: g.Name}
 		perVM := map[string][]catalog.Point{}
-		for _, p := range points {
-			if pointGroup(p.Tags) == g.Name {
-				perVM[p.VMUUID] = append(perVM[p.VMUUID], p)
-				gc.StoredBytes += p.BytesStored
-			}
+		for _, p := range byGroup[g.Name] {
+			perVM[p.VMUUID] = append(perVM[p.VMUUID], p)
+			gc.StoredBytes += p.BytesStored
 		}
 		gc.VMs = len(perVM)
 		var firsts int64
@@ -179,5 +183,51 @@ func (s *Server) capacityRoute(rc *reqCtx) (any, error) {
 	if err := rc.p.Check(auth.Read, ""); err != nil {
 		return nil, err
 	}
-	return Capacity(rc.ctx, s.cat, rc.cfg, s.opts.Now())
+	return s.capacity(rc.ctx)
+}
+
+// capacityCache keeps the last estimate: computing it reads every point
+// of the catalog (seconds at 800 VMs × 400 points), and it changes only
+// when a job ends or the configuration changes.
+type capacityCache struct {
+	mu  sync.Mutex // held while computing: one computation at a time
+	cfg *config.Config
+	gen uint64 // jobs ended when it was computed
+	res []RepositoryCapacity
+}
+
+// capacity returns the estimate for the running configuration, computed
+// again when a job ended since (the schedule loop does so in the
+// background, so that a request seldom waits).
+func (s *Server) capacity(ctx context.Context) ([]RepositoryCapacity, error) {
+	cfg, _ := s.config()
+	gen := s.jobsEnded.Load()
+	c := &s.capCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.res != nil && c.cfg == cfg && c.gen == gen {
+		return c.res, nil
+	}
+	res, err := Capacity(ctx, s.cat, cfg, s.opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	c.cfg, c.gen, c.res = cfg, gen, res
+	return res, nil
+}
+
+// refreshCapacity computes the estimate in the background unless a
+// computation runs already.
+func (s *Server) refreshCapacity(ctx context.Context) {
+	if !s.capCache.mu.TryLock() {
+		return
+	}
+	s.capCache.mu.Unlock()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		if _, err := s.capacity(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("capacity estimate", "err", err)
+		}
+	}()
 }

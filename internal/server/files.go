@@ -1,11 +1,14 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/kurabackup/kura/internal/auth"
 	"github.com/kurabackup/kura/internal/engine"
@@ -47,7 +50,8 @@ func (s *Server) browser(rc *reqCtx) (*engine.FileBrowser, string, error) {
 }
 
 // listFiles lists a directory, paged (offset, limit: default 1000) so that
-// directories of tens of thousands of entries stay light.
+// directories of tens of thousands of entries stay light; name keeps only
+// the entries whose name matches (see nameMatcher).
 func (s *Server) listFiles(rc *reqCtx) (any, error) {
 	offset, err := rc.queryInt("offset", 0)
 	if err != nil {
@@ -65,6 +69,10 @@ func (s *Server) listFiles(rc *reqCtx) (any, error) {
 	ents, err := b.FS.ReadDir(rc.ctx, p)
 	if err != nil {
 		return nil, notFound("%s: %v", p, err)
+	}
+	if name := rc.r.URL.Query().Get("name"); name != "" {
+		match := nameMatcher(name)
+		ents = slices.DeleteFunc(ents, func(e fsread.Entry) bool { return !match(e.Name) })
 	}
 	out := FileList{Point: b.Point.ID, Disk: b.Disk, Volume: b.Volume.Index, FS: b.FS.Type(), Path: p, Total: len(ents), Offset: offset,
 		Items: []fsread.Entry{}}
@@ -104,4 +112,77 @@ func (s *Server) downloadFile(rc *reqCtx) error {
 		s.log.Warn("file download interrupted", "point", b.Point.ID, "path", p, "err", err)
 	}
 	return nil
+}
+
+// nameMatcher matches file names: a pattern with *, ? or [ is a glob
+// (path.Match), anything else a case-insensitive substring.
+func nameMatcher(pattern string) func(string) bool {
+	if strings.ContainsAny(pattern, "*?[") {
+		return func(name string) bool { ok, _ := path.Match(pattern, name); return ok }
+	}
+	low := strings.ToLower(pattern)
+	return func(name string) bool { return strings.Contains(strings.ToLower(name), low) }
+}
+
+// FileSearch is what a search by name found below a directory.
+type FileSearch struct {
+	Point string         `json:"point"`
+	Path  string         `json:"path"`
+	Name  string         `json:"name"`
+	Items []fsread.Entry `json:"items"`
+	// Truncated: more entries match than limit.
+	Truncated bool `json:"truncated"`
+}
+
+// searchFiles walks a directory of a point's guest filesystem for entries
+// whose name matches, up to limit (default 200, at most 5000).
+func (s *Server) searchFiles(rc *reqCtx) (any, error) {
+	name := rc.r.URL.Query().Get("name")
+	if name == "" {
+		return nil, badRequest("name: give a part of a file name or a glob (*.conf)")
+	}
+	if _, err := path.Match(name, ""); err != nil {
+		return nil, badRequest("name %q: %v", name, err)
+	}
+	limit, err := rc.queryInt("limit", 200)
+	if err != nil {
+		return nil, err
+	}
+	limit = min(max(limit, 1), 5000)
+	b, p, err := s.browser(rc)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	match := nameMatcher(name)
+	out := FileSearch{Point: b.Point.ID, Path: p, Name: name, Items: []fsread.Entry{}}
+	err = b.Walk(rc.ctx, p, func(e fsread.Entry) error {
+		if e.Path == p || !match(e.Name) {
+			return nil
+		}
+		if len(out.Items) == limit {
+			out.Truncated = true
+			return errEnough
+		}
+		out.Items = append(out.Items, e)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return nil, notFound("%s: %v", p, err)
+	}
+	return out, nil
+}
+
+// volumes lists the partitions (or the whole disk) of a point's disk and
+// the filesystem found on each.
+func (s *Server) volumes(rc *reqCtx) (any, error) {
+	m, r, _, err := s.findPoint(rc.ctx, rc.p, rc.r.PathValue("id"), auth.Restore)
+	if err != nil {
+		return nil, err
+	}
+	vols, err := engine.VolumesOf(rc.ctx, r, m, rc.r.URL.Query().Get("disk"))
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	return vols, nil
 }

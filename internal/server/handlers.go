@@ -39,6 +39,9 @@ type Whoami struct {
 	Role   string   `json:"role"`
 	Groups []string `json:"groups,omitempty"`
 	Token  string   `json:"token,omitempty"`
+	// CSRF is the session's token for the X-Kura-CSRF header, when the
+	// request came with a console session (a reloaded page needs it).
+	CSRF string `json:"csrf,omitempty"`
 }
 
 // Status is the server's own state.
@@ -135,13 +138,14 @@ func (s *Server) table() []route {
 		api("PUT", "/groups/{name}", "Create or replace a protection group", config.Group{}, config.Group{}, s.putGroup),
 		api("DELETE", "/groups/{name}", "Remove a protection group (its points stay)", nil, nil, s.deleteGroup),
 		api("GET", "/groups/{name}/preview", "The VMs a group's selectors match now", nil, GroupPreview{}, s.previewGroup),
+		api("POST", "/groups/preview", "The VMs a group not saved yet would match now; changes nothing", config.Group{}, GroupPreview{}, s.previewDraft),
 		api("POST", "/groups/{name}/run", "Run a group's backup, verify or prune now", RunRequest{}, catalog.Job{}, s.runGroup),
 		api("GET", "/points", "Recovery points", nil, []catalog.Point{}, s.listPoints, "vm", "group", "limit"),
 		api("GET", "/points/{id}", "One recovery point", nil, catalog.Point{}, s.getPoint),
 		api("POST", "/points/{id}/restore/preview", "What a restore would do, and its conflicts; changes nothing", RestoreRequest{}, RestorePreview{}, s.restorePreview),
 		api("POST", "/points/{id}/restore", "Restore a point (a queued job)", RestoreRequest{}, catalog.Job{}, s.restorePoint),
 		api("POST", "/points/{id}/export", "Export a point's disks as image files on the server's host (a queued job)", ExportRequest{}, catalog.Job{}, s.exportPoint),
-		api("GET", "/points/{id}/files", "List a directory inside a point's guest filesystem", nil, FileList{}, s.listFiles, "disk", "volume", "path"),
+		api("GET", "/points/{id}/files", "List a directory inside a point's guest filesystem", nil, FileList{}, s.listFiles, "disk", "volume", "path", "name", "offset", "limit"),
 		{method: "GET", path: APIPrefix + "/points/{id}/files/content", summary: "Download a file from a point's guest filesystem",
 			query: []string{"disk", "volume", "path"}, raw: s.downloadFile},
 		api("GET", "/jobs", "Jobs, newest first", nil, JobList{}, s.listJobs, "kind", "state", "group", "limit"),
@@ -198,7 +202,13 @@ func (s *Server) logout(rc *reqCtx) (any, error) {
 }
 
 func (s *Server) whoami(rc *reqCtx) (any, error) {
-	return Whoami{User: rc.p.User, Role: rc.p.Role, Groups: rc.p.Groups, Token: rc.p.Token}, nil
+	w := Whoami{User: rc.p.User, Role: rc.p.Role, Groups: rc.p.Groups, Token: rc.p.Token}
+	if c, err := rc.r.Cookie(sessionCookie); err == nil && rc.r.Header.Get("Authorization") == "" {
+		if sess, ok := s.sessions.get(c.Value); ok {
+			w.CSRF = sess.csrf
+		}
+	}
+	return w, nil
 }
 
 func (s *Server) status(rc *reqCtx) (any, error) {
@@ -269,6 +279,18 @@ func (s *Server) getGroup(rc *reqCtx) (any, error) { return s.group(rc, auth.Rea
 func (s *Server) previewGroup(rc *reqCtx) (any, error) {
 	g, err := s.group(rc, auth.Read)
 	if err != nil {
+		return nil, err
+	}
+	return s.preview(rc, g)
+}
+
+// previewDraft evaluates the selectors of a group being edited.
+func (s *Server) previewDraft(rc *reqCtx) (any, error) {
+	if err := rc.p.Check(auth.Read, ""); err != nil {
+		return nil, err
+	}
+	var g config.Group
+	if err := rc.decode(&g); err != nil {
 		return nil, err
 	}
 	return s.preview(rc, g)

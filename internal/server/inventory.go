@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -246,8 +247,11 @@ func (s *Server) statuses(ctx context.Context) ([]VMStatus, error) {
 		}
 		add(st, byUUID[v.UUID], true)
 	}
+	host, _ := os.Hostname()
+	self := serverUUID(host)
 	for _, c := range cat {
-		if !seen[c.UUID] {
+		// The server's own points (self-protection) are no VM to protect.
+		if !seen[c.UUID] && c.UUID != self {
 			add(VMStatus{Name: c.Name, UUID: c.UUID, Groups: []string{}}, c, false)
 		}
 	}

@@ -37,6 +37,7 @@ func (s *Server) tell(ctx context.Context, ev notify.Event) {
 
 // notifyJob tells about an ended job.
 func (s *Server) notifyJob(ctx context.Context, j catalog.Job, res jobResult) {
+	s.jobsEnded.Add(1)
 	full, err := s.cat.Job(ctx, j.ID)
 	if err == nil {
 		j = full

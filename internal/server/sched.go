@@ -56,6 +56,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 	s.refreshInventory(ctx)
 	s.loadRuns(ctx)
 	s.refreshRepoInfo(ctx)
+	s.refreshCapacity(ctx)
 	cfg, _ := s.config()
 	es, by := entries(cfg)
 	planner, err := schedule.NewPlanner(ctx, es, s.cat, s.started)
@@ -83,6 +84,7 @@ func (s *Server) scheduleLoop(ctx context.Context) {
 			s.refreshInventory(ctx)
 			s.checkRPO(ctx)
 			s.checkCapacity(ctx)
+			s.refreshCapacity(ctx)
 			lastInv = now
 		}
 		if now.Sub(lastInfo) >= 10*time.Minute {

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kurabackup/kura/internal/auth"
@@ -86,6 +87,8 @@ type Server struct {
 	limMu     sync.Mutex
 	limiters  map[string]*throttle.Limiter // by group
 	lastSelf  time.Time                    // last daily self backup
+	jobsEnded atomic.Uint64                // jobs ended since the start (capacity estimates follow)
+	capCache  capacityCache
 }
 
 // Version is kura's version, set by the command line.
