@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -123,11 +124,11 @@ func TestOpenErrors(t *testing.T) {
 	raw, _ := be.Get(ctx, configName)
 	var cfg map[string]any
 	_ = json.Unmarshal(raw, &cfg)
-	cfg["version"] = 2
+	cfg["version"] = MaxReadVersion + 1
 	raw, _ = json.Marshal(cfg)
 	_ = be.Put(ctx, configName, raw)
 	_, err = Open(ctx, be, "secret", OpenOptions{})
-	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 2, this kura reads up to 1") {
+	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), fmt.Sprintf("format version %d, this kura reads up to %d", MaxReadVersion+1, MaxReadVersion)) {
 		t.Errorf("newer format: got %v", err)
 	}
 	_ = be.Delete(ctx, configName)
