@@ -200,6 +200,12 @@ func TestPointLookup(t *testing.T) {
 	if _, err := r.LoadPoint(ctx, "19990101"); !errors.Is(err, ErrPointNotFound) {
 		t.Errorf("unknown point: %v", err)
 	}
+	if _, err := r.LoadPoint(ctx, "19990101T000000Z-0123abcd"); !errors.Is(err, ErrPointNotFound) {
+		t.Errorf("unknown whole id: %v", err)
+	}
+	if got, err := r.LoadPoint(ctx, strings.ToUpper(m2.ID)); err != nil || got.ID != m2.ID {
+		t.Errorf("whole id in upper case: %v", err)
+	}
 }
 
 // Holes that were already holes in the parent are never read: a window of
