@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kurabackup/kura/internal/engine"
@@ -150,6 +151,10 @@ func primitives() ([]Throughput, error) {
 	out = append(out, measure("zstd-3 compress text", size, d, func() { buf = enc.EncodeAll(text, buf[:0]) }))
 	comp := bytes.Clone(buf)
 	out = append(out, measure("zstd-decompress text", size, d, func() { buf, _ = dec.DecodeAll(comp, buf[:0]) }))
+	sbuf := make([]byte, s2.MaxEncodedLen(len(text)))
+	out = append(out, measure("s2 compress text", size, d, func() { comp = s2.Encode(sbuf, text) }))
+	comp = bytes.Clone(comp)
+	out = append(out, measure("s2 decompress text", size, d, func() { buf, _ = s2.Decode(buf[:cap(buf)], comp) }))
 	out = append(out, measure("zstd-1 compress random", size, d, func() { buf = fast.EncodeAll(random, buf[:0]) }))
 	block, err := aes.NewCipher(random[:32])
 	if err != nil {

@@ -15,7 +15,7 @@ func (a *App) benchmarkCommand() *cobra.Command {
 	var size, chunk, writeImage, compression string
 	cmd := &cobra.Command{
 		Use:   "benchmark",
-		Short: "Measure SHA-256, zstd, AES-GCM and repository write/read speed on this machine",
+		Short: "Measure SHA-256, zstd, S2, AES-GCM and repository write/read speed on this machine",
 		Long: `Measure the primitives kura's speed depends on, then ingest a disk image
 (a synthetic one, half random and half text, or --image FILE) into a fresh
 temporary repository, ingest it again (all duplicates) and restore it into an
@@ -72,6 +72,6 @@ does and checks it against the image.`,
 	f.StringVar(&opts.Location, "location", "", "measure the repository steps on this store instead (e.g. s3:https://host/bucket): a temporary prefix is used and removed")
 	f.StringVar(&writeImage, "write-image", "", "only write the synthetic image (--size bytes) to this file, for side-by-side benchmarks")
 	f.BoolVar(&opts.Primitives, "primitives", false, "measure only the primitives")
-	f.StringVar(&compression, "compression", "auto", "zstd level of the ingests: auto (fastest while CPU bound), fastest, default or better")
+	f.StringVar(&compression, "compression", "auto", "compression of the ingests: auto (S2 while CPU bound, else zstd level 3), fastest (S2), default (zstd 3) or better (zstd 7)")
 	return cmd
 }

@@ -20,6 +20,7 @@ func (a *App) repoInitCommand() *cobra.Command {
 	var chunkSize, copyOf string
 	var plain bool
 	var immutableDays, slackDays float64
+	var version int
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -32,7 +33,10 @@ func (a *App) repoInitCommand() *cobra.Command {
 			if immutableDays < 0 || slackDays < 0 {
 				return usageError("--immutable and --immutable-slack take a positive number of days")
 			}
-			opts := repo.InitOptions{Immutable: days(immutableDays), ImmutableSlack: days(slackDays)}
+			if version != 0 && (version < repo.MinWriteVersion || version > repo.MaxWriteVersion) {
+				return usageError("--format-version %d: this kura creates versions %d to %d", version, repo.MinWriteVersion, repo.MaxWriteVersion)
+			}
+			opts := repo.InitOptions{Immutable: days(immutableDays), ImmutableSlack: days(slackDays), Version: version}
 			if copyOf != "" {
 				if opts.CopyOf, err = a.openRepoAt(cmd.Context(), copyOf, a.passwordFile, ""); err != nil {
 					return err
@@ -59,7 +63,8 @@ func (a *App) repoInitCommand() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(cfg)
 			}
-			a.out("created kura repository %s at %s (chunk size %s, encryption %v)", cfg.ID, be.Location(), fmtBytes(int64(cfg.ChunkSize)), cfg.Encrypted)
+			a.out("created kura repository %s at %s (format version %d, chunk size %s, encryption %v, compression %s)",
+				cfg.ID, be.Location(), cfg.Version, fmtBytes(int64(cfg.ChunkSize)), cfg.Encrypted, cfg.Compression)
 			if cfg.CopyOf != "" {
 				a.out("copy of repository %s: same chunk size and keys, opened by the same passphrases", cfg.CopyOf)
 			}
@@ -77,6 +82,7 @@ func (a *App) repoInitCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&plain, "no-encryption", false, "store data unencrypted (digests unkeyed); not recommended")
 	cmd.Flags().StringVar(&copyOf, "copy-of", "", "make the repository a copy of this one (same chunk size and keys), the destination of kura copy")
 	cmd.Flags().Float64Var(&immutableDays, "immutable", 0, "lock every object of a point for DAYS after it (S3 bucket with Object Lock, compliance mode)")
+	cmd.Flags().IntVar(&version, "format-version", 0, fmt.Sprintf("repository format version (default %d; 1 for kura releases that read only version 1: zstd only)", repo.CurrentVersion))
 	cmd.Flags().Float64Var(&slackDays, "immutable-slack", 0, "lock objects this many DAYS longer, so points within that time extend nothing (default: a quarter of --immutable, at most 7)")
 	return cmd
 }

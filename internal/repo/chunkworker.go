@@ -139,7 +139,7 @@ func (w *Writer) store(ctx context.Context, p []byte, out *Digest, st *DiskStats
 		return err
 	}
 	defer func() { w.envs.put(env) }()
-	env, err = w.r.codec.sealWith(w.r.codec.encoder(w.compression, cpuBound), env[:0], typeChunk, name, p)
+	env, err = w.r.codec.sealWith(w.r.codec.compressor(w.compression, cpuBound), env[:0], typeChunk, name, p)
 	if err != nil {
 		w.forget(d)
 		return err

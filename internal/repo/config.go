@@ -9,13 +9,28 @@ import (
 // Format versions. A kura reads repositories whose version is in
 // [MinReadVersion, MaxReadVersion] and writes into those in
 // [MinWriteVersion, MaxWriteVersion]. New repositories get CurrentVersion.
+// Version 2 adds S2 chunk payloads (envelope compression 2) to version 1.
 const (
-	CurrentVersion  = 1
+	CurrentVersion  = 2
 	MinReadVersion  = 1
-	MaxReadVersion  = 1
+	MaxReadVersion  = 2
 	MinWriteVersion = 1
-	MaxWriteVersion = 1
+	MaxWriteVersion = 2
 )
+
+// Config compression values: the codecs a repository's envelopes may use.
+const (
+	compressionZstd   = "zstd"    // format version 1: zstd only
+	compressionZstdS2 = "zstd+s2" // format version 2: zstd and S2
+)
+
+// compressionOf is the compression of a new repository of a version.
+func compressionOf(version int) string {
+	if version >= 2 {
+		return compressionZstdS2
+	}
+	return compressionZstd
+}
 
 // Repository limits.
 const (
@@ -90,8 +105,11 @@ func decodeConfig(data []byte) (Config, error) {
 	if c.Encryption != "aes-256-gcm" && c.Encryption != "none" {
 		return c, corrupt(configName, "unknown encryption %q", c.Encryption)
 	}
-	if c.Compression != "zstd" {
-		return c, corrupt(configName, "unknown compression %q", c.Compression)
+	switch {
+	case c.Compression == compressionZstd:
+	case c.Compression == compressionZstdS2 && c.Version >= 2:
+	default:
+		return c, corrupt(configName, "compression %q is not valid in format version %d", c.Compression, c.Version)
 	}
 	if len(c.ID) != 32 {
 		return c, corrupt(configName, "repository id %q is not 32 hex digits", c.ID)

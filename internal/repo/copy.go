@@ -290,6 +290,12 @@ func (w *Writer) copyRaw(ctx context.Context, src *Repository, t objType, name s
 		}
 		return 0, fmt.Errorf("source object damaged, not copied (run kura verify --read-data on the source): %w", err)
 	}
+	if env, err = w.resealFor(ctx, src, t, name, env); err != nil {
+		if d != nil {
+			w.forget(*d)
+		}
+		return 0, err
+	}
 	if err := w.put(ctx, name, env); err != nil {
 		if d != nil {
 			w.forget(*d)
@@ -300,6 +306,21 @@ func (w *Writer) copyRaw(ctx context.Context, src *Repository, t objType, name s
 		w.ret.note(w.ret.until, d)
 	}
 	return len(env), nil
+}
+
+// resealFor returns env as the destination may hold it: as it is, or,
+// for an S2 payload going into a format version 1 repository (which
+// allows zstd only), decoded and sealed again with zstd under the same
+// name (same keys: a raw copy).
+func (w *Writer) resealFor(ctx context.Context, src *Repository, t objType, name string, env []byte) ([]byte, error) {
+	if env[6] != compS2 || w.r.codec.s2 {
+		return env, nil
+	}
+	plain, _, err := src.codec.open(nil, nil, t, name, env)
+	if err != nil {
+		return nil, fmt.Errorf("source object damaged, not copied (run kura verify --read-data on the source): %w", err)
+	}
+	return w.r.codec.sealWith(w.r.codec.compressor(w.compression, false), nil, t, name, plain)
 }
 
 // copyDiskReencode writes the disk again through dst's chunker, reading it
@@ -366,7 +387,7 @@ func (r *Repository) verifyPoint(ctx context.Context, id string) (int64, error) 
 // flag, authentication tag or CRC) without decompressing it: enough to
 // know that a raw copy carries what the repository's writer sealed.
 func (c *codec) authenticate(scratch []byte, t objType, name string, env []byte) ([]byte, error) {
-	h, err := parseEnvHeader(name, env)
+	h, err := c.header(name, env)
 	if err != nil {
 		return scratch, err
 	}

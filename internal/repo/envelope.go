@@ -7,7 +7,9 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
 	"github.com/kurabackup/kura/internal/crypto"
 )
 
@@ -24,6 +26,7 @@ const (
 
 	compNone = 0
 	compZstd = 1
+	compS2   = 2 // format version 2 (config compression "zstd+s2") only
 
 	// A compressed payload is kept only if it is below this fraction of
 	// the raw size (in 1/1000).
@@ -59,19 +62,22 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // on text for about 25% more compression time.
 const CompressionLevel = zstd.SpeedDefault
 
-// Compression chooses the zstd level of new chunks; the format does not
-// record it and readers need nothing to decode any of them.
+// Compression chooses how new chunks are compressed. The envelope records
+// the codec of each chunk (zstd, or S2 in format version 2), so readers
+// need nothing to decode any of them.
 type Compression string
 
 // Compression modes.
 const (
-	// CompressAuto (the default) compresses a chunk with zstd's fastest
-	// level while chunks read are waiting for a CPU (the backup is CPU
-	// bound), and with CompressionLevel while the CPUs wait for data.
+	// CompressAuto (the default) compresses a chunk with the fastest codec
+	// the repository allows (S2 in format version 2, zstd level 1 in
+	// version 1) while chunks read are waiting for a CPU (the backup is CPU
+	// bound), and with zstd at CompressionLevel while the CPUs wait for
+	// data.
 	CompressAuto Compression = "auto"
-	// CompressFastest always uses zstd's fastest level (level 1).
+	// CompressFastest always uses the fastest codec the repository allows.
 	CompressFastest Compression = "fastest"
-	// CompressDefault always uses CompressionLevel (level 3).
+	// CompressDefault always uses zstd at CompressionLevel (level 3).
 	CompressDefault Compression = "default"
 	// CompressBetter always uses zstd's SpeedBetterCompression (level 7).
 	CompressBetter Compression = "better"
@@ -88,9 +94,22 @@ func ParseCompression(s string) (Compression, error) {
 	return "", fmt.Errorf("compression %q: use auto, fastest, default or better", s)
 }
 
+// compressor is one way of compressing a payload.
+type compressor int
+
+const (
+	zstdDefault compressor = iota
+	zstdFastest
+	zstdBetter
+	s2Block
+)
+
 // codec seals and opens envelopes. It is safe for concurrent use.
 type codec struct {
 	keys *crypto.Keys // nil: unencrypted repository
+	// s2 allows S2 payloads (format version 2): written when fastest,
+	// accepted when read.
+	s2   bool
 	enc  *zstd.Encoder
 	fast *zstd.Encoder // SpeedFastest: samples, and chunks when CPU bound
 	// better is made on first use (CompressBetter only).
@@ -109,7 +128,9 @@ func newEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return enc, nil
 }
 
-func newCodec(keys *crypto.Keys) (*codec, error) {
+// newCodec makes the codec of a repository; withS2 for format version 2
+// repositories (config compression "zstd+s2").
+func newCodec(keys *crypto.Keys, withS2 bool) (*codec, error) {
 	enc, err := newEncoder(CompressionLevel)
 	if err != nil {
 		return nil, err
@@ -123,18 +144,35 @@ func newCodec(keys *crypto.Keys) (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{keys: keys, enc: enc, fast: fast, dec: dec}, nil
+	return &codec{keys: keys, s2: withS2, enc: enc, fast: fast, dec: dec}, nil
 }
 
-// encoder returns the encoder of a chunk: mode, and for CompressAuto
-// whether the writer is CPU bound right now.
-func (c *codec) encoder(mode Compression, cpuBound bool) *zstd.Encoder {
+// compressor returns how a chunk is compressed: mode, and for
+// CompressAuto whether the writer is CPU bound right now.
+func (c *codec) compressor(mode Compression, cpuBound bool) compressor {
 	switch mode {
-	case CompressFastest:
-		return c.fast
 	case CompressDefault:
-		return c.enc
+		return zstdDefault
 	case CompressBetter:
+		return zstdBetter
+	case CompressFastest:
+	default:
+		if !cpuBound {
+			return zstdDefault
+		}
+	}
+	if c.s2 {
+		return s2Block
+	}
+	return zstdFastest
+}
+
+// zstdEncoder returns the encoder of a zstd compressor.
+func (c *codec) zstdEncoder(k compressor) *zstd.Encoder {
+	switch k {
+	case zstdFastest:
+		return c.fast
+	case zstdBetter:
 		c.betterOnce.Do(func() {
 			if e, err := newEncoder(zstd.SpeedBetterCompression); err == nil {
 				c.better = e
@@ -143,12 +181,32 @@ func (c *codec) encoder(mode Compression, cpuBound bool) *zstd.Encoder {
 		if c.better != nil {
 			return c.better
 		}
-		return c.enc
-	}
-	if cpuBound {
-		return c.fast
 	}
 	return c.enc
+}
+
+// envBufSize is the size of a buffer that holds the envelope of a chunk
+// of plain bytes whatever its compression, so sealing never grows it.
+func envBufSize(plain int) int {
+	return max(plain+plain/64, s2.MaxEncodedLen(plain)) + envHeaderSize + crypto.SealOverhead + 64
+}
+
+// compress appends the compressed form of plain to dst and names its
+// envelope compression.
+func (c *codec) compress(k compressor, dst, plain []byte) ([]byte, byte) {
+	if k != s2Block {
+		return c.zstdEncoder(k).EncodeAll(plain, dst), compZstd
+	}
+	start := len(dst)
+	need := s2.MaxEncodedLen(len(plain))
+	if need < 0 {
+		return dst, compNone
+	}
+	if cap(dst)-start < need {
+		dst = append(dst[:cap(dst)], make([]byte, start+need-cap(dst))...)
+	}
+	out := s2.Encode(dst[start:start+need], plain)
+	return dst[:start+len(out)], compS2
 }
 
 func (c *codec) close() {
@@ -185,17 +243,17 @@ func (c *codec) worthCompressing(p, scratch []byte) bool {
 	return false
 }
 
-// seal appends the envelope of plain to dst, compressed at the default
-// level.
+// seal appends the envelope of plain to dst, compressed with zstd at the
+// default level.
 func (c *codec) seal(dst []byte, t objType, name string, plain []byte) ([]byte, error) {
-	return c.sealWith(c.enc, dst, t, name, plain)
+	return c.sealWith(zstdDefault, dst, t, name, plain)
 }
 
-// sealWith appends the envelope of plain to dst, compressing with enc.
+// sealWith appends the envelope of plain to dst, compressing with k.
 // The payload is compressed straight into dst and, when encrypted,
 // encrypted where it lies: with enough capacity in dst, sealing allocates
 // nothing and copies nothing.
-func (c *codec) sealWith(enc *zstd.Encoder, dst []byte, t objType, name string, plain []byte) ([]byte, error) {
+func (c *codec) sealWith(k compressor, dst []byte, t objType, name string, plain []byte) ([]byte, error) {
 	if len(plain) > maxPlainLen {
 		return dst, fmt.Errorf("%s: object of %d bytes exceeds the %d byte limit", name, len(plain), maxPlainLen)
 	}
@@ -209,9 +267,10 @@ func (c *codec) sealWith(enc *zstd.Encoder, dst []byte, t objType, name string, 
 	dst = append(dst, make([]byte, body-start)...)
 	comp := byte(compNone)
 	if c.worthCompressing(plain, dst[body:]) {
-		dst = enc.EncodeAll(plain, dst)
-		if (len(dst)-body)*1000 < len(plain)*keepCompressedPermille {
-			comp = compZstd
+		var kind byte
+		dst, kind = c.compress(k, dst, plain)
+		if kind != compNone && (len(dst)-body)*1000 < len(plain)*keepCompressedPermille {
+			comp = kind
 		} else {
 			dst = dst[:body]
 		}
@@ -223,7 +282,7 @@ func (c *codec) sealWith(enc *zstd.Encoder, dst []byte, t objType, name string, 
 	if c.keys != nil {
 		aad := make([]byte, 0, envHeaderSize+len(name))
 		aad = append(append(aad, h...), name...)
-		if comp == compZstd {
+		if comp != compNone {
 			return c.keys.SealInPlace(dst, start+envHeaderSize, aad)
 		}
 		return c.keys.Seal(dst[:start+envHeaderSize], plain, aad)
@@ -235,6 +294,16 @@ func (c *codec) sealWith(enc *zstd.Encoder, dst []byte, t objType, name string, 
 	crc = crc32.Update(crc, castagnoli, []byte(name))
 	crc = crc32.Update(crc, castagnoli, dst[body:])
 	return binary.LittleEndian.AppendUint32(dst, crc), nil
+}
+
+// header parses an envelope's header and refuses a compression the
+// repository's format version does not allow.
+func (c *codec) header(name string, env []byte) (envHeader, error) {
+	h, err := parseEnvHeader(name, env)
+	if err == nil && h.comp == compS2 && !c.s2 {
+		err = corrupt(name, "s2 compression in a repository of format version 1")
+	}
+	return h, err
 }
 
 type envHeader struct {
@@ -258,7 +327,7 @@ func parseEnvHeader(name string, env []byte) (envHeader, error) {
 	if h.typ < byte(typeChunk) || h.typ > byte(typeManifest) {
 		return h, corrupt(name, "unknown object type %d", h.typ)
 	}
-	if h.comp > compZstd {
+	if h.comp > compS2 {
 		return h, corrupt(name, "unknown compression %d", h.comp)
 	}
 	if h.flags&^flagEncrypted != 0 {
@@ -273,7 +342,7 @@ func parseEnvHeader(name string, env []byte) (envHeader, error) {
 // open authenticates env as an object of type t stored under name and
 // appends its plaintext to dst[:0]. scratch holds the decrypted payload.
 func (c *codec) open(dst, scratch []byte, t objType, name string, env []byte) (out, scr []byte, err error) {
-	h, err := parseEnvHeader(name, env)
+	h, err := c.header(name, env)
 	if err != nil {
 		return dst, scratch, err
 	}
@@ -315,7 +384,8 @@ func (c *codec) open(dst, scratch []byte, t objType, name string, env []byte) (o
 			dst = append(dst[:0], payload...)
 		}
 	}
-	if h.comp == compZstd {
+	switch h.comp {
+	case compZstd:
 		if cap(dst) < h.plainLen {
 			dst = make([]byte, 0, h.plainLen)
 		}
@@ -323,6 +393,19 @@ func (c *codec) open(dst, scratch []byte, t objType, name string, env []byte) (o
 		if err != nil {
 			return dst, scratch, corrupt(name, "decompress: %v", err)
 		}
+	case compS2:
+		// The block states its length first: checked before decoding.
+		if n, err := s2.DecodedLen(payload); err != nil || n != h.plainLen {
+			return dst, scratch, corrupt(name, "s2 block of length %d, header says %d (%v)", n, h.plainLen, err)
+		}
+		if cap(dst) < h.plainLen {
+			dst = make([]byte, h.plainLen)
+		}
+		out, err := s2.Decode(dst[:h.plainLen], payload)
+		if err != nil {
+			return dst, scratch, corrupt(name, "decompress: %v", err)
+		}
+		dst = out
 	}
 	if len(dst) != h.plainLen {
 		return dst, scratch, corrupt(name, "plain length %d, header says %d", len(dst), h.plainLen)

@@ -14,10 +14,11 @@ import (
 	"github.com/kurabackup/kura/internal/storage/local"
 )
 
-// The repositories in testdata/v1 were written by format version 1. Every
-// future kura must open them and read their point back byte for byte.
-// Regenerate only when introducing a new format version (into a new
-// directory): KURA_WRITE_FIXTURE=1 go test -run TestFixtureV1 ./internal/repo/
+// The repositories in testdata/vN were written by format version N (v2
+// with S2 chunks). Every future kura must open them and read their point
+// back byte for byte. Write only the fixture of a new format version, into
+// a new directory, never an existing one again:
+// KURA_WRITE_FIXTURE=N go test -run TestFixtures ./internal/repo/
 const fixturePassword = "kura fixture v1"
 
 // fixtureImage is defined here, self-contained, so it never changes: text
@@ -36,13 +37,19 @@ func fixtureImage() []byte {
 	return b.Bytes()
 }
 
-func TestFixtureV1(t *testing.T) {
+func TestFixtures(t *testing.T) {
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testFixture(t, v) })
+	}
+}
+
+func testFixture(t *testing.T, version int) {
 	ctx := context.Background()
 	want := fixtureImage()
 	for _, kind := range []string{"encrypted", "plain"} {
-		dir := filepath.Join("testdata", "v1", kind)
-		if os.Getenv("KURA_WRITE_FIXTURE") == "1" {
-			writeFixture(t, dir, kind == "encrypted", want)
+		dir := filepath.Join("testdata", fmt.Sprintf("v%d", version), kind)
+		if os.Getenv("KURA_WRITE_FIXTURE") == fmt.Sprint(version) {
+			writeFixture(t, dir, version, kind == "encrypted", want)
 		}
 		be, err := local.Open(dir)
 		if err != nil {
@@ -52,7 +59,10 @@ func TestFixtureV1(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
-		if c := r.Config(); c.Version != 1 || c.ChunkSize != 64<<10 || c.Encrypted != (kind == "encrypted") {
+		if version == 2 && countComp(t, be, compS2) == 0 {
+			t.Errorf("%s: no s2 chunk in the version 2 fixture", kind)
+		}
+		if c := r.Config(); c.Version != version || c.ChunkSize != 64<<10 || c.Encrypted != (kind == "encrypted") {
 			t.Errorf("%s config: %+v", kind, c)
 		}
 		ps, err := r.ListPoints(ctx)
@@ -77,7 +87,7 @@ func TestFixtureV1(t *testing.T) {
 	}
 }
 
-func writeFixture(t *testing.T, dir string, encrypt bool, img []byte) {
+func writeFixture(t *testing.T, dir string, version int, encrypt bool, img []byte) {
 	ctx := context.Background()
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -88,7 +98,7 @@ func writeFixture(t *testing.T, dir string, encrypt bool, img []byte) {
 		t.Fatal(err)
 	}
 	r, err := Init(ctx, be, InitOptions{Password: fixturePassword, ChunkSize: 64 << 10, Encrypt: encrypt,
-		KDF: KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}, Hostname: "fixture", Username: "kura"})
+		KDF: KDFParams{Time: 1, MemoryKiB: 1024, Threads: 1}, Hostname: "fixture", Username: "kura", Version: version})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +107,7 @@ func writeFixture(t *testing.T, dir string, encrypt bool, img []byte) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	w.SetCompression(CompressFastest)
 	id, st, err := w.WriteDisk(ctx, DiskSource{Reader: bytes.NewReader(img), Size: int64(len(img))}, nil)
 	if err != nil {
 		t.Fatal(err)

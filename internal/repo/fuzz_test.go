@@ -53,12 +53,14 @@ func FuzzDecodeManifest(f *testing.F) {
 func FuzzOpenEnvelope(f *testing.F) {
 	mk, _ := crypto.MasterKeyFromBytes(bytes.Repeat([]byte{7}, 64))
 	keys, _ := crypto.NewKeys(mk)
-	encC, _ := newCodec(keys)
-	plainC, _ := newCodec(nil)
+	encC, _ := newCodec(keys, true)
+	plainC, _ := newCodec(nil, true)
 	for _, c := range []*codec{encC, plainC} {
 		for _, p := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte("abc"), 5000)} {
-			env, _ := c.seal(nil, typeChunk, "chunks/x", p)
-			f.Add(env, c == encC)
+			for _, k := range []compressor{zstdDefault, s2Block} {
+				env, _ := c.sealWith(k, nil, typeChunk, "chunks/x", p)
+				f.Add(env, c == encC)
+			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, env []byte, enc bool) {
@@ -79,12 +81,14 @@ func FuzzOpenEnvelope(f *testing.F) {
 
 func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte(`{"magic":"kura-repository","version":1,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd"}`))
+	f.Add([]byte(`{"magic":"kura-repository","version":2,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd+s2"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeConfig(b)
 		if err != nil {
 			return
 		}
-		if c.Version > MaxReadVersion || c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize {
+		if c.Version > MaxReadVersion || c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize ||
+			(c.Compression == compressionZstdS2 && c.Version < 2) {
 			t.Fatalf("accepted bad config %+v", c)
 		}
 	})
@@ -93,8 +97,8 @@ func FuzzDecodeConfig(f *testing.F) {
 func TestEnvelopeTamper(t *testing.T) {
 	mk, _ := crypto.NewMasterKey()
 	keys, _ := crypto.NewKeys(mk)
-	encC, _ := newCodec(keys)
-	plainC, _ := newCodec(nil)
+	encC, _ := newCodec(keys, false)
+	plainC, _ := newCodec(nil, false)
 	data := bytes.Repeat([]byte("compressible text "), 10000)
 	for _, c := range []*codec{encC, plainC} {
 		env, err := c.seal(nil, typeChunk, "chunks/aa/a", data)

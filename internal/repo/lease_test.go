@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,14 +115,16 @@ func TestWriteVersionRange(t *testing.T) {
 	r, _ := newTestRepo(t, true)
 	m, _ := writePoint(t, r, DiskSource{Reader: bytes.NewReader(randomBytes(25, testCS)), Size: testCS})
 	defer func(lo, hi int) { writeMin, writeMax = lo, hi }(writeMin, writeMax)
-	writeMin, writeMax = 2, 2 // a kura that reads version 1 but writes only 2
+	v := r.Config().Version
+	writeMin, writeMax = v+1, v+1 // a kura that reads this version but writes only the next
+	msg := fmt.Sprintf("format version %d, this kura writes %d to %d", v, v+1, v+1)
 	for what, err := range map[string]error{
 		"writer": func() error { _, err := r.NewWriter(ctx, "x"); return err }(),
 		"delete": r.DeletePoint(ctx, m.ID),
 		"gc":     func() error { _, err := r.GC(ctx, GCOptions{}); return err }(),
 		"key":    func() error { _, err := r.AddKey(ctx, "another"); return err }(),
 	} {
-		if !errors.Is(err, ErrNotWritable) || !strings.Contains(err.Error(), "format version 1, this kura writes 2 to 2") {
+		if !errors.Is(err, ErrNotWritable) || !strings.Contains(err.Error(), msg) {
 			t.Errorf("%s on a version it does not write: %v", what, err)
 		}
 	}

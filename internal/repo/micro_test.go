@@ -10,7 +10,7 @@ func benchCodec(b *testing.B, text bool) {
 	img := mixedImage()
 	mk, _ := crypto.NewMasterKey()
 	k, _ := crypto.NewKeys(mk)
-	c, _ := newCodec(k)
+	c, _ := newCodec(k, true)
 	off := 0
 	if text {
 		off = len(img) / 2

@@ -138,8 +138,18 @@ func (r *Repository) resolvePoint(ctx context.Context, idOrPrefix string) (strin
 	return "", fmt.Errorf("point %q matches %d points (%s, %s, ...): %w", idOrPrefix, len(match), match[0], match[1], ErrAmbiguous)
 }
 
-// LoadPoint loads a recovery point by id or unique id prefix.
+// LoadPoint loads a recovery point by id or unique id prefix. A whole id
+// is read at once, without listing the repository's points.
 func (r *Repository) LoadPoint(ctx context.Context, idOrPrefix string) (*Manifest, error) {
+	if validPointID(idOrPrefix) {
+		// The canonical spelling: upper-case T and Z, lower-case hex.
+		id := strings.ToUpper(idOrPrefix[:17]) + strings.ToLower(idOrPrefix[17:])
+		m, err := r.loadManifest(ctx, id)
+		if errors.Is(err, ErrMissing) {
+			return nil, fmt.Errorf("point %q: %w", idOrPrefix, ErrPointNotFound)
+		}
+		return m, err
+	}
 	id, err := r.resolvePoint(ctx, idOrPrefix)
 	if err != nil {
 		return nil, err

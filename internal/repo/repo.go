@@ -37,6 +37,10 @@ type InitOptions struct {
 	// the same passphrases open it), so that kura copy moves encrypted
 	// chunks as they are. ChunkSize, Encrypt and Password are ignored.
 	CopyOf *Repository
+	// Version is the format version to create (0 = CurrentVersion). 1
+	// makes a repository kura releases before format version 2 can use
+	// (zstd only).
+	Version int
 }
 
 // OpenOptions configure an opened repository.
@@ -45,7 +49,7 @@ type OpenOptions struct {
 	CacheBytes int64 // chunk cache of each DiskReader; 0 = 64 MiB
 	// Workers is the parallelism of writers, verify and stream; 0 = 2×GOMAXPROCS.
 	Workers int
-	// Compression chooses the zstd level of new chunks ("": CompressAuto).
+	// Compression chooses how new chunks are compressed ("": CompressAuto).
 	Compression Compression
 }
 
@@ -113,8 +117,15 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 	if cs < MinChunkSize || cs > MaxChunkSize || cs%4096 != 0 {
 		return nil, fmt.Errorf("chunk size %d must be a multiple of 4096 between %d and %d", cs, MinChunkSize, MaxChunkSize)
 	}
-	cfg := Config{Magic: configMagic, Version: CurrentVersion, ID: randomHex(16), ChunkSize: cs,
-		Encryption: "none", Compression: "zstd", Created: time.Now().UTC().Truncate(time.Second)}
+	version := opts.Version
+	if version == 0 {
+		version = CurrentVersion
+	}
+	if version < MinWriteVersion || version > MaxWriteVersion {
+		return nil, fmt.Errorf("format version %d: this kura creates versions %d to %d", version, MinWriteVersion, MaxWriteVersion)
+	}
+	cfg := Config{Magic: configMagic, Version: version, ID: randomHex(16), ChunkSize: cs,
+		Encryption: "none", Compression: compressionOf(version), Created: time.Now().UTC().Truncate(time.Second)}
 	if opts.Immutable > 0 {
 		if _, err := retainer(ctx, be); err != nil {
 			return nil, err
@@ -195,7 +206,7 @@ func (r *Repository) setup(opts OpenOptions) error {
 			return err
 		}
 	}
-	c, err := newCodec(keys)
+	c, err := newCodec(keys, r.cfg.Compression == compressionZstdS2)
 	if err != nil {
 		return err
 	}

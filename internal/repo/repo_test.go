@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -123,11 +124,11 @@ func TestOpenErrors(t *testing.T) {
 	raw, _ := be.Get(ctx, configName)
 	var cfg map[string]any
 	_ = json.Unmarshal(raw, &cfg)
-	cfg["version"] = 2
+	cfg["version"] = MaxReadVersion + 1
 	raw, _ = json.Marshal(cfg)
 	_ = be.Put(ctx, configName, raw)
 	_, err = Open(ctx, be, "secret", OpenOptions{})
-	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 2, this kura reads up to 1") {
+	if !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), fmt.Sprintf("format version %d, this kura reads up to %d", MaxReadVersion+1, MaxReadVersion)) {
 		t.Errorf("newer format: got %v", err)
 	}
 	_ = be.Delete(ctx, configName)
@@ -198,6 +199,12 @@ func TestPointLookup(t *testing.T) {
 	}
 	if _, err := r.LoadPoint(ctx, "19990101"); !errors.Is(err, ErrPointNotFound) {
 		t.Errorf("unknown point: %v", err)
+	}
+	if _, err := r.LoadPoint(ctx, "19990101T000000Z-0123abcd"); !errors.Is(err, ErrPointNotFound) {
+		t.Errorf("unknown whole id: %v", err)
+	}
+	if got, err := r.LoadPoint(ctx, strings.ToUpper(m2.ID)); err != nil || got.ID != m2.ID {
+		t.Errorf("whole id in upper case: %v", err)
 	}
 }
 

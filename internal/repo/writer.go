@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/lock"
 	"github.com/kurabackup/kura/internal/storage"
 )
@@ -66,7 +65,7 @@ type Writer struct {
 	storing     atomic.Int32 // windows being hashed, compressed and sealed
 }
 
-// SetCompression chooses the zstd level of the chunks this writer stores
+// SetCompression chooses how the chunks this writer stores are compressed
 // (default: the repository's OpenOptions.Compression, CompressAuto).
 func (w *Writer) SetCompression(c Compression) {
 	if c == "" {
@@ -117,7 +116,7 @@ func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, er
 	cs, workers := r.cfg.ChunkSize, r.workers()
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{}),
 		plain: newBufPool(cs, fetchReaders+workers),
-		envs:  newBufPool(cs+cs/64+envHeaderSize+crypto.SealOverhead+64, workers)}
+		envs:  newBufPool(envBufSize(cs), workers)}
 	w.SetCompression(r.opts.Compression)
 	if c, ok := r.be.(storage.Counter); ok {
 		w.reqs = c.Requests()
