@@ -63,25 +63,10 @@ groups:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pw := func(s string) string {
-		f := filepath.Join(t.TempDir(), "pw")
-		if err := os.WriteFile(f, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	kura(t, "server", "passwd", "admin", "--config", cfgPath, "--new-password-file", pw("admin password"))
+	kura(t, "server", "passwd", "admin", "--config", cfgPath, "--new-password-file", secretFile(t, "admin password"))
 	kura(t, "server", "passwd", "otherteam", "--role", "restore", "--group", "other", "--config", cfgPath,
-		"--new-password-file", pw("team password"))
-	sp := &serverProc{t: t, args: []string{"--log-level", "info", "server", "--config", cfgPath}, state: state,
-		url: fmt.Sprintf("https://127.0.0.1:%d", port)}
-	sp.start()
-	t.Cleanup(func() {
-		sp.stop()
-		if t.Failed() {
-			t.Logf("server log:\n%s", tail(sp.log.String(), 8000))
-		}
-	})
+		"--new-password-file", secretFile(t, "team password"))
+	sp := launchServer(t, cfgPath, state, port)
 	ops := sp.token("admin", "admin password", config.RoleOperator)
 	if err := g.WaitAgent(ctx); err != nil {
 		t.Fatal(err)

@@ -53,6 +53,30 @@ func freePort(t *testing.T) int {
 
 // start runs "kura server" with args and waits until its API answers over
 // TLS verified against the certificate it generated.
+// launchServer starts kura server on cfgPath, stopped (its log shown when
+// the test failed) at the end of the test.
+func launchServer(t *testing.T, cfgPath, state string, port int) *serverProc {
+	sp := &serverProc{t: t, args: []string{"--log-level", "info", "server", "--config", cfgPath}, state: state,
+		url: fmt.Sprintf("https://127.0.0.1:%d", port)}
+	sp.start()
+	t.Cleanup(func() {
+		sp.stop()
+		if t.Failed() {
+			t.Logf("server log:\n%s", tail(sp.log.String(), 8000))
+		}
+	})
+	return sp
+}
+
+// secretFile writes s and a newline into a new file (a password file).
+func secretFile(t *testing.T, s string) string {
+	f := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(f, []byte(s+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func (sp *serverProc) start() {
 	t := sp.t
 	t.Helper()
@@ -242,27 +266,12 @@ groups:
 	if err := conf.Save(cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	pw := func(s string) string {
-		f := filepath.Join(t.TempDir(), "pw")
-		if err := os.WriteFile(f, []byte(s+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	kura(t, "server", "passwd", "admin", "--config", cfgPath, "--new-password-file", pw("admin password"))
+	kura(t, "server", "passwd", "admin", "--config", cfgPath, "--new-password-file", secretFile(t, "admin password"))
 	kura(t, "server", "passwd", "brokenteam", "--role", "restore", "--group", "broken", "--config", cfgPath,
-		"--new-password-file", pw("team password"))
+		"--new-password-file", secretFile(t, "team password"))
 	kura(t, "server", "check", "--config", cfgPath)
 
-	sp := &serverProc{t: t, args: []string{"--log-level", "info", "server", "--config", cfgPath}, state: state,
-		url: fmt.Sprintf("https://127.0.0.1:%d", port)}
-	sp.start()
-	t.Cleanup(func() {
-		sp.stop()
-		if t.Failed() {
-			t.Logf("server log:\n%s", tail(sp.log.String(), 8000))
-		}
-	})
+	sp := launchServer(t, cfgPath, state, port)
 	ops := sp.token("admin", "admin password", config.RoleOperator)
 	team := sp.token("brokenteam", "team password", "")
 	if err := g.WaitAgent(ctx); err != nil {

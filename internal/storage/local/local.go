@@ -155,20 +155,7 @@ func openObject(p string) (*os.File, os.FileInfo, error) {
 
 // Get reads the whole object.
 func (b *Backend) Get(ctx context.Context, name string) ([]byte, error) {
-	p, err := b.path(ctx, "get", name)
-	if err != nil {
-		return nil, err
-	}
-	f, fi, err := openObject(p)
-	if err != nil {
-		return nil, mapErr("get", name, err)
-	}
-	defer f.Close()
-	buf := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, buf); err != nil {
-		return nil, fmt.Errorf("local: get %q: %w", name, err)
-	}
-	return buf, nil
+	return b.GetBuffer(ctx, name, nil)
 }
 
 // GetBuffer reads the whole object into buf (storage.BufferGetter).
