@@ -285,6 +285,11 @@ func testInstantVerify(t *testing.T, tg InstantTarget) {
 	if img, err := png.Decode(bytes.NewReader(shot)); err != nil || img.Bounds().Dx() < 100 {
 		t.Fatalf("screenshot is not a PNG of a screen: %v", err)
 	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := h.Screenshot(cctx, name); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Screenshot with a cancelled context: %v, want context.Canceled", err)
+	}
 	// Its owner is gone: a leftover of the VM the point was taken of.
 	lo, err := tg.Connector.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{source}})
 	if err != nil {

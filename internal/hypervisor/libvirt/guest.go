@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
 	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
 
 	"github.com/kurabackup/kura/internal/hypervisor"
 )
@@ -154,7 +157,15 @@ func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, 
 		return nil, err
 	}
 	var buf bytes.Buffer
-	mime, err := c.lv.DomainScreenshot(d, &buf, 0, 0)
+	var mime golibvirt.OptString
+	err = c.streamCall(ctx, "screenshot of "+d.Name, func(lv *golibvirt.Libvirt) error {
+		var err error
+		mime, err = lv.DomainScreenshot(d, &buf, 0, 0)
+		return err
+	})
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return nil, err
+	}
 	// go-libvirt fails to decode the reply's mime type after the stream
 	// (an XDR EOF) although the image arrived whole: judge by the data.
 	if _, perr := png.Decode(bytes.NewReader(buf.Bytes())); perr == nil {

@@ -1,0 +1,87 @@
+package libvirt
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+)
+
+// Stream calls (a screenshot) run on a connection of their own. go-libvirt
+// can wedge a connection for good when a stream packet arrives after the
+// call that asked for it has returned (its reader routes the packet to a
+// caller that no longer listens, holding the lock every later call
+// needs): seen once in a boot verification, whose screenshot then waited
+// forever. On their own connection, such a call costs at most its timeout
+// and that connection.
+
+// streamTimeout bounds a stream call when its context has no deadline.
+const streamTimeout = 60 * time.Second
+
+// recordingDialer remembers the connection it dialed, so that a wedged
+// connection's socket can be closed without a goodbye call.
+type recordingDialer struct {
+	socket.Dialer
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+func (d *recordingDialer) Dial() (net.Conn, error) {
+	c, err := d.Dialer.Dial()
+	d.mu.Lock()
+	d.conn = c
+	d.mu.Unlock()
+	return c, err
+}
+
+// abandon closes the socket under a connection that cannot be closed
+// politely (its goroutines stay blocked; the file descriptor is freed).
+func (d *recordingDialer) abandon() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != nil {
+		_ = d.conn.Close()
+	}
+}
+
+// streamCall runs call on a new connection to the same daemon, giving up
+// when ctx ends.
+func (c *Connector) streamCall(ctx context.Context, what string, call func(*golibvirt.Libvirt) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, streamTimeout)
+		defer cancel()
+	}
+	lv, d := c.lv, (*recordingDialer)(nil)
+	if !c.remote {
+		// A remote connection's call runs on the shared connection:
+		// bounded in time all the same, but a wedge there stays.
+		d = &recordingDialer{Dialer: dialers.NewLocal(dialers.WithLocalTimeout(10 * time.Second))}
+		lv = golibvirt.NewWithDialer(d)
+		if err := lv.ConnectToURI(golibvirt.QEMUSystem); err != nil {
+			return fmt.Errorf("%s: connect to libvirt %s: %w", what, c.uri, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- call(lv) }()
+	select {
+	case err := <-done:
+		if d != nil {
+			_ = lv.Disconnect()
+		}
+		return err
+	case <-ctx.Done():
+		if d != nil {
+			d.abandon()
+		}
+		return fmt.Errorf("%s: libvirt's stream did not end: %w", what, context.Cause(ctx))
+	}
+}
