@@ -52,6 +52,8 @@ type Connector struct {
 	// remote is true for a libvirt on another host (qemu+tcp, qemu+ssh,
 	// qemu+tls): its files are reached through storage pools only.
 	remote bool
+	// aux carries calls that wait for a guest (stream.go).
+	aux auxConn
 }
 
 // Connect opens a connection to a libvirt daemon: qemu:///system (the local
@@ -94,6 +96,7 @@ func (c *Connector) Host(context.Context) (string, error) {
 
 // Close implements hypervisor.Connector.
 func (c *Connector) Close() error {
+	c.aux.close()
 	if err := c.lv.Disconnect(); err != nil {
 		return fmt.Errorf("disconnect from libvirt: %w", err)
 	}

@@ -121,7 +121,7 @@ func (c *Connector) describe(ctx context.Context, d golibvirt.Domain) (hyperviso
 		vm.Disks = append(vm.Disks, c.disk(ctx, d, vm.State, xd))
 	}
 	if vm.State == hypervisor.PowerOn {
-		vm.Addresses = c.addresses(d, vm.HasAgent)
+		vm.Addresses = c.addresses(ctx, d, vm.HasAgent)
 	}
 	if tags := domainTags(x); len(tags) > 0 {
 		vm.Attributes = map[string][]string{hypervisor.TagAttr: tags}
@@ -316,10 +316,20 @@ func stderrOf(err error) string {
 
 // addresses returns the guest's IP addresses from the agent, falling back
 // to the DHCP leases of libvirt networks. Failures yield no addresses.
-func (c *Connector) addresses(d golibvirt.Domain, agent bool) []string {
+func (c *Connector) addresses(ctx context.Context, d golibvirt.Domain, agent bool) []string {
 	var out []string
 	collect := func(src golibvirt.DomainInterfaceAddressesSource) {
-		ifs, err := c.lv.DomainInterfaceAddresses(d, uint32(src), 0)
+		var ifs []golibvirt.DomainInterface
+		var err error
+		if src == golibvirt.DomainInterfaceAddressesSrcAgent {
+			err = c.agentCall(ctx, "addresses of "+d.Name, func(lv *golibvirt.Libvirt) error {
+				var err error
+				ifs, err = lv.DomainInterfaceAddresses(d, uint32(src), 0)
+				return err
+			})
+		} else {
+			ifs, err = c.lv.DomainInterfaceAddresses(d, uint32(src), 0)
+		}
 		if err != nil {
 			c.log.Debug("interface addresses", "vm", d.Name, "source", src, "err", err)
 			return

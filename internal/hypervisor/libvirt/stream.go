@@ -85,3 +85,82 @@ func (c *Connector) streamCall(ctx context.Context, what string, call func(*goli
 		return fmt.Errorf("%s: libvirt's stream did not end: %w", what, context.Cause(ctx))
 	}
 }
+
+// Calls that wait for the guest (its agent) can block in libvirtd for as
+// long as the guest does not answer: forever when it was paused between
+// kura reading its state and asking (seen in CI: an instant VM paused when
+// the NBD server behind it was killed). go-libvirt cannot abandon a call on
+// a connection it keeps using, so such calls go through an auxiliary
+// connection, bounded in time, and a connection that timed out is dropped
+// (closing its socket fails the calls still waiting on it) and replaced on
+// the next call.
+
+// agentTimeout bounds one call that waits for a guest agent.
+const agentTimeout = 15 * time.Second
+
+// auxConn is the auxiliary connection of a Connector.
+type auxConn struct {
+	mu sync.Mutex
+	lv *golibvirt.Libvirt
+	d  *recordingDialer
+}
+
+// get returns the connection, dialing it when there is none.
+func (a *auxConn) get(uri string) (*golibvirt.Libvirt, *recordingDialer, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lv != nil {
+		return a.lv, a.d, nil
+	}
+	d := &recordingDialer{Dialer: dialers.NewLocal(dialers.WithLocalTimeout(10 * time.Second))}
+	lv := golibvirt.NewWithDialer(d)
+	if err := lv.ConnectToURI(golibvirt.QEMUSystem); err != nil {
+		return nil, nil, fmt.Errorf("connect to libvirt %s: %w", uri, err)
+	}
+	a.lv, a.d = lv, d
+	return lv, d, nil
+}
+
+// drop abandons the connection of dialer d if it is still the current one.
+func (a *auxConn) drop(d *recordingDialer) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.d == d {
+		a.lv, a.d = nil, nil
+	}
+	d.abandon()
+}
+
+// close disconnects the connection, if any.
+func (a *auxConn) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lv != nil {
+		_ = a.lv.Disconnect()
+		a.lv, a.d = nil, nil
+	}
+}
+
+// agentCall runs call, which waits for a guest, on the auxiliary
+// connection, giving up after agentTimeout or when ctx ends. A remote
+// connection's call runs on the shared connection, unbounded.
+func (c *Connector) agentCall(ctx context.Context, what string, call func(*golibvirt.Libvirt) error) error {
+	if c.remote {
+		return call(c.lv)
+	}
+	lv, d, err := c.aux.get(c.uri)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(lv) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		c.aux.drop(d)
+		return fmt.Errorf("%s: the guest did not answer: %w", what, context.Cause(ctx))
+	}
+}
