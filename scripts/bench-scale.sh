@@ -52,26 +52,8 @@ if ! skip memory; then
 	qemu-img convert -q -f raw -O qcow2 "$W/mem/disk.raw" "$IMG/disk.qcow2"
 	rm -f "$W/mem/disk.raw"
 	chown -R libvirt-qemu:kvm "$IMG" 2>/dev/null || true
-	cat >"$W/mem/vm.xml" <<XML
-<domain type='qemu'>
-  <name>$P</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$IMG/vmlinuz</kernel><initrd>$IMG/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' cache='none' discard='unmap'/>
-      <source file='$IMG/disk.qcow2'/><target dev='vda' bus='virtio'/>
-    </disk>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <serial type='file'><source path='$W/mem/console.log'/><target port='0'/></serial>
-    <video><model type='none'/></video><memballoon model='none'/>
-  </devices>
-</domain>
-XML
-	v define "$W/mem/vm.xml" >/dev/null
+	. scripts/bench-guest.sh
+	bench_define "$P" "$IMG/disk.qcow2" "$W/mem"
 	v start "$P" >/dev/null
 	sleep 15
 	export KURA_PASSWORD=bench KURA_REPO="$W/mem/repo" KURA_CATALOG="$W/mem/catalog.db"

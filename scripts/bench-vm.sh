@@ -73,28 +73,8 @@ qemu-img convert -q -f raw -O qcow2 "$W/fs.raw" "$IMG/fs.qcow2"
 rm -rf "$W/fs.raw" "$W/fsfiles"
 chown -R libvirt-qemu:kvm "$IMG" 2>/dev/null || true
 
-define() { # name disk
-	cat >"$W/$1.xml" <<XML
-<domain type='qemu'>
-  <name>$1</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$IMG/vmlinuz</kernel><initrd>$IMG/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' cache='none' discard='unmap'/>
-      <source file='$2'/><target dev='vda' bus='virtio'/>
-    </disk>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <serial type='file'><source path='$W/$1.console.log'/><target port='0'/></serial>
-    <video><model type='none'/></video><memballoon model='none'/>
-  </devices>
-</domain>
-XML
-	v define "$W/$1.xml" >/dev/null
-}
+. scripts/bench-guest.sh
+define() { bench_define "$1" "$2" "$W"; } # name disk
 for n in $vmnames; do
 	define "$P-$n" "$IMG/$n.qcow2"
 	v start "$P-$n" >/dev/null

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,16 +41,7 @@ func TestConsoleEndToEnd(t *testing.T) {
 	state := t.TempDir()
 	store := imageDir(t, env)
 	port := freePort(t)
-	cfgPath := filepath.Join(t.TempDir(), "kura.yaml")
-	cfg := fmt.Sprintf(`server:
-  listen: 127.0.0.1:%d
-  state_dir: %s
-repositories:
-  - {name: main, location: %s, password_file: %s}
-connections:
-  - {name: local, uri: "qemu:///system"}
-groups:
-  - name: web
+	cfgPath := writeServerConfig(t, port, state, c, fmt.Sprintf(`  - name: web
     selectors: ["name:%s"]
     retries: 0
     rpo: 1h
@@ -59,10 +49,7 @@ groups:
     restore: {storage: [%s]}
   - name: other
     selectors: ["name:%s-nothing-*"]
-`, port, state, c.repo, c.pwFile, g.Name(), store, g.Name())
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, g.Name(), store, g.Name()))
 	kura(t, "server", "passwd", "admin", "--config", cfgPath, "--new-password-file", secretFile(t, "admin password"))
 	kura(t, "server", "passwd", "otherteam", "--role", "restore", "--group", "other", "--config", cfgPath,
 		"--new-password-file", secretFile(t, "team password"))

@@ -68,6 +68,26 @@ func launchServer(t *testing.T, cfgPath, state string, port int) *serverProc {
 	return sp
 }
 
+// writeServerConfig writes a server configuration listening on port with
+// repository c and the local libvirt, and the groups given (YAML list
+// items), and returns its path.
+func writeServerConfig(t *testing.T, port int, state string, c *cliRepo, groups string) string {
+	p := filepath.Join(t.TempDir(), "kura.yaml")
+	cfg := fmt.Sprintf(`server:
+  listen: 127.0.0.1:%d
+  state_dir: %s
+repositories:
+  - {name: main, location: %s, password_file: %s}
+connections:
+  - {name: local, uri: "qemu:///system"}
+groups:
+`, port, state, c.repo, c.pwFile) + groups
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // secretFile writes s and a newline into a new file (a password file).
 func secretFile(t *testing.T, s string) string {
 	f := filepath.Join(t.TempDir(), "pw")
@@ -229,16 +249,7 @@ func TestServerEndToEnd(t *testing.T) {
 	state := t.TempDir()
 	store := imageDir(t, env)
 	port := freePort(t)
-	cfgPath := filepath.Join(t.TempDir(), "kura.yaml")
-	cfg := fmt.Sprintf(`server:
-  listen: 127.0.0.1:%d
-  state_dir: %s
-repositories:
-  - {name: main, location: %s, password_file: %s}
-connections:
-  - {name: local, uri: "qemu:///system"}
-groups:
-  - name: web
+	cfgPath := writeServerConfig(t, port, state, c, fmt.Sprintf(`  - name: web
     selectors: ["name:%s"]
     retries: 0
     rpo: 1h
@@ -248,10 +259,7 @@ groups:
   - name: broken
     selectors: ["name:%s"]
     retries: 0
-`, port, state, c.repo, c.pwFile, g.Name(), store, broken.Name())
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, g.Name(), store, broken.Name()))
 	// Failures of group broken go by e-mail (a real exim) and webhook.
 	exim := notifytest.StartExim(t, testenv.NeedTool(t, "exim4"))
 	hook := notifytest.NewReceiver(t, false)

@@ -49,6 +49,17 @@ func (d *recordingDialer) abandon() {
 	}
 }
 
+// dialLocal opens a connection of its own to the local daemon, with the
+// dialer that can close its socket.
+func dialLocal(uri string) (*golibvirt.Libvirt, *recordingDialer, error) {
+	d := &recordingDialer{Dialer: dialers.NewLocal(dialers.WithLocalTimeout(10 * time.Second))}
+	lv := golibvirt.NewWithDialer(d)
+	if err := lv.ConnectToURI(golibvirt.QEMUSystem); err != nil {
+		return nil, nil, fmt.Errorf("connect to libvirt %s: %w", uri, err)
+	}
+	return lv, d, nil
+}
+
 // streamCall runs call on a new connection to the same daemon, giving up
 // when ctx ends.
 func (c *Connector) streamCall(ctx context.Context, what string, call func(*golibvirt.Libvirt) error) error {
@@ -64,25 +75,36 @@ func (c *Connector) streamCall(ctx context.Context, what string, call func(*goli
 	if !c.remote {
 		// A remote connection's call runs on the shared connection:
 		// bounded in time all the same, but a wedge there stays.
-		d = &recordingDialer{Dialer: dialers.NewLocal(dialers.WithLocalTimeout(10 * time.Second))}
-		lv = golibvirt.NewWithDialer(d)
-		if err := lv.ConnectToURI(golibvirt.QEMUSystem); err != nil {
-			return fmt.Errorf("%s: connect to libvirt %s: %w", what, c.uri, err)
+		var err error
+		if lv, d, err = dialLocal(c.uri); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
+	ended, err := bounded(ctx, lv, call)
+	switch {
+	case d == nil:
+	case ended:
+		_ = lv.Disconnect()
+	default:
+		d.abandon()
+	}
+	if !ended {
+		return fmt.Errorf("%s: libvirt's stream did not end: %w", what, err)
+	}
+	return err
+}
+
+// bounded runs call on lv until it returns (ended: its error) or ctx ends
+// (not ended: the context's cause); the call then goes on in the
+// background until its connection is closed.
+func bounded(ctx context.Context, lv *golibvirt.Libvirt, call func(*golibvirt.Libvirt) error) (ended bool, err error) {
 	done := make(chan error, 1)
 	go func() { done <- call(lv) }()
 	select {
 	case err := <-done:
-		if d != nil {
-			_ = lv.Disconnect()
-		}
-		return err
+		return true, err
 	case <-ctx.Done():
-		if d != nil {
-			d.abandon()
-		}
-		return fmt.Errorf("%s: libvirt's stream did not end: %w", what, context.Cause(ctx))
+		return false, context.Cause(ctx)
 	}
 }
 
@@ -112,10 +134,9 @@ func (a *auxConn) get(uri string) (*golibvirt.Libvirt, *recordingDialer, error) 
 	if a.lv != nil {
 		return a.lv, a.d, nil
 	}
-	d := &recordingDialer{Dialer: dialers.NewLocal(dialers.WithLocalTimeout(10 * time.Second))}
-	lv := golibvirt.NewWithDialer(d)
-	if err := lv.ConnectToURI(golibvirt.QEMUSystem); err != nil {
-		return nil, nil, fmt.Errorf("connect to libvirt %s: %w", uri, err)
+	lv, d, err := dialLocal(uri)
+	if err != nil {
+		return nil, nil, err
 	}
 	a.lv, a.d = lv, d
 	return lv, d, nil
@@ -154,13 +175,10 @@ func (c *Connector) agentCall(ctx context.Context, what string, call func(*golib
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- call(lv) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
+	ended, err := bounded(ctx, lv, call)
+	if !ended {
 		c.aux.drop(d)
-		return fmt.Errorf("%s: the guest did not answer: %w", what, context.Cause(ctx))
+		return fmt.Errorf("%s: the guest did not answer: %w", what, err)
 	}
+	return err
 }
