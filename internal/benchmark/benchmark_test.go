@@ -28,7 +28,7 @@ func TestRunSmallImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Primitives) < 5 || len(res.Repository) != 3 {
+	if len(res.Primitives) < 5 || len(res.Repository) != 4 {
 		t.Fatalf("measurements missing: %+v", res)
 	}
 	for _, m := range append(res.Primitives, res.Repository...) {

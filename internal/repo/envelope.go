@@ -266,7 +266,9 @@ func (c *codec) sealWith(k compressor, dst []byte, t objType, name string, plain
 	}
 	dst = append(dst, make([]byte, body-start)...)
 	comp := byte(compNone)
-	if c.worthCompressing(plain, dst[body:]) {
+	// S2 gives up on incompressible input by itself at tens of GB/s: no
+	// samples needed.
+	if k == s2Block || c.worthCompressing(plain, dst[body:]) {
 		var kind byte
 		dst, kind = c.compress(k, dst, plain)
 		if kind != compNone && (len(dst)-body)*1000 < len(plain)*keepCompressedPermille {

@@ -9,6 +9,9 @@
 // are removed by CleanTemp. The first name segment "tmp" is therefore
 // reserved and rejected as an invalid object name.
 //
+// With Options.Direct, the bulk of objects of 1 MiB and more is written
+// with O_DIRECT, past the page cache (where the filesystem allows it).
+//
 // Out-of-space conditions (ENOSPC, EDQUOT) are reported as
 // storage.ErrNoSpace after removing the temporary file, so nothing is left
 // behind.
@@ -52,13 +55,20 @@ type Options struct {
 	Reserve int64
 	// ReserveFor says which objects may use the reserve.
 	ReserveFor func(name string) bool
+	// Direct writes the bulk of objects of 1 MiB and more (chunks) with
+	// O_DIRECT, past the page cache (where the filesystem allows it).
+	Direct bool
 }
 
 // Backend stores objects as files under a directory.
 type Backend struct {
-	dir   string
-	sync  bool // fsync each object
-	batch bool // syncfs on Sync
+	dir    string
+	sync   bool // fsync each object
+	batch  bool // syncfs on Sync
+	direct bool // O_DIRECT for large objects
+	// directOff is set once the filesystem refused O_DIRECT (tmpfs, some
+	// FUSE filesystems): objects are then written through the page cache.
+	directOff atomic.Bool
 
 	reserve        int64
 	reserveFor     func(string) bool
@@ -90,7 +100,7 @@ func OpenOptions(dir string, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("local: open %q: not a directory", abs)
 	}
 	b := &Backend{dir: abs, sync: !opts.NoSync && !opts.Batch, batch: opts.Batch && !opts.NoSync,
-		reserve: opts.Reserve, reserveFor: opts.ReserveFor}
+		direct: opts.Direct, reserve: opts.Reserve, reserveFor: opts.ReserveFor}
 	if b.reserve > 0 {
 		if _, err := os.Stat(b.reservePath()); err != nil {
 			b.reserveMissing.Store(true)

@@ -26,3 +26,13 @@ func TestConformanceNoSync(t *testing.T) {
 		return be
 	})
 }
+
+func TestConformanceDirect(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Backend {
+		be, err := OpenOptions(t.TempDir(), Options{Batch: true, Direct: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return be
+	})
+}

@@ -55,7 +55,7 @@ func (b *Backend) writeTemp(data []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, err = f.Write(data)
+	err = b.writeData(f, data)
 	switch {
 	case err != nil:
 	case b.sync:

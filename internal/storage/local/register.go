@@ -29,7 +29,7 @@ func openLocation(_ context.Context, dir string, opts storage.OpenOptions) (stor
 	} else if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("no kura repository at %s: %w (run kura repo init)", dir, err)
 	}
-	o := Options{Batch: true}
+	o := Options{Batch: true, Direct: true}
 	if opts.ReserveFor != nil {
 		o.Reserve, o.ReserveFor = DefaultReserve, opts.ReserveFor
 	}
