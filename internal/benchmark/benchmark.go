@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/engine"
 	"github.com/kurabackup/kura/internal/procinfo"
 	"github.com/kurabackup/kura/internal/repo"
@@ -125,14 +125,22 @@ func primitives() ([]Throughput, error) {
 	text := make([]byte, size)
 	Image{Size: 2 * size, Seed: 1}.fill(text, size)
 	const d = 300 * time.Millisecond
-	out := []Throughput{
-		measure("sha256", size, d, func() { sha256.Sum256(random) }),
-		measure("sha256-keyed (hmac)", size, d, func() {
-			h := hmac.New(sha256.New, random[:32])
-			h.Write(random)
-			h.Sum(nil)
-		}),
+	var ids []Throughput
+	mk, err := crypto.MasterKeyFromBytes(random[:crypto.MasterSize])
+	if err != nil {
+		return nil, err
 	}
+	for _, h := range []struct {
+		name string
+		id   crypto.IDHash
+	}{{"sha256-keyed (hmac), ids of format 1-2", crypto.HMACSHA256}, {"blake3-keyed, ids of format 3", crypto.BLAKE3}} {
+		dg, err := crypto.NewDigester(h.id, mk)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, measure(h.name, size, d, func() { dg.Digest(random) }))
+	}
+	out := append([]Throughput{measure("sha256", size, d, func() { sha256.Sum256(random) })}, ids...)
 	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err

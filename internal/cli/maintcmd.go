@@ -251,7 +251,8 @@ func printGC(a *App, rep *repo.GCReport) {
 func printInfo(a *App, location string, in *repo.Info) {
 	a.out("repository   %s", in.Config.ID)
 	a.out("location     %s", location)
-	a.out("format       version %d, chunk size %s, encrypted %v", in.Config.Version, fmtBytes(int64(in.Config.ChunkSize)), in.Config.Encrypted)
+	a.out("format       version %d, chunk size %s, encrypted %v, compression %s, ids %s", in.Config.Version,
+		fmtBytes(int64(in.Config.ChunkSize)), in.Config.Encrypted, in.Config.Compression, in.Config.IDHash())
 	a.out("points       %d", in.Points)
 	a.out("chunks       %d (%s)", in.Chunks, fmtBytes(in.ChunkBytes))
 	a.out("stored       %s in all", fmtBytes(in.StoredBytes))

@@ -63,8 +63,8 @@ func (a *App) repoInitCommand() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(cfg)
 			}
-			a.out("created kura repository %s at %s (format version %d, chunk size %s, encryption %v, compression %s)",
-				cfg.ID, be.Location(), cfg.Version, fmtBytes(int64(cfg.ChunkSize)), cfg.Encrypted, cfg.Compression)
+			a.out("created kura repository %s at %s (format version %d, chunk size %s, encryption %v, compression %s, ids %s)",
+				cfg.ID, be.Location(), cfg.Version, fmtBytes(int64(cfg.ChunkSize)), cfg.Encrypted, cfg.Compression, cfg.IDHash())
 			if cfg.CopyOf != "" {
 				a.out("copy of repository %s: same chunk size and keys, opened by the same passphrases", cfg.CopyOf)
 			}
@@ -82,7 +82,7 @@ func (a *App) repoInitCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&plain, "no-encryption", false, "store data unencrypted (digests unkeyed); not recommended")
 	cmd.Flags().StringVar(&copyOf, "copy-of", "", "make the repository a copy of this one (same chunk size and keys), the destination of kura copy")
 	cmd.Flags().Float64Var(&immutableDays, "immutable", 0, "lock every object of a point for DAYS after it (S3 bucket with Object Lock, compliance mode)")
-	cmd.Flags().IntVar(&version, "format-version", 0, fmt.Sprintf("repository format version (default %d; 1 for kura releases that read only version 1: zstd only)", repo.CurrentVersion))
+	cmd.Flags().IntVar(&version, "format-version", 0, fmt.Sprintf("repository format version (default %d: S2 and BLAKE3 ids; 2 for kura releases that read up to version 2: HMAC-SHA256 ids; 1 for those that read only version 1: zstd only)", repo.CurrentVersion))
 	cmd.Flags().Float64Var(&slackDays, "immutable-slack", 0, "lock objects this many DAYS longer, so points within that time extend nothing (default: a quarter of --immutable, at most 7)")
 	return cmd
 }

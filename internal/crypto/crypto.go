@@ -1,7 +1,8 @@
 // Package crypto holds kura's cryptographic primitives: the repository
-// master key (an AES-256-GCM encryption key and an HMAC-SHA256 key used to
-// name chunks), passphrase wrapping of that key with argon2id (key files),
-// and authenticated sealing of object payloads.
+// master key (an AES-256-GCM encryption key and a mac key that names
+// chunks through an IDHash, HMAC-SHA256 or keyed BLAKE3), passphrase
+// wrapping of that key with argon2id (key files), and authenticated
+// sealing of object payloads.
 //
 // Nothing here knows about object names or repository layout; the repo
 // package decides what is sealed with which associated data.
@@ -10,22 +11,18 @@ package crypto
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
-	"sync"
 )
 
 // Sizes of the primitives.
 const (
-	KeySize      = 32 // AES-256 key and HMAC key
+	KeySize      = 32 // AES-256 key and mac key
 	MasterSize   = 2 * KeySize
 	NonceSize    = 12
 	TagSize      = 16
-	DigestSize   = sha256.Size
+	DigestSize   = 32
 	SealOverhead = NonceSize + TagSize
 )
 
@@ -41,7 +38,7 @@ var (
 )
 
 // MasterKey is the repository secret: 32 bytes of AES-256-GCM key followed
-// by 32 bytes of HMAC-SHA256 key for chunk digests.
+// by 32 bytes of mac key for chunk digests (Digester).
 type MasterKey struct {
 	Enc [KeySize]byte
 	MAC [KeySize]byte
@@ -74,11 +71,10 @@ func (mk *MasterKey) Bytes() []byte {
 	return append(out, mk.MAC[:]...)
 }
 
-// Keys is a ready-to-use master key: an AEAD and a pool of HMAC states.
-// It is safe for concurrent use.
+// Keys is a ready-to-use encryption key: an AEAD. It is safe for
+// concurrent use.
 type Keys struct {
 	aead cipher.AEAD
-	macs sync.Pool
 }
 
 // NewKeys prepares mk for use.
@@ -91,20 +87,7 @@ func NewKeys(mk *MasterKey) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gcm: %w", err)
 	}
-	macKey := mk.MAC
-	k := &Keys{aead: aead}
-	k.macs.New = func() any { return hmac.New(sha256.New, macKey[:]) }
-	return k, nil
-}
-
-// Digest returns HMAC-SHA256(macKey, data).
-func (k *Keys) Digest(data []byte) (d [DigestSize]byte) {
-	h := k.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write(data)
-	h.Sum(d[:0])
-	k.macs.Put(h)
-	return d
+	return &Keys{aead: aead}, nil
 }
 
 // Seal appends nonce ‖ ciphertext ‖ tag of plaintext to dst, using a fresh
@@ -152,7 +135,3 @@ func (k *Keys) Open(dst, sealed, aad []byte) ([]byte, error) {
 	}
 	return out, nil
 }
-
-// PlainDigest returns SHA-256(data), the chunk digest of unencrypted
-// repositories.
-func PlainDigest(data []byte) [DigestSize]byte { return sha256.Sum256(data) }

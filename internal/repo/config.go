@@ -4,18 +4,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/kurabackup/kura/internal/crypto"
 )
 
 // Format versions. A kura reads repositories whose version is in
 // [MinReadVersion, MaxReadVersion] and writes into those in
 // [MinWriteVersion, MaxWriteVersion]. New repositories get CurrentVersion.
-// Version 2 adds S2 chunk payloads (envelope compression 2) to version 1.
+// Version 2 adds S2 chunk payloads (envelope compression 2) to version 1;
+// version 3 adds BLAKE3 ids (config chunk_id "blake3") to version 2.
 const (
-	CurrentVersion  = 2
+	CurrentVersion  = 3
 	MinReadVersion  = 1
-	MaxReadVersion  = 2
+	MaxReadVersion  = 3
 	MinWriteVersion = 1
-	MaxWriteVersion = 2
+	MaxWriteVersion = 3
 )
 
 // Config compression values: the codecs a repository's envelopes may use.
@@ -59,8 +62,11 @@ type Config struct {
 	// (S3 Object Lock); see Immutability.
 	Immutable *Immutability `json:"immutable,omitempty"`
 	// CopyOf is the id of the repository this one was initialised as a
-	// copy of (same chunk size and master key).
+	// copy of (same chunk size, id hash and master key).
 	CopyOf string `json:"copy_of,omitempty"`
+	// ChunkID names the id hash (spec §4): "blake3" (format version 3),
+	// or absent for HMAC-SHA256.
+	ChunkID string `json:"chunk_id,omitempty"`
 
 	// Encrypted is derived from Encryption.
 	Encrypted bool `json:"-"`
@@ -78,7 +84,26 @@ func (c Config) canonical() []byte {
 	if c.CopyOf != "" {
 		out = fmt.Appendf(out, "copy_of=%s\n", c.CopyOf)
 	}
+	if c.ChunkID != "" {
+		out = fmt.Appendf(out, "chunk_id=%s\n", c.ChunkID)
+	}
 	return out
+}
+
+// IDHash is the function that names the repository's chunks and indexes.
+func (c Config) IDHash() crypto.IDHash {
+	if c.ChunkID == "" {
+		return crypto.HMACSHA256
+	}
+	return crypto.IDHash(c.ChunkID)
+}
+
+// chunkIDOf is the id hash of a new repository of a version.
+func chunkIDOf(version int) string {
+	if version >= 3 {
+		return string(crypto.BLAKE3)
+	}
+	return ""
 }
 
 // encrypted reports whether the repository encrypts its objects.
@@ -110,6 +135,9 @@ func decodeConfig(data []byte) (Config, error) {
 	case c.Compression == compressionZstdS2 && c.Version >= 2:
 	default:
 		return c, corrupt(configName, "compression %q is not valid in format version %d", c.Compression, c.Version)
+	}
+	if c.ChunkID != "" && (c.ChunkID != string(crypto.BLAKE3) || c.Version < 3) {
+		return c, corrupt(configName, "chunk id %q is not valid in format version %d", c.ChunkID, c.Version)
 	}
 	if len(c.ID) != 32 {
 		return c, corrupt(configName, "repository id %q is not 32 hex digits", c.ID)

@@ -72,9 +72,10 @@ type CopyReport struct {
 }
 
 // SameKeys reports whether chunks of src are valid, byte for byte, in dst:
-// same chunk size and encryption, and the same master key.
+// same chunk size, encryption and id hash, and the same master key.
 func SameKeys(src, dst *Repository) bool {
-	if src.cfg.ChunkSize != dst.cfg.ChunkSize || src.cfg.Encrypted != dst.cfg.Encrypted {
+	if src.cfg.ChunkSize != dst.cfg.ChunkSize || src.cfg.Encrypted != dst.cfg.Encrypted ||
+		src.cfg.IDHash() != dst.cfg.IDHash() {
 		return false
 	}
 	if src.mk == nil {

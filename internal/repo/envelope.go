@@ -107,6 +107,7 @@ const (
 // codec seals and opens envelopes. It is safe for concurrent use.
 type codec struct {
 	keys *crypto.Keys // nil: unencrypted repository
+	ids  *crypto.Digester
 	// s2 allows S2 payloads (format version 2): written when fastest,
 	// accepted when read.
 	s2   bool
@@ -128,9 +129,10 @@ func newEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return enc, nil
 }
 
-// newCodec makes the codec of a repository; withS2 for format version 2
+// newCodec makes the codec of a repository: its keys (nil when
+// unencrypted), its ids and withS2 for format version 2 and later
 // repositories (config compression "zstd+s2").
-func newCodec(keys *crypto.Keys, withS2 bool) (*codec, error) {
+func newCodec(keys *crypto.Keys, ids *crypto.Digester, withS2 bool) (*codec, error) {
 	enc, err := newEncoder(CompressionLevel)
 	if err != nil {
 		return nil, err
@@ -144,7 +146,7 @@ func newCodec(keys *crypto.Keys, withS2 bool) (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{keys: keys, s2: withS2, enc: enc, fast: fast, dec: dec}, nil
+	return &codec{keys: keys, ids: ids, s2: withS2, enc: enc, fast: fast, dec: dec}, nil
 }
 
 // compressor returns how a chunk is compressed: mode, and for
@@ -218,13 +220,9 @@ func (c *codec) close() {
 	c.dec.Close()
 }
 
-// digest names plaintext: keyed when encrypted.
-func (c *codec) digest(p []byte) Digest {
-	if c.keys != nil {
-		return c.keys.Digest(p)
-	}
-	return crypto.PlainDigest(p)
-}
+// digest names plaintext with the repository's id hash: keyed when
+// encrypted.
+func (c *codec) digest(p []byte) Digest { return c.ids.Digest(p) }
 
 // worthCompressing guesses from three small samples whether a large buffer
 // compresses at all, so incompressible data skips a full zstd pass.

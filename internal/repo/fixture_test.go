@@ -15,7 +15,7 @@ import (
 )
 
 // The repositories in testdata/vN were written by format version N (v2
-// with S2 chunks). Every future kura must open them and read their point
+// with S2 chunks, v3 with S2 chunks and BLAKE3 ids). Every future kura must open them and read their point
 // back byte for byte. Write only the fixture of a new format version, into
 // a new directory, never an existing one again:
 // KURA_WRITE_FIXTURE=N go test -run TestFixtures ./internal/repo/
@@ -38,7 +38,7 @@ func fixtureImage() []byte {
 }
 
 func TestFixtures(t *testing.T) {
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testFixture(t, v) })
 	}
 }
@@ -59,10 +59,11 @@ func testFixture(t *testing.T, version int) {
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
-		if version == 2 && countComp(t, be, compS2) == 0 {
-			t.Errorf("%s: no s2 chunk in the version 2 fixture", kind)
+		if version >= 2 && countComp(t, be, compS2) == 0 {
+			t.Errorf("%s: no s2 chunk in the version %d fixture", kind, version)
 		}
-		if c := r.Config(); c.Version != version || c.ChunkSize != 64<<10 || c.Encrypted != (kind == "encrypted") {
+		if c := r.Config(); c.Version != version || c.ChunkSize != 64<<10 || c.Encrypted != (kind == "encrypted") ||
+			(c.ChunkID == "blake3") != (version == 3) {
 			t.Errorf("%s config: %+v", kind, c)
 		}
 		ps, err := r.ListPoints(ctx)

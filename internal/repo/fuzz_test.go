@@ -52,9 +52,7 @@ func FuzzDecodeManifest(f *testing.F) {
 
 func FuzzOpenEnvelope(f *testing.F) {
 	mk, _ := crypto.MasterKeyFromBytes(bytes.Repeat([]byte{7}, 64))
-	keys, _ := crypto.NewKeys(mk)
-	encC, _ := newCodec(keys, true)
-	plainC, _ := newCodec(nil, true)
+	encC, plainC := testCodec(mk, true), testCodec(nil, true)
 	for _, c := range []*codec{encC, plainC} {
 		for _, p := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte("abc"), 5000)} {
 			for _, k := range []compressor{zstdDefault, s2Block} {
@@ -82,13 +80,15 @@ func FuzzOpenEnvelope(f *testing.F) {
 func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte(`{"magic":"kura-repository","version":1,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd"}`))
 	f.Add([]byte(`{"magic":"kura-repository","version":2,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd+s2"}`))
+	f.Add([]byte(`{"magic":"kura-repository","version":3,"id":"0123456789abcdef0123456789abcdef","chunk_size":4194304,"encryption":"none","compression":"zstd+s2","chunk_id":"blake3"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := decodeConfig(b)
 		if err != nil {
 			return
 		}
 		if c.Version > MaxReadVersion || c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize ||
-			(c.Compression == compressionZstdS2 && c.Version < 2) {
+			(c.Compression == compressionZstdS2 && c.Version < 2) ||
+			(c.ChunkID != "" && (c.Version < 3 || c.IDHash() != crypto.BLAKE3)) {
 			t.Fatalf("accepted bad config %+v", c)
 		}
 	})
@@ -96,9 +96,7 @@ func FuzzDecodeConfig(f *testing.F) {
 
 func TestEnvelopeTamper(t *testing.T) {
 	mk, _ := crypto.NewMasterKey()
-	keys, _ := crypto.NewKeys(mk)
-	encC, _ := newCodec(keys, false)
-	plainC, _ := newCodec(nil, false)
+	encC, plainC := testCodec(mk, false), testCodec(nil, false)
 	data := bytes.Repeat([]byte("compressible text "), 10000)
 	for _, c := range []*codec{encC, plainC} {
 		env, err := c.seal(nil, typeChunk, "chunks/aa/a", data)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/kurabackup/kura/internal/crypto"
 	"github.com/kurabackup/kura/internal/storage"
 	"github.com/kurabackup/kura/internal/storage/mem"
 )
@@ -128,4 +129,15 @@ func randomBytes(seed uint64, n int) []byte {
 		b[i] = byte(rng.Uint32())
 	}
 	return b
+}
+
+// testCodec is a codec keyed with mk (nil: unencrypted) naming with BLAKE3.
+func testCodec(mk *crypto.MasterKey, withS2 bool) *codec {
+	var keys *crypto.Keys
+	if mk != nil {
+		keys, _ = crypto.NewKeys(mk)
+	}
+	ids, _ := crypto.NewDigester(crypto.BLAKE3, mk)
+	c, _ := newCodec(keys, ids, withS2)
+	return c
 }

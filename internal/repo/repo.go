@@ -125,7 +125,17 @@ func Init(ctx context.Context, be storage.Backend, opts InitOptions) (*Repositor
 		return nil, fmt.Errorf("format version %d: this kura creates versions %d to %d", version, MinWriteVersion, MaxWriteVersion)
 	}
 	cfg := Config{Magic: configMagic, Version: version, ID: randomHex(16), ChunkSize: cs,
-		Encryption: "none", Compression: compressionOf(version), Created: time.Now().UTC().Truncate(time.Second)}
+		Encryption: "none", Compression: compressionOf(version), ChunkID: chunkIDOf(version),
+		Created: time.Now().UTC().Truncate(time.Second)}
+	if src := opts.CopyOf; src != nil {
+		// A copy names its chunks as its source does: they are copied
+		// byte for byte.
+		if src.cfg.ChunkID != "" && version < 3 {
+			return nil, fmt.Errorf("format version %d: %s names its chunks with %s, which needs format version 3 or later",
+				version, src.be.Location(), src.cfg.ChunkID)
+		}
+		cfg.ChunkID = src.cfg.ChunkID
+	}
 	if opts.Immutable > 0 {
 		if _, err := retainer(ctx, be); err != nil {
 			return nil, err
@@ -206,7 +216,11 @@ func (r *Repository) setup(opts OpenOptions) error {
 			return err
 		}
 	}
-	c, err := newCodec(keys, r.cfg.Compression == compressionZstdS2)
+	ids, err := crypto.NewDigester(r.cfg.IDHash(), r.mk)
+	if err != nil {
+		return err
+	}
+	c, err := newCodec(keys, ids, r.cfg.Compression == compressionZstdS2)
 	if err != nil {
 		return err
 	}

@@ -14,12 +14,10 @@ import (
 // S2 payloads (format version 2): sealed when fastest, opened byte for
 // byte, authenticated like zstd ones, and refused by a version 1 codec.
 func TestEnvelopeS2(t *testing.T) {
-	mk, _ := crypto.NewMasterKey()
-	keys, _ := crypto.NewKeys(mk)
+	key, _ := crypto.NewMasterKey()
 	text := bytes.Repeat([]byte("compressible text, with a little variety 0123456789 "), 80000)
-	for _, keys := range []*crypto.Keys{keys, nil} {
-		c, _ := newCodec(keys, true)
-		v1, _ := newCodec(keys, false)
+	for _, mk := range []*crypto.MasterKey{key, nil} {
+		c, v1 := testCodec(mk, true), testCodec(mk, false)
 		if k := c.compressor(CompressAuto, true); k != s2Block {
 			t.Fatalf("auto while CPU bound: %v, want s2", k)
 		}
@@ -63,29 +61,50 @@ func TestEnvelopeS2(t *testing.T) {
 // chunks re-sealed by a raw copy.
 func TestFormatVersions(t *testing.T) {
 	ctx := context.Background()
-	v2, err := Init(ctx, mem.New(), InitOptions{ChunkSize: testCS})
+	v3, err := Init(ctx, mem.New(), InitOptions{ChunkSize: testCS, Password: "pw", Encrypt: true, KDF: cheapKDF})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := v2.Config(); c.Version != 2 || c.Compression != "zstd+s2" {
-		t.Fatalf("new repository: version %d, compression %q", c.Version, c.Compression)
+	if c := v3.Config(); c.Version != 3 || c.Compression != "zstd+s2" || c.ChunkID != "blake3" {
+		t.Fatalf("new repository: version %d, compression %q, chunk id %q", c.Version, c.Compression, c.ChunkID)
 	}
-	if _, err := Init(ctx, mem.New(), InitOptions{Version: 3}); err == nil {
-		t.Fatal("version 3 created")
+	if _, err := Init(ctx, mem.New(), InitOptions{Version: 4}); err == nil {
+		t.Fatal("version 4 created")
+	}
+	if _, err := Init(ctx, mem.New(), InitOptions{CopyOf: v3, Version: 2}); err == nil {
+		t.Fatal("a version 2 copy of a repository with BLAKE3 ids")
+	}
+	v2be := mem.New()
+	v2, err := Init(ctx, v2be, InitOptions{ChunkSize: testCS, Version: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := v2.Config(); c.Version != 2 || c.Compression != "zstd+s2" || c.ChunkID != "" {
+		t.Fatalf("version 2 repository: %+v", c)
 	}
 	v1be := mem.New()
 	v1, err := Init(ctx, v1be, InitOptions{CopyOf: v2, Version: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := v1.Config(); c.Version != 1 || c.Compression != "zstd" {
-		t.Fatalf("version 1 repository: version %d, compression %q", c.Version, c.Compression)
+	if c := v1.Config(); c.Version != 1 || c.Compression != "zstd" || c.ChunkID != "" {
+		t.Fatalf("version 1 repository: %+v", c)
 	}
 	img := testImage(5, 3*testCS)
-	v2.opts.Compression, v1.opts.Compression = CompressFastest, CompressFastest
+	v3.opts.Compression, v2.opts.Compression, v1.opts.Compression = CompressFastest, CompressFastest, CompressFastest
+	m3, _ := writePoint(t, v3, DiskSource{Reader: bytes.NewReader(img), Size: int64(len(img))})
+	// Version 3 names a chunk by the keyed BLAKE3 of its plaintext.
+	ids, _ := crypto.NewDigester(crypto.BLAKE3, v3.mk)
+	if _, err := v3.be.Stat(ctx, chunkName(Digest(ids.Digest(img[:testCS])))); err != nil {
+		t.Fatalf("chunk not named by keyed BLAKE3: %v", err)
+	}
 	m, _ := writePoint(t, v2, DiskSource{Reader: bytes.NewReader(img), Size: int64(len(img))})
-	if n := countComp(t, v2.be, compS2); n == 0 {
+	if n := countComp(t, v2be, compS2); n == 0 {
 		t.Fatal("fastest wrote no s2 chunk into a version 2 repository")
+	}
+	plain, _ := crypto.NewDigester(crypto.HMACSHA256, nil)
+	if _, err := v2be.Stat(ctx, chunkName(Digest(plain.Digest(img[:testCS])))); err != nil {
+		t.Fatalf("version 2 chunk not named by SHA-256: %v", err)
 	}
 	other := testImage(6, 2*testCS)
 	m1, _ := writePoint(t, v1, DiskSource{Reader: bytes.NewReader(other), Size: int64(len(other))})
@@ -99,9 +118,58 @@ func TestFormatVersions(t *testing.T) {
 	if n := countComp(t, v1be, compS2); n != 0 {
 		t.Fatalf("raw copy put %d s2 chunks into a version 1 repository", n)
 	}
+	// A version 3 copy of a version 2 repository keeps its id hash, and
+	// takes its chunks raw.
+	v3c, err := Init(ctx, mem.New(), InitOptions{CopyOf: v2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := v3c.Config(); c.Version != 3 || c.ChunkID != "" {
+		t.Fatalf("version 3 copy of version 2: %+v", c)
+	}
+	if rep, err := Copy(ctx, v2, v3c, CopyOptions{Points: []string{m.ID}, Verify: true}); err != nil || !rep.Raw {
+		t.Fatalf("copy into the version 3 copy: %v (raw %v)", err, rep != nil && rep.Raw)
+	}
+	readBack(t, v3c, m.ID, img)
+	// Other keys and id hash: the copy re-chunks.
+	rep, err = Copy(ctx, v3, v2, CopyOptions{Points: []string{m3.ID}, Verify: true})
+	if err != nil || rep.Raw {
+		t.Fatalf("copy from version 3: %v (raw %v)", err, rep != nil && rep.Raw)
+	}
 	readBack(t, v1, m.ID, img)
 	readBack(t, v1, m1.ID, other)
 	readBack(t, v2, m.ID, img)
+	readBack(t, v2, m3.ID, img)
+	readBack(t, v3, m3.ID, img)
+}
+
+// A version 3 config names its id hash, authenticated by the config's mac:
+// removed, the repository does not open; in version 2 it is corrupt.
+func TestConfigChunkID(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	if _, err := Init(ctx, be, InitOptions{ChunkSize: testCS, Password: "pw", Encrypt: true, KDF: cheapKDF}); err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := be.Get(ctx, configName)
+	edit := func(from, to string) {
+		t.Helper()
+		if err := be.Put(ctx, configName, bytes.Replace(orig, []byte(from), []byte(to), 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(`"chunk_id": "blake3"`, `"chunk_id": ""`)
+	if _, err := Open(ctx, be, "pw", OpenOptions{}); !errors.Is(err, ErrConfigChanged) {
+		t.Errorf("chunk id removed: %v, want ErrConfigChanged", err)
+	}
+	edit(`"version": 3`, `"version": 2`)
+	if _, err := Open(ctx, be, "pw", OpenOptions{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("blake3 in version 2: %v, want ErrCorrupt", err)
+	}
+	edit(`"chunk_id": "blake3"`, `"chunk_id": "md5"`)
+	if _, err := Open(ctx, be, "pw", OpenOptions{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("unknown chunk id: %v, want ErrCorrupt", err)
+	}
 }
 
 // countComp counts the chunks of a backend stored with compression comp.
