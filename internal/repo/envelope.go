@@ -70,10 +70,10 @@ type Compression string
 // Compression modes.
 const (
 	// CompressAuto (the default) compresses a chunk with the fastest codec
-	// the repository allows (S2 in format version 2, zstd level 1 in
-	// version 1) while chunks read are waiting for a CPU (the backup is CPU
-	// bound), and with zstd at CompressionLevel while the CPUs wait for
-	// data.
+	// the repository allows (S2 from format version 2, zstd level 1 in
+	// version 1) while the backup is CPU bound (chunks read wait for a
+	// CPU, or the machine has less than half a CPU idle), and with zstd at
+	// CompressionLevel while the CPUs wait for data.
 	CompressAuto Compression = "auto"
 	// CompressFastest always uses the fastest codec the repository allows.
 	CompressFastest Compression = "fastest"

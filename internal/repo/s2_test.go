@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/kurabackup/kura/internal/crypto"
@@ -191,4 +192,29 @@ func countComp(t *testing.T, be storage.Backend, comp byte) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// CompressAuto takes the fastest codec when the CPUs are what the backup
+// waits for: windows queued, half the CPUs storing, or little idle CPU on
+// the machine; zstd level 3 when the CPUs wait for the reads.
+func TestAutoCPUBound(t *testing.T) {
+	w := &Writer{}
+	few := 0.5 / float64(runtime.NumCPU())
+	for _, c := range []struct {
+		queued, storing int
+		idle            float64
+		want            bool
+	}{
+		{0, 1, 0.9, false},
+		{0, 1, -1, false}, // idle unknown: the pipeline alone decides
+		{0, 1, few * 0.9, true},
+		{0, 1, few * 1.1, false},
+		{1, 1, 0.9, true},
+		{0, max(1, maxProcs()/2) + 1, 0.9, true},
+	} {
+		w.idle = func() float64 { return c.idle }
+		if got := w.cpuBound(c.queued, c.storing); got != c.want {
+			t.Errorf("queued %d, storing %d, idle %.2f: cpu bound %v, want %v", c.queued, c.storing, c.idle, got, c.want)
+		}
+	}
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kurabackup/kura/internal/lock"
+	"github.com/kurabackup/kura/internal/procinfo"
 	"github.com/kurabackup/kura/internal/storage"
 )
 
@@ -62,7 +64,8 @@ type Writer struct {
 	// by concurrent WriteDisk calls.
 	plain, envs *bufPool
 	compression Compression
-	storing     atomic.Int32 // windows being hashed, compressed and sealed
+	storing     atomic.Int32   // windows being hashed, compressed and sealed
+	idle        func() float64 // the machine's idle CPU share lately (procinfo.IdleSampler)
 }
 
 // SetCompression chooses how the chunks this writer stores are compressed
@@ -116,7 +119,7 @@ func (r *Repository) NewWriter(ctx context.Context, purpose string) (*Writer, er
 	cs, workers := r.cfg.ChunkSize, r.workers()
 	w := &Writer{r: r, lk: lk, seen: make(map[Digest]struct{}),
 		plain: newBufPool(cs, fetchReaders+workers),
-		envs:  newBufPool(envBufSize(cs), workers)}
+		envs:  newBufPool(envBufSize(cs), workers), idle: procinfo.NewIdleSampler(idlePeriod).Idle}
 	w.SetCompression(r.opts.Compression)
 	if c, ok := r.be.(storage.Counter); ok {
 		w.reqs = c.Requests()
@@ -331,10 +334,8 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 					w.plain.put(win.buf)
 					continue
 				}
-				// Windows queued behind this one, or half the CPUs
-				// busy storing: the CPUs are what the backup waits for.
 				busy := w.storing.Add(1)
-				cpuBound := len(ready) > 0 || int(busy) > max(1, maxProcs()/2)
+				cpuBound := w.cpuBound(len(ready), int(busy))
 				err := w.store(ctx, win.buf[:win.b-win.a], &x.Digests[win.i], ws, cpuBound, func() {
 					w.storing.Add(-1)
 					w.plain.put(win.buf)
@@ -410,6 +411,22 @@ func (w *Writer) WriteDisk(ctx context.Context, src DiskSource, progress func(do
 	id, stored, err := w.putIndex(ctx, x)
 	st.BytesStored += stored
 	return id, st, err
+}
+
+// idlePeriod is how often a writer samples the machine's idle CPU time.
+const idlePeriod = 100 * time.Millisecond
+
+// cpuBound says whether the CPUs are what a backup waits for, so that
+// CompressAuto takes the fastest codec: windows are queued behind this
+// one, half the CPUs are busy storing, or the machine had less than half
+// a CPU idle lately (a hypervisor's NBD export, other backups or other
+// work compete for it: reads are then slow because the CPUs are busy).
+func (w *Writer) cpuBound(queued, storing int) bool {
+	if queued > 0 || storing > max(1, maxProcs()/2) {
+		return true
+	}
+	idle := w.idle()
+	return idle >= 0 && idle < 0.5/float64(runtime.NumCPU())
 }
 
 func hasUnchanged(exts []Extent) bool {
