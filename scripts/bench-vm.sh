@@ -86,7 +86,7 @@ for i in $(seq 1 60); do # and settle: TCG boots keep the CPUs busy for a while
 	sleep 2
 done
 
-declare -A T S L M
+declare -A T S L M R
 now() { date +%s.%N; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 timeit() { # key command...
@@ -128,16 +128,18 @@ for f in "$IMG"/*.qcow2; do cat "$f" >/dev/null; done
 qemu-img convert -U -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
 rm -f "$W/copy.raw"
 
-timeit qemu-img qemu-img convert -U -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
-rm -f "$W/copy.raw"
-# The same copy made durable, as every kura time is (its repository synced).
-timeit qemu-img-sync sh -c "qemu-img convert -U -f qcow2 -O raw '$IMG/kura.qcow2' '$W/copy.raw' && sync"
-rm -f "$W/copy.raw"
-# The same copy past the page cache (-t none: O_DIRECT), as kura writes its
-# chunks: on this VM, page-cache pages that were not freed just before
-# cost about 3 ns per byte to fill (the host takes freed guest memory back).
-timeit qemu-img-direct qemu-img convert -U -t none -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
-rm -f "$W/copy.raw"
+copies() { # round: the copy floor, three ways
+	timeit "qemu-img-$1" qemu-img convert -U -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
+	rm -f "$W/copy.raw"
+	# The same copy made durable, as every kura time is (its repository synced).
+	timeit "qemu-img-sync-$1" sh -c "qemu-img convert -U -f qcow2 -O raw '$IMG/kura.qcow2' '$W/copy.raw' && sync"
+	rm -f "$W/copy.raw"
+	# The same copy past the page cache (-t none: O_DIRECT), as kura writes
+	# its chunks: on this VM, page-cache pages not freed just before cost
+	# about 3 ns per byte to fill (the host takes freed guest memory back).
+	timeit "qemu-img-direct-$1" qemu-img convert -U -t none -f qcow2 -O raw "$IMG/kura.qcow2" "$W/copy.raw"
+	rm -f "$W/copy.raw"
+}
 
 timeit vnb-full virtnbdbackup -d "$P-vnb" -l full -o "$W/vnb"
 S[vnb-full]=$(size "$W/vnb")
@@ -147,12 +149,40 @@ timeit vnbc-full virtnbdbackup -d "$P-vnb" -l copy --compress -o "$W/vnbc"
 S[vnbc-full]=$(size "$W/vnbc")
 
 export KURA_PASSWORD=bench
-kura_run() { # key binary vm
+kura_full() { # key binary vm round: a full backup into a fresh repository
+	local k=$1 bin=$2 vm=$3 c
+	export KURA_REPO="$W/$k-repo" KURA_CATALOG="$W/$k-catalog.db"
+	rm -rf "$KURA_REPO" "$KURA_CATALOG"
+	for c in $(v checkpoint-list "$vm" --name 2>/dev/null); do v checkpoint-delete "$vm" "$c" >/dev/null; done
+	"$bin" repo init >/dev/null
+	timeit "$k-full-$4" "$bin" backup --quiet --full "$vm"
+	S[$k-full]=$(size "$KURA_REPO")
+}
+# The full backups and the copy floor vary most from run to run: ROUNDS
+# rounds of each, interleaved (kura, KURA_BASE, the copies), give the
+# median and the range; the last round's repositories go on below.
+ROUNDS=${KURA_BENCH_ROUNDS:-3}
+kinds="kura"
+[ -n "$BASE" ] && kinds="kura base"
+for r in $(seq 1 "$ROUNDS"); do
+	kura_full kura "$KURA" "$P-kura" "$r"
+	[ -n "$BASE" ] && kura_full base "$BASE" "$P-base" "$r"
+	copies "$r"
+done
+median() { # key: T[key] and R[key] from T[key-1..ROUNDS]
+	local ts
+	ts=$(for r in $(seq 1 "$ROUNDS"); do echo "${T[$1-$r]}"; done | sort -n)
+	T[$1]=$(sed -n "$(((ROUNDS + 1) / 2))p" <<<"$ts")
+	R[$1]="$(head -1 <<<"$ts")–$(tail -1 <<<"$ts") s"
+	M[$1]=${M[$1-1]}
+}
+for k in $kinds qemu-img qemu-img-sync qemu-img-direct; do
+	[ "$k" = kura ] || [ "$k" = base ] && k=$k-full
+	median "$k"
+done
+kura_run() { # key binary vm: the incremental, restore and export
 	local k=$1 bin=$2 vm=$3
 	export KURA_REPO="$W/$k-repo" KURA_CATALOG="$W/$k-catalog.db"
-	"$bin" repo init >/dev/null
-	timeit "$k-full" "$bin" backup --quiet --full "$vm"
-	S[$k-full]=$(size "$KURA_REPO")
 	write32 "$vm" 0x5a
 	timeit "$k-inc" "$bin" backup --quiet "$vm"
 	local pt
@@ -212,11 +242,16 @@ rm -f "$W/image.raw"
 
 mb() { awk "BEGIN{printf \"%d\", $1 / 1000000}"; }
 ratio() { awk "BEGIN{printf \"%.2f\", $1 / $2}"; }
-cell() { # key: "time s (load L)"
-	[ -n "${T[$1]:-}" ] && echo "${T[$1]} s (${L[$1]})" || echo ""
+cell() { # key: "time s (load L)", or "median s (min–max s)"
+	if [ -n "${R[$1]:-}" ]; then
+		echo "${T[$1]} s (${R[$1]})"
+	elif [ -n "${T[$1]:-}" ]; then
+		echo "${T[$1]} s (${L[$1]})"
+	fi
 }
 echo
-echo "Times in seconds, load average (1 min) at the start of each step in parentheses."
+echo "Times in seconds. Full backups and copies: the median of $ROUNDS interleaved rounds, the range in"
+echo "parentheses; other steps: one run, the load average (1 min) at its start in parentheses."
 echo
 echo "| tool | full backup | stored | incremental (32 MiB written) | full restore | export | peak RSS backup / restore |"
 echo "|---|---|---|---|---|---|---|"
