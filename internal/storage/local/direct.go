@@ -22,6 +22,28 @@ const (
 	directMin = 1 << 20
 )
 
+// Filesystems on local block devices, where an O_DIRECT write is a
+// device write. Others keep buffered writes: tmpfs gains nothing, and on
+// NFS or SMB every O_DIRECT write is a synchronous round trip to the
+// server, where writeback batches them.
+var directFilesystems = map[int64]string{
+	0xEF53:     "ext2/3/4",
+	0x58465342: "xfs",
+	0x9123683E: "btrfs",
+	0xF2F52010: "f2fs",
+}
+
+// directCapable reports whether dir lies on a filesystem of
+// directFilesystems.
+func directCapable(dir string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	_, ok := directFilesystems[int64(st.Type)]
+	return ok
+}
+
 // writeData writes data at the start of the new file f. From directMin
 // bytes, a buffer aligned in memory has its aligned bulk written with
 // O_DIRECT and only the tail through the page cache.

@@ -10,7 +10,7 @@
 // reserved and rejected as an invalid object name.
 //
 // With Options.Direct, the bulk of objects of 1 MiB and more is written
-// with O_DIRECT, past the page cache (where the filesystem allows it).
+// with O_DIRECT, past the page cache, on local block-device filesystems.
 //
 // Out-of-space conditions (ENOSPC, EDQUOT) are reported as
 // storage.ErrNoSpace after removing the temporary file, so nothing is left
@@ -56,7 +56,8 @@ type Options struct {
 	// ReserveFor says which objects may use the reserve.
 	ReserveFor func(name string) bool
 	// Direct writes the bulk of objects of 1 MiB and more (chunks) with
-	// O_DIRECT, past the page cache (where the filesystem allows it).
+	// O_DIRECT, past the page cache, on filesystems of local block
+	// devices (ext4, xfs, btrfs, f2fs) that accept it.
 	Direct bool
 }
 
@@ -100,7 +101,7 @@ func OpenOptions(dir string, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("local: open %q: not a directory", abs)
 	}
 	b := &Backend{dir: abs, sync: !opts.NoSync && !opts.Batch, batch: opts.Batch && !opts.NoSync,
-		direct: opts.Direct, reserve: opts.Reserve, reserveFor: opts.ReserveFor}
+		direct: opts.Direct && directCapable(abs), reserve: opts.Reserve, reserveFor: opts.ReserveFor}
 	if b.reserve > 0 {
 		if _, err := os.Stat(b.reservePath()); err != nil {
 			b.reserveMissing.Store(true)
