@@ -186,19 +186,32 @@ for k in $kinds qemu-img qemu-img-sync qemu-img-direct; do
 	[ "$k" = kura ] || [ "$k" = base ] && k=$k-full
 	median "$k"
 done
-kura_run() { # key binary vm: the incremental (after an untimed full), restore and export
+kura_inc() { # key binary vm: the incremental, after an untimed full
 	local k=$1 bin=$2 vm=$3
 	kura_full "$k" "$bin" "$vm"
 	write32 "$vm" 0x5a
 	timeit "$k-inc" "$bin" backup --quiet "$vm"
-	local pt
-	pt=$(lastpoint "$bin" "$vm")
-	timeit "$k-restore" "$bin" restore "$pt" --name "$vm-restored" --storage "$W/$k-restored" --on-conflict overwrite
-	timeit "$k-export" "$bin" export "$pt" --out "$W/$k-export" --format qcow2
+	PT[$k]=$(lastpoint "$bin" "$vm")
+}
+kura_restore() { # key binary vm round: restore as a new VM and export of the incremental point
+	local k=$1 bin=$2 vm=$3
+	export KURA_REPO="$W/$k-repo" KURA_CATALOG="$W/$k-catalog.db"
+	timeit "$k-restore-$4" "$bin" restore "${PT[$k]}" --name "$vm-restored" --storage "$W/$k-restored" --on-conflict overwrite
+	timeit "$k-export-$4" "$bin" export "${PT[$k]}" --out "$W/$k-export" --format qcow2
 	rm -rf "$W/$k-restored" "$W/$k-export"
 }
-kura_run kura "$KURA" "$P-kura"
-[ -n "$BASE" ] && kura_run base "$BASE" "$P-base"
+declare -A PT
+kura_inc kura "$KURA" "$P-kura"
+[ -n "$BASE" ] && kura_inc base "$BASE" "$P-base"
+# Restores and exports move by ±0.4 s from run to run: rounds too.
+for r in $(seq 1 "$ROUNDS"); do
+	kura_restore kura "$KURA" "$P-kura" "$r"
+	[ -n "$BASE" ] && kura_restore base "$BASE" "$P-base" "$r"
+done
+for k in $kinds; do
+	median "$k-restore"
+	median "$k-export"
+done
 export KURA_REPO="$W/kura-repo" KURA_CATALOG="$W/kura-catalog.db"
 
 if [ -n "${KURA_BENCH_S3:-}" ]; then
@@ -257,7 +270,7 @@ cell() { # key: "time s (load L)", or "median s (min–max s)"
 	fi
 }
 echo
-echo "Times in seconds. Full backups and copies: the median of $ROUNDS interleaved rounds, the range in"
+echo "Times in seconds. Full backups, copies, restores and exports: the median of $ROUNDS interleaved rounds, the range in"
 echo "parentheses; other steps: one run, the load average (1 min) at its start in parentheses."
 echo
 echo "| tool | full backup | stored | incremental (32 MiB written) | full restore | export | peak RSS backup / restore |"

@@ -60,6 +60,8 @@ func FuzzOpenEnvelope(f *testing.F) {
 				f.Add(env, c == encC)
 			}
 		}
+		env, _ := c.sealWith(s2Block, nil, typeChunk, "chunks/x", randomBytes(3, 30000)) // stored uncompressed
+		f.Add(env, c == encC)
 	}
 	f.Fuzz(func(t *testing.T, env []byte, enc bool) {
 		c := plainC
@@ -67,6 +69,11 @@ func FuzzOpenEnvelope(f *testing.F) {
 			c = encC
 		}
 		out, _, err := c.open(nil, nil, typeChunk, "chunks/x", env)
+		// Opened in place, the envelope gives the same answer.
+		owned, oerr := c.openOwned(typeChunk, "chunks/x", bytes.Clone(env))
+		if (err == nil) != (oerr == nil) || !bytes.Equal(out, owned) {
+			t.Fatalf("open: %d bytes, %v; in place: %d bytes, %v", len(out), err, len(owned), oerr)
+		}
 		if err != nil {
 			return
 		}

@@ -75,16 +75,16 @@ func (d *DiskReader) Close() error {
 }
 
 // fetchChunk fetches, authenticates and decodes chunk digest dg.
-func (r *Repository) fetchChunk(ctx context.Context, dg Digest, dst, scratch []byte) ([]byte, []byte, error) {
+func (r *Repository) fetchChunk(ctx context.Context, dg Digest) ([]byte, error) {
 	name := chunkName(dg)
 	env, err := r.be.Get(ctx, name)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, scratch, fmt.Errorf("%s: %w", name, ErrMissing)
+		return nil, fmt.Errorf("%s: %w", name, ErrMissing)
 	}
 	if err != nil {
-		return nil, scratch, fmt.Errorf("read %s: %w", name, err)
+		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	return r.codec.open(dst, scratch, typeChunk, name, env)
+	return r.codec.openOwned(typeChunk, name, env)
 }
 
 // chunk returns the plaintext of chunk i (nil for an all-zero chunk).
@@ -111,7 +111,7 @@ func (d *DiskReader) chunk(ctx context.Context, i int) ([]byte, error) {
 			return nil, ctx.Err()
 		}
 	}
-	c.data, _, c.err = d.r.fetchChunk(ctx, dg, nil, nil)
+	c.data, c.err = d.r.fetchChunk(ctx, dg)
 	if c.err == nil && len(c.data) != d.x.ChunkLen(i) {
 		c.err = corrupt(chunkName(dg), "chunk has %d bytes, index expects %d", len(c.data), d.x.ChunkLen(i))
 	}

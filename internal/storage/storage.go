@@ -64,9 +64,11 @@ type ObjectInfo struct {
 type Backend interface {
 	// Put stores data under name, atomically replacing any previous object.
 	Put(ctx context.Context, name string, data []byte) error
-	// Get returns the whole object.
+	// Get returns the whole object, in a buffer the caller owns (it may
+	// change it). Put does not keep data either.
 	Get(ctx context.Context, name string) ([]byte, error)
-	// GetRange returns length bytes starting at offset.
+	// GetRange returns length bytes starting at offset (the caller owns
+	// them).
 	GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error)
 	// Stat returns the object's size and modification time.
 	Stat(ctx context.Context, name string) (ObjectInfo, error)

@@ -70,6 +70,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"Cancel", testCancel},
 		{"Location", testLocation},
 		{"GetBuffer", testGetBuffer},
+		{"GetOwned", testGetOwned},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +117,29 @@ func mustGet(t *testing.T, be storage.Backend, name string, want []byte) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("get %q: got %d bytes, want %d bytes (content differs)", name, len(got), len(want))
 	}
+}
+
+// testGetOwned: the caller owns what Get and GetRange return (the
+// repository decrypts chunks where they lie): changing it changes nothing
+// stored, nor what Put was given.
+func testGetOwned(t *testing.T, be storage.Backend) {
+	ctx := context.Background()
+	data := randBytes(11, 64<<10)
+	put := bytes.Clone(data)
+	mustPut(t, be, "owned/x", put)
+	got, err := be.Get(ctx, "owned/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(got)
+	r, err := be.GetRange(ctx, "owned/x", 100, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(r)
+	mustGet(t, be, "owned/x", data)
+	clear(put)
+	mustGet(t, be, "owned/x", data)
 }
 
 // testGetBuffer reads objects into reused buffers (storage.GetBuffer, the
