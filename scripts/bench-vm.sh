@@ -143,8 +143,11 @@ copies() { # round: the copy floor, three ways
 
 timeit vnb-full virtnbdbackup -d "$P-vnb" -l full -o "$W/vnb"
 S[vnb-full]=$(size "$W/vnb")
-write32 "$P-vnb" 0x6b
-timeit vnb-inc virtnbdbackup -d "$P-vnb" -l inc -o "$W/vnb"
+ROUNDS=${KURA_BENCH_ROUNDS:-3}
+for r in $(seq 1 "$ROUNDS"); do # incrementals: rounds too (see below)
+	write32 "$P-vnb" $((0x60 + r))
+	timeit "vnb-inc-$r" virtnbdbackup -d "$P-vnb" -l inc -o "$W/vnb"
+done
 timeit vnbc-full virtnbdbackup -d "$P-vnb" -l copy --compress -o "$W/vnbc"
 S[vnbc-full]=$(size "$W/vnbc")
 
@@ -167,7 +170,6 @@ kura_full() { # key binary vm [round]: a full backup into a fresh repository, ti
 # median and the range. Both builds back up the same VM (two VMs of the
 # same shape differed by up to 0.6 s, the disk files lying apart on the
 # storage under this machine).
-ROUNDS=${KURA_BENCH_ROUNDS:-3}
 kinds="kura"
 [ -n "$BASE" ] && kinds="kura base"
 for r in $(seq 1 "$ROUNDS"); do
@@ -182,15 +184,15 @@ median() { # key: T[key] and R[key] from T[key-1..ROUNDS]
 	R[$1]="$(head -1 <<<"$ts")–$(tail -1 <<<"$ts") s"
 	M[$1]=${M[$1-1]}
 }
-for k in $kinds qemu-img qemu-img-sync qemu-img-direct; do
+for k in $kinds qemu-img qemu-img-sync qemu-img-direct vnb-inc; do
 	[ "$k" = kura ] || [ "$k" = base ] && k=$k-full
 	median "$k"
 done
-kura_inc() { # key binary vm: the incremental, after an untimed full
+kura_inc() { # key binary vm round: an incremental after 32 MiB written
 	local k=$1 bin=$2 vm=$3
-	kura_full "$k" "$bin" "$vm"
-	write32 "$vm" 0x5a
-	timeit "$k-inc" "$bin" backup --quiet "$vm"
+	export KURA_REPO="$W/$k-repo" KURA_CATALOG="$W/$k-catalog.db"
+	write32 "$vm" $((0x50 + $4))
+	timeit "$k-inc-$4" "$bin" backup --quiet "$vm"
 	PT[$k]=$(lastpoint "$bin" "$vm")
 }
 kura_restore() { # key binary vm round: restore as a new VM and export of the incremental point
@@ -201,14 +203,20 @@ kura_restore() { # key binary vm round: restore as a new VM and export of the in
 	rm -rf "$W/$k-restored" "$W/$k-export"
 }
 declare -A PT
-kura_inc kura "$KURA" "$P-kura"
-[ -n "$BASE" ] && kura_inc base "$BASE" "$P-base"
-# Restores and exports move by ±0.4 s from run to run: rounds too.
+kura_full kura "$KURA" "$P-kura" # untimed, the parent of the incrementals
+[ -n "$BASE" ] && kura_full base "$BASE" "$P-base"
+for r in $(seq 1 "$ROUNDS"); do
+	kura_inc kura "$KURA" "$P-kura" "$r"
+	[ -n "$BASE" ] && kura_inc base "$BASE" "$P-base" "$r"
+done
+# Incrementals, restores and exports move by ±0.4 s from run to run:
+# rounds too.
 for r in $(seq 1 "$ROUNDS"); do
 	kura_restore kura "$KURA" "$P-kura" "$r"
 	[ -n "$BASE" ] && kura_restore base "$BASE" "$P-base" "$r"
 done
 for k in $kinds; do
+	median "$k-inc"
 	median "$k-restore"
 	median "$k-export"
 done
@@ -270,7 +278,7 @@ cell() { # key: "time s (load L)", or "median s (min–max s)"
 	fi
 }
 echo
-echo "Times in seconds. Full backups, copies, restores and exports: the median of $ROUNDS interleaved rounds, the range in"
+echo "Times in seconds. Full backups, copies, incrementals, restores and exports: the median of $ROUNDS interleaved rounds, the range in"
 echo "parentheses; other steps: one run, the load average (1 min) at its start in parentheses."
 echo
 echo "| tool | full backup | stored | incremental (32 MiB written) | full restore | export | peak RSS backup / restore |"
