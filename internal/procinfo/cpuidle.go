@@ -2,9 +2,11 @@ package procinfo
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,11 +17,11 @@ type IdleSampler struct {
 	period time.Duration
 	read   func() (idle, total uint64, ok bool)
 
-	mu          sync.Mutex
+	mu          sync.Mutex // held by the caller taking a sample
 	at          time.Time
-	idle, total uint64  // at the last sample
-	valid       bool    // idle and total were read
-	share       float64 // idle share of the last period, -1: unknown
+	idle, total uint64        // at the last sample
+	valid       bool          // idle and total were read
+	share       atomic.Uint64 // math.Float64bits of the last period's idle share, -1: unknown
 }
 
 // NewIdleSampler returns a sampler of the given period (at least 50 ms).
@@ -28,7 +30,8 @@ func NewIdleSampler(period time.Duration) *IdleSampler {
 }
 
 func newIdleSampler(period time.Duration, read func() (uint64, uint64, bool)) *IdleSampler {
-	s := &IdleSampler{period: period, read: read, share: -1}
+	s := &IdleSampler{period: period, read: read}
+	s.share.Store(math.Float64bits(-1))
 	s.idle, s.total, s.valid = read()
 	s.at = time.Now()
 	return s
@@ -39,28 +42,20 @@ func newIdleSampler(period time.Duration, read func() (uint64, uint64, bool)) *I
 // A caller that finds the period over takes the next sample; the others
 // get the last share without waiting.
 func (s *IdleSampler) Idle() float64 {
-	if !s.mu.TryLock() {
-		return s.lastShare()
-	}
-	defer s.mu.Unlock()
-	if now := time.Now(); now.Sub(s.at) >= s.period {
-		idle, total, ok := s.read()
-		switch {
-		case !ok:
-			s.share = -1
-		case s.valid && total > s.total && idle >= s.idle:
-			s.share = float64(idle-s.idle) / float64(total-s.total)
+	if s.mu.TryLock() {
+		if now := time.Now(); now.Sub(s.at) >= s.period {
+			idle, total, ok := s.read()
+			switch {
+			case !ok:
+				s.share.Store(math.Float64bits(-1))
+			case s.valid && total > s.total && idle >= s.idle:
+				s.share.Store(math.Float64bits(float64(idle-s.idle) / float64(total-s.total)))
+			}
+			s.at, s.idle, s.total, s.valid = now, idle, total, ok
 		}
-		s.at, s.idle, s.total, s.valid = now, idle, total, ok
+		s.mu.Unlock()
 	}
-	return s.share
-}
-
-// lastShare reads the share under the lock (it is briefly held).
-func (s *IdleSampler) lastShare() float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.share
+	return math.Float64frombits(s.share.Load())
 }
 
 // readCPUStat returns idle (idle + iowait) and total jiffies of the "cpu"

@@ -63,7 +63,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 const CompressionLevel = zstd.SpeedDefault
 
 // Compression chooses how new chunks are compressed. The envelope records
-// the codec of each chunk (zstd, or S2 in format version 2), so readers
+// the codec of each chunk (zstd, or S2 from format version 2), so readers
 // need nothing to decode any of them.
 type Compression string
 
