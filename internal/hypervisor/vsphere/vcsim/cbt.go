@@ -77,15 +77,31 @@ func (e *extension) epoch(root string) (ctk, id string, err error) {
 		parts[i] = fmt.Sprintf("%02x", c)
 	}
 	id = strings.Join(parts[:8], " ") + "-" + strings.Join(parts[8:], " ")
-	if err := os.WriteFile(ctk, []byte(id+"\n"), 0o600); err != nil {
+	if err := replaceFile(ctk, []byte(id+"\n")); err != nil {
 		return "", "", err
 	}
 	desc = ctkRE.ReplaceAll(desc, nil)
 	desc = append(bytes.TrimRight(desc, "\x00\n"), []byte(fmt.Sprintf("\nddb.changeTrackPath = %q\n", name))...)
-	if err := os.WriteFile(local, desc, 0o600); err != nil {
+	if err := replaceFile(local, desc); err != nil {
 		return "", "", err
 	}
 	return ctk, id, nil
+}
+
+// replaceFile replaces p with data in one rename, as ESXi updates a
+// descriptor: the simulator serves the file over HTTP meanwhile, and a
+// reader that met it truncated and half written (os.WriteFile) failed a
+// CI run ("NUL inside the text").
+func replaceFile(p string, data []byte) error {
+	tmp := p + ".kura-tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // issueChangeID records the block hashes of the disk's current view and
