@@ -221,14 +221,24 @@ func (c *Connector) reclaim(ctx context.Context, d golibvirt.Domain, vm hypervis
 			return "", fmt.Errorf("backup of %s: %w: %s is backing it up", vm.Name, hypervisor.ErrBusy, ownerDetail(ds.owner))
 		}
 	}
-	left := st.deadLeftovers(vm.Name)
-	if len(left) == 0 {
-		return "", nil
-	}
-	var kinds []string
+	var kinds, done []string
 	var owner sessionOwner
 	for _, ds := range st.dirs {
 		owner = ds.owner
+		notes, err := c.settleDir(ctx, d, vm, ds.path)
+		if err != nil {
+			return "", fmt.Errorf("backup of %s: %w (run kura cleanup)", vm.Name, err)
+		}
+		done = append(done, notes...)
+	}
+	if len(done) > 0 {
+		if st, err = c.sessions(vm, d); err != nil {
+			return "", err
+		}
+	}
+	left := st.deadLeftovers(vm.Name)
+	if len(left) == 0 && len(done) == 0 {
+		return "", nil
 	}
 	for _, l := range left {
 		if err := c.RemoveLeftover(ctx, l); err != nil {
@@ -238,8 +248,12 @@ func (c *Connector) reclaim(ctx context.Context, d golibvirt.Domain, vm hypervis
 			kinds = append(kinds, l.Kind)
 		}
 	}
-	c.log.Warn("reclaimed leftovers of a killed kura process", "vm", vm.Name, "kinds", kinds)
-	return fmt.Sprintf("reclaimed what a killed run of %s left on the VM: %s", ownerDetail(owner), strings.Join(kinds, ", ")), nil
+	c.log.Warn("reclaimed leftovers of a killed kura process", "vm", vm.Name, "kinds", kinds, "done", done)
+	note := fmt.Sprintf("reclaimed what a killed run of %s left on the VM: %s", ownerDetail(owner), strings.Join(kinds, ", "))
+	if len(done) > 0 {
+		note += " (" + strings.Join(done, "; ") + ")"
+	}
+	return note, nil
 }
 
 // RemoveLeftover implements hypervisor.Connector.
@@ -283,6 +297,23 @@ func (c *Connector) RemoveLeftover(ctx context.Context, l hypervisor.Leftover) e
 	case KindScratch:
 		if !c.inScratch(l.Name) {
 			return fmt.Errorf("remove leftover %s: %w %s", l.Name, errNotOurs, c.QemuScratchDir)
+		}
+		if _, ok := readPending(l.Name); ok {
+			vm, err := c.LookupVM(ctx, l.VM)
+			if err != nil {
+				return err
+			}
+			d, err := c.lookup(vm.UUID)
+			if err != nil {
+				return err
+			}
+			notes, err := c.settleDir(ctx, d, vm, l.Name)
+			if err != nil {
+				return err
+			}
+			if len(notes) > 0 {
+				c.log.Warn("settled a killed session", "vm", l.VM, "done", notes)
+			}
 		}
 		return ignoreNotExist(os.RemoveAll(l.Name))
 	}

@@ -155,6 +155,13 @@ func (c *Connector) quiesceAndBegin(d golibvirt.Domain, vm hypervisor.VM, s *ses
 		return nil
 	}
 	s.consistency = hypervisor.ConsistencyCrash
+	quiesce := mode != hypervisor.ModeCrash && mode != hypervisor.ModePause && vm.State != hypervisor.PowerPaused && vm.HasAgent
+	done, err := markPending(s.dir, pendingCall{Call: "backup begin", Quiesce: quiesce,
+		Pause: mode == hypervisor.ModePause && vm.State != hypervisor.PowerPaused})
+	if err != nil {
+		return err
+	}
+	defer done()
 	switch mode {
 	case hypervisor.ModeCrash:
 		return begin()

@@ -241,6 +241,11 @@ func (c *Connector) BeginBackup(ctx context.Context, vm hypervisor.VM, opts hype
 	if err != nil {
 		return nil, err
 	}
+	if note != "" { // a killed run may have left the vm paused: look again
+		if cur, err = c.describe(ctx, d); err != nil {
+			return nil, err
+		}
+	}
 	var s *session
 	if cur.State == hypervisor.PowerOff {
 		s, err = c.beginOffline(ctx, d, cur, disks, opts)
