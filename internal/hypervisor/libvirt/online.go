@@ -3,10 +3,12 @@ package libvirt
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -54,7 +56,7 @@ func (c *Connector) beginOnline(ctx context.Context, d golibvirt.Domain, vm hype
 			_ = s.Close(ctx, false)
 		}
 	}()
-	if err := c.quiesceAndBegin(d, vm, s, opts.Consistency, backupXML, cpXML); err != nil {
+	if err := c.quiesceAndBegin(ctx, d, vm, s, opts.Consistency, backupXML, cpXML); err != nil {
 		return nil, err
 	}
 	began = true
@@ -143,7 +145,7 @@ func (c *Connector) jobXML(x *libvirtxml.Domain, disks []hypervisor.Disk, opts h
 // (whose checkpoint is atomic with the point in time), and records the
 // level reached. Filesystems are thawed and the VM resumed whatever
 // happens.
-func (c *Connector) quiesceAndBegin(d golibvirt.Domain, vm hypervisor.VM, s *session, mode hypervisor.ConsistencyMode, backupXML, cpXML string) error {
+func (c *Connector) quiesceAndBegin(ctx context.Context, d golibvirt.Domain, vm hypervisor.VM, s *session, mode hypervisor.ConsistencyMode, backupXML, cpXML string) error {
 	begin := func() error {
 		var cp golibvirt.OptString
 		if cpXML != "" {
@@ -193,8 +195,17 @@ func (c *Connector) quiesceAndBegin(d golibvirt.Domain, vm hypervisor.VM, s *ses
 	case !vm.HasAgent:
 		why = "guest agent channel not connected"
 	default:
-		if _, err := c.lv.DomainFsfreeze(d, nil, 0); err != nil {
+		if err := c.agentCallFor(ctx, "fsfreeze "+vm.Name, freezeTimeout, func(lv *golibvirt.Libvirt) error {
+			_, err := lv.DomainFsfreeze(d, nil, 0)
+			return err
+		}); err != nil {
 			why = "fsfreeze failed: " + err.Error()
+			if errors.Is(err, context.DeadlineExceeded) {
+				// The freeze may still be carried out: undo it.
+				if _, terr := c.thaw(ctx, d, vm); terr != nil {
+					return fmt.Errorf("backup of %s: %w; its filesystems may be left frozen: %w (virsh domfsthaw %s)", vm.Name, err, terr, vm.Name)
+				}
+			}
 		}
 	}
 	if why != "" {
@@ -205,7 +216,7 @@ func (c *Connector) quiesceAndBegin(d golibvirt.Domain, vm hypervisor.VM, s *ses
 		return begin()
 	}
 	berr := begin()
-	if _, err := c.lv.DomainFsthaw(d, nil, 0); err != nil {
+	if _, err := c.thaw(ctx, d, vm); err != nil {
 		c.log.Error("fsthaw after backup begin failed", "vm", vm.Name, "err", err)
 		s.notes = append(s.notes, "fsthaw failed: "+err.Error())
 	}
@@ -213,6 +224,21 @@ func (c *Connector) quiesceAndBegin(d golibvirt.Domain, vm hypervisor.VM, s *ses
 		s.consistency = hypervisor.ConsistencyApplication
 	}
 	return berr
+}
+
+// freezeTimeout bounds a filesystem freeze: the guest flushes its dirty
+// data first, which may take a while, but a guest that does not answer
+// must not hold the backup (and libvirt's connection) forever.
+const freezeTimeout = time.Minute
+
+// thaw thaws the guest's filesystems, bounded like every agent call, and
+// returns how many it thawed.
+func (c *Connector) thaw(ctx context.Context, d golibvirt.Domain, vm hypervisor.VM) (n int32, err error) {
+	err = c.agentCall(ctx, "fsthaw "+vm.Name, func(lv *golibvirt.Libvirt) error {
+		n, err = lv.DomainFsthaw(d, nil, 0)
+		return err
+	})
+	return n, err
 }
 
 type exportInfo struct{ Name, Bitmap string }

@@ -127,12 +127,7 @@ func (c *Connector) settleDir(ctx context.Context, d golibvirt.Domain, vm hyperv
 		}
 	}
 	if p.Quiesce && vm.HasAgent && vm.State == hypervisor.PowerOn {
-		var n int32
-		err := c.agentCall(ctx, "thaw "+vm.Name, func(lv *golibvirt.Libvirt) error {
-			var err error
-			n, err = lv.DomainFsthaw(d, nil, 0)
-			return err
-		})
+		n, err := c.thaw(ctx, d, vm)
 		switch {
 		case err != nil:
 			c.log.Warn("thaw after a killed quiesce failed", "vm", vm.Name, "err", err)

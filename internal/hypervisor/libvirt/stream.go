@@ -166,6 +166,11 @@ func (a *auxConn) close() {
 // connection, giving up after agentTimeout or when ctx ends. A remote
 // connection's call runs on the shared connection, unbounded.
 func (c *Connector) agentCall(ctx context.Context, what string, call func(*golibvirt.Libvirt) error) error {
+	return c.agentCallFor(ctx, what, agentTimeout, call)
+}
+
+// agentCallFor is agentCall giving up after limit.
+func (c *Connector) agentCallFor(ctx context.Context, what string, limit time.Duration, call func(*golibvirt.Libvirt) error) error {
 	if c.remote {
 		return call(c.lv)
 	}
@@ -173,7 +178,7 @@ func (c *Connector) agentCall(ctx context.Context, what string, call func(*golib
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	ended, err := bounded(ctx, lv, call)
 	if !ended {
