@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -60,6 +61,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			defer stopProfile()
 		} else {
 			fmt.Fprintf(stderr, "kura: cpu profile: %v\n", err)
+		}
+	}
+	if path := os.Getenv("KURA_TRACE"); path != "" {
+		if stopTrace, err := startTrace(path); err == nil {
+			defer stopTrace()
+		} else {
+			fmt.Fprintf(stderr, "kura: trace: %v\n", err)
 		}
 	}
 	app := newApp(stdin, stdout, stderr)
@@ -180,4 +188,18 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// startTrace writes an execution trace to path until the returned function
+// is called (KURA_TRACE=FILE, for performance work: go tool trace FILE).
+func startTrace(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }
