@@ -118,7 +118,7 @@ func (c *Connector) describe(ctx context.Context, d golibvirt.Domain) (hyperviso
 		}
 	}
 	for _, xd := range x.Devices.Disks {
-		vm.Disks = append(vm.Disks, c.disk(ctx, d, vm.State, xd))
+		vm.Disks = append(vm.Disks, c.disk(ctx, d, xd))
 	}
 	if vm.State == hypervisor.PowerOn {
 		vm.Addresses = c.addresses(ctx, d, vm.HasAgent)
@@ -141,7 +141,7 @@ func powerState(s golibvirt.DomainState) hypervisor.PowerState {
 
 // disk converts one disk of the domain XML and decides whether kura can
 // protect it.
-func (c *Connector) disk(ctx context.Context, d golibvirt.Domain, state hypervisor.PowerState, xd libvirtxml.DomainDisk) hypervisor.Disk {
+func (c *Connector) disk(ctx context.Context, d golibvirt.Domain, xd libvirtxml.DomainDisk) hypervisor.Disk {
 	out := hypervisor.Disk{Device: xd.Device}
 	if out.Device == "" {
 		out.Device = "disk"
@@ -173,7 +173,7 @@ func (c *Connector) disk(ctx context.Context, d golibvirt.Domain, state hypervis
 		out.Source = c.volumePath(src.Volume) // checked by unprotectable
 	}
 	if out.Protectable {
-		out.Size = c.diskSize(ctx, d, state, out)
+		out.Size = c.diskSize(ctx, d, out)
 	}
 	return out
 }
@@ -222,13 +222,14 @@ func (c *Connector) volumePath(v *libvirtxml.DomainDiskSourceVolume) string {
 	return p
 }
 
-// diskSize returns the virtual size (0 when unknown). Local images are
-// measured from their own headers, never through QEMU: QEMU 7.2 aborts
+// diskSize returns the virtual size (0 when unknown). Local raw and qcow2
+// images are measured from their own headers (others by qemu-img info),
+// never through QEMU: QEMU 7.2 aborts
 // (qcow2_get_specific_info assertion) when its block nodes are queried
 // while a backup job is creating its scratch images, so asking QEMU for a
 // block device's size during an inventory can crash a VM another job is
 // backing up. Remote disks are sized by libvirt's storage driver.
-func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, state hypervisor.PowerState, disk hypervisor.Disk) int64 {
+func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, disk hypervisor.Disk) int64 {
 	if c.remote {
 		if vol, err := c.lv.StorageVolLookupByPath(disk.Source); err == nil {
 			if _, capacity, _, err := c.lv.StorageVolGetInfo(vol); err == nil {
@@ -237,10 +238,10 @@ func (c *Connector) diskSize(ctx context.Context, d golibvirt.Domain, state hype
 		}
 		return 0
 	}
-	if state != hypervisor.PowerOff {
-		if n, err := imageVirtualSize(disk.Source, disk.Format); err == nil {
-			return n
-		}
+	// The header, whatever the state: qemu-img info costs a process (about
+	// 40 ms here) per disk, and an inventory describes every VM.
+	if n, err := imageVirtualSize(disk.Source, disk.Format); err == nil {
+		return n
 	}
 	info, err := c.imageInfo(ctx, disk.Source, disk.Format)
 	if err != nil {
