@@ -16,6 +16,7 @@ import (
 
 	"github.com/kurabackup/kura/internal/catalog"
 	"github.com/kurabackup/kura/internal/engine"
+	"github.com/kurabackup/kura/internal/hypervisor"
 	"github.com/kurabackup/kura/internal/progress"
 	"github.com/kurabackup/kura/internal/repo"
 	"github.com/kurabackup/kura/internal/service"
@@ -188,30 +189,47 @@ func (a *App) connectPassword() (string, error) {
 
 // openRepo opens the repository named by --repo with the passphrase.
 func (a *App) openRepo(ctx context.Context) (*repo.Repository, error) {
+	open, err := a.repoOpener(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(func() { _ = r.Close() })
+	return r, nil
+}
+
+// repoOpener gets what opening the repository takes (its backend, and the
+// passphrase or master key: a prompt, if any, happens here) and returns
+// the opening itself, which runs the passphrase's KDF and may run in
+// another goroutine. The caller closes what it returns.
+func (a *App) repoOpener(ctx context.Context) (func() (*repo.Repository, error), error) {
 	be, err := a.backend(ctx, false)
 	if err != nil {
 		return nil, err
 	}
-	var r *repo.Repository
+	opts := repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes}
+	wrap := func(r *repo.Repository, err error) (*repo.Repository, error) {
+		if err != nil {
+			return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+		}
+		return r, nil
+	}
 	if a.masterKey != "" {
-		data, rerr := os.ReadFile(a.masterKey)
-		if rerr != nil {
-			return nil, fmt.Errorf("read master key: %w", rerr)
+		data, err := os.ReadFile(a.masterKey)
+		if err != nil {
+			return nil, fmt.Errorf("read master key: %w", err)
 		}
-		r, err = repo.OpenWithMasterKey(ctx, be, data, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
-	} else {
-		pw, perr := a.password("", false)
-		if perr != nil {
-			return nil, perr
-		}
-		r, err = repo.Open(ctx, be, pw, repo.OpenOptions{Logger: a.logger, CacheBytes: a.cacheBytes})
-		a.passphrase = pw
+		return func() (*repo.Repository, error) { return wrap(repo.OpenWithMasterKey(ctx, be, data, opts)) }, nil
 	}
+	pw, err := a.password("", false)
 	if err != nil {
-		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+		return nil, err
 	}
-	a.onClose(func() { _ = r.Close() })
-	return r, nil
+	a.passphrase = pw
+	return func() (*repo.Repository, error) { return wrap(repo.Open(ctx, be, pw, opts)) }, nil
 }
 
 // loadPoint opens the repository and finds a point by id or unique prefix.
@@ -231,17 +249,42 @@ func (a *App) loadPoint(ctx context.Context, id string) (*repo.Repository, *repo
 // (a cache: when it cannot be opened the operation still runs, with a
 // warning) and, with needConn, the hypervisor connection.
 func (a *App) openService(ctx context.Context, needConn bool) (*service.Service, error) {
-	r, err := a.openRepo(ctx)
+	// The passphrase's KDF (0.1 s) runs while the hypervisor connection and
+	// the catalog open.
+	open, err := a.repoOpener(ctx)
 	if err != nil {
 		return nil, err
 	}
-	svc := &service.Service{Repo: r, Logger: a.logger, ScratchDir: defaultScratchDir()}
-	if needConn {
-		if svc.Conn, err = a.connect(ctx); err != nil {
-			return nil, err
+	type opening struct {
+		r   *repo.Repository
+		err error
+	}
+	done := make(chan opening, 1)
+	go func() {
+		r, err := open()
+		done <- opening{r, err}
+	}()
+	var r *repo.Repository
+	a.onClose(func() {
+		if r != nil {
+			_ = r.Close()
 		}
+	})
+	var conn hypervisor.Connector
+	var connErr error
+	if needConn {
+		conn, connErr = a.connect(ctx)
 	}
 	cat, opened, err := a.catalog(ctx)
+	o := <-done
+	if o.err != nil {
+		return nil, o.err
+	}
+	r = o.r
+	if connErr != nil {
+		return nil, connErr
+	}
+	svc := &service.Service{Repo: r, Conn: conn, Logger: a.logger, ScratchDir: defaultScratchDir()}
 	if err != nil {
 		a.logger.Warn("catalog unavailable; points are still stored in the repository", "err", err)
 		return svc, nil
