@@ -146,7 +146,12 @@ EOS
 cat >"$R"/etc/qemu/fsfreeze-hook <<'EOS'
 #!/bin/sh
 # Called by qemu-ga with "freeze" before freezing and "thaw" after thawing.
+# /run/fsfreeze-delay, when there, holds seconds a freeze takes (a slow
+# application flush, for tests).
 echo "$1 $(date +%s) $(cut -d" " -f1 /proc/uptime)" >>/run/fsfreeze.log
+if [ "$1" = freeze ] && [ -f /run/fsfreeze-delay ]; then
+	sleep "$(cat /run/fsfreeze-delay)"
+fi
 EOS
 
 # Fast power off: busybox init's own shutdown path sleeps for seconds.

@@ -56,6 +56,41 @@ func TestQuiesceWithAgent(t *testing.T) {
 	if err := s.Close(ctx, true); err != nil {
 		t.Fatal(err)
 	}
+
+	// A freeze that takes longer than freezeTimeout (a slow hook): the
+	// backup gives up on it, thaws what it froze once it is done, and goes
+	// on crash-consistent.
+	defer func(d time.Duration) { freezeTimeout = d }(freezeTimeout)
+	freezeTimeout = 2 * time.Second
+	if err := g.WriteFile(ctx, "/run/fsfreeze-delay", []byte("6")); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	s, err = begin(t, c, vm, hypervisor.ModeAuto, "kura-q1", "kura-q2")
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("BeginBackup with a freeze slower than the limit: %v", err)
+	}
+	t.Logf("begin with a slow freeze took %v, notes %q", took, s.Notes())
+	if s.Consistency() != hypervisor.ConsistencyCrash || !hasNote(s.Notes(), "fsfreeze failed") {
+		t.Errorf("consistency %s, notes %q; want crash and a note on the freeze", s.Consistency(), s.Notes())
+	}
+	if took > 30*time.Second {
+		t.Errorf("begin took %v with a 2 s freeze limit", took)
+	}
+	if st, err := g.FSFreezeStatus(ctx); err != nil || st != "thawed" {
+		t.Errorf("guest after the slow freeze: %q, %v; want thawed", st, err)
+	}
+	if log, err = g.ReadFile(ctx, "/run/fsfreeze.log"); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(string(log)), "\n")
+	if n := len(lines); n != 4 || !strings.HasPrefix(lines[2], "freeze") || !strings.HasPrefix(lines[3], "thaw") {
+		t.Errorf("fsfreeze hook log %q, want a second freeze then a thaw", log)
+	}
+	if err := s.Close(ctx, true); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestNoAgent(t *testing.T) {

@@ -228,8 +228,9 @@ func (c *Connector) quiesceAndBegin(ctx context.Context, d golibvirt.Domain, vm 
 
 // freezeTimeout bounds a filesystem freeze: the guest flushes its dirty
 // data first, which may take a while, but a guest that does not answer
-// must not hold the backup (and libvirt's connection) forever.
-const freezeTimeout = time.Minute
+// must not hold the backup (and libvirt's connection) forever. A variable
+// for tests.
+var freezeTimeout = time.Minute
 
 // thaw thaws the guest's filesystems, bounded like every agent call, and
 // returns how many it thawed.
