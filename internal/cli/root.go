@@ -56,18 +56,19 @@ func usageError(format string, args ...any) error {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if path := os.Getenv("KURA_CPUPROFILE"); path != "" {
-		if stopProfile, err := startCPUProfile(path); err == nil {
-			defer stopProfile()
-		} else {
-			fmt.Fprintf(stderr, "kura: cpu profile: %v\n", err)
-		}
-	}
-	if path := os.Getenv("KURA_TRACE"); path != "" {
-		if stopTrace, err := startTrace(path); err == nil {
-			defer stopTrace()
-		} else {
-			fmt.Fprintf(stderr, "kura: trace: %v\n", err)
+	// For performance work: KURA_CPUPROFILE=FILE writes a CPU profile,
+	// KURA_TRACE=FILE an execution trace (go tool pprof, go tool trace).
+	for _, c := range []struct {
+		env   string
+		start func(io.Writer) error
+		stop  func()
+	}{{"KURA_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile}, {"KURA_TRACE", trace.Start, trace.Stop}} {
+		if path := os.Getenv(c.env); path != "" {
+			if stop, err := startCapture(path, c.start, c.stop); err == nil {
+				defer stop()
+			} else {
+				fmt.Fprintf(stderr, "kura: %s: %v\n", c.env, err)
+			}
 		}
 	}
 	app := newApp(stdin, stdout, stderr)
@@ -176,30 +177,16 @@ func strictGroups(c *cobra.Command) {
 	}
 }
 
-// startCPUProfile writes a CPU profile to path until the returned function
-// is called (KURA_CPUPROFILE=FILE, for performance work).
-func startCPUProfile(path string) (func(), error) {
+// startCapture writes what start begins (a profile, a trace) to path
+// until the returned function is called.
+func startCapture(path string, start func(io.Writer) error, stop func()) (func(), error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-// startTrace writes an execution trace to path until the returned function
-// is called (KURA_TRACE=FILE, for performance work: go tool trace FILE).
-func startTrace(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := trace.Start(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { trace.Stop(); f.Close() }, nil
+	return func() { stop(); f.Close() }, nil
 }
