@@ -117,6 +117,34 @@ func TestKilledMidBegin(t *testing.T) {
 		}
 	})
 
+	t.Run("Cleanup", func(t *testing.T) {
+		// kura cleanup removes the same leftover: it waits too, and thaws.
+		const left = 2 * time.Second
+		dir := killedMidCall(t, c, vm, "kura-p7", pendingCall{Call: "backup begin", Quiesce: true}, settleTime-left)
+		if _, err := c.lv.DomainFsfreeze(d, nil, 0); err != nil {
+			t.Fatalf("freeze: %v", err)
+		}
+		lo, err := c.Leftovers(ctx, hypervisor.LeftoverQuery{VMs: []string{vm.Name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for _, l := range lo {
+			if err := c.RemoveLeftover(ctx, l); err != nil {
+				t.Fatalf("remove %s %s: %v", l.Kind, l.Name, err)
+			}
+		}
+		if took := time.Since(start); took < left-time.Second {
+			t.Errorf("cleanup took %v: did not wait for the killed call to settle (%v left)", took, left)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("scratch directory %s after cleanup: %v", dir, err)
+		}
+		if st, err := g.FSFreezeStatus(ctx); err != nil || st != "thawed" {
+			t.Errorf("guest after cleanup: %q, %v; want thawed", st, err)
+		}
+	})
+
 	t.Run("JobShowsUp", func(t *testing.T) {
 		// The killed run's begin completes after it died: its job shows up
 		// and the wait ends there, long before settleTime.
