@@ -150,15 +150,37 @@ func (c *Connector) GuestReadFile(ctx context.Context, nameOrUUID, path string, 
 }
 
 // Screenshot implements hypervisor.Console. libvirt returns PNG with QEMU
-// 7.1 and later; the PPM of older ones is converted.
+// 7.1 and later; the PPM of older ones is converted. A screenshot that
+// fails without a whole image (seen once in CI, right after a guest's
+// agent first answered: go-libvirt's XDR EOF and no PNG) is taken again,
+// up to three times; the error says how many bytes had arrived.
 func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, error) {
 	d, err := c.lookup(nameOrUUID)
 	if err != nil {
 		return nil, err
 	}
+	const attempts = 3
+	for i := 1; ; i++ {
+		img, err := c.screenshot(ctx, d)
+		if err == nil || i == attempts || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return img, err
+		}
+		c.log.Debug("screenshot failed; taking it again", "vm", d.Name, "attempt", i, "err", err)
+		t := time.NewTimer(time.Duration(i) * 300 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// screenshot takes one screenshot of d as PNG.
+func (c *Connector) screenshot(ctx context.Context, d golibvirt.Domain) ([]byte, error) {
 	var buf bytes.Buffer
 	var mime golibvirt.OptString
-	err = c.streamCall(ctx, "screenshot of "+d.Name, func(lv *golibvirt.Libvirt) error {
+	err := c.streamCall(ctx, "screenshot of "+d.Name, func(lv *golibvirt.Libvirt) error {
 		var err error
 		mime, err = lv.DomainScreenshot(d, &buf, 0, 0)
 		return err
@@ -172,7 +194,7 @@ func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, 
 		return buf.Bytes(), nil
 	}
 	if err != nil {
-		return nil, mapErr("screenshot of "+d.Name, err)
+		return nil, fmt.Errorf("%w (%d bytes received)", mapErr("screenshot of "+d.Name, err), buf.Len())
 	}
 	img := ppmDecode(buf.Bytes())
 	if img == nil {
