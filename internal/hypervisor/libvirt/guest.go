@@ -150,10 +150,12 @@ func (c *Connector) GuestReadFile(ctx context.Context, nameOrUUID, path string, 
 }
 
 // Screenshot implements hypervisor.Console. libvirt returns PNG with QEMU
-// 7.1 and later; the PPM of older ones is converted. A screenshot that
-// fails without a whole image (seen once in CI, right after a guest's
-// agent first answered: go-libvirt's XDR EOF and no PNG) is taken again,
-// up to three times; the error says how many bytes had arrived.
+// 7.1 and later; the PPM of older ones is converted. A screenshot takes
+// well under a second; one that fails without a whole image or takes
+// longer than shotTimeout (both seen in CI on a loaded host, right after
+// a guest's agent first answered: go-libvirt's XDR EOF and no PNG, and a
+// stream that never ended) is taken again, on a new connection, up to
+// three times. The error says how many bytes had arrived.
 func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, error) {
 	d, err := c.lookup(nameOrUUID)
 	if err != nil {
@@ -161,8 +163,10 @@ func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, 
 	}
 	const attempts = 3
 	for i := 1; ; i++ {
-		img, err := c.screenshot(ctx, d)
-		if err == nil || i == attempts || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		actx, cancel := context.WithTimeout(ctx, shotTimeout)
+		img, err := c.screenshot(actx, d)
+		cancel()
+		if err == nil || i == attempts || ctx.Err() != nil {
 			return img, err
 		}
 		c.log.Debug("screenshot failed; taking it again", "vm", d.Name, "attempt", i, "err", err)
@@ -175,6 +179,9 @@ func (c *Connector) Screenshot(ctx context.Context, nameOrUUID string) ([]byte, 
 		}
 	}
 }
+
+// shotTimeout bounds one attempt of a screenshot.
+const shotTimeout = 20 * time.Second
 
 // screenshot takes one screenshot of d as PNG.
 func (c *Connector) screenshot(ctx context.Context, d golibvirt.Domain) ([]byte, error) {

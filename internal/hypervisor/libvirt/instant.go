@@ -2,6 +2,8 @@ package libvirt
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -396,15 +398,25 @@ func (c *Connector) FinishInstant(ctx context.Context, nameOrUUID string) error 
 }
 
 // CreateIsolatedNetwork implements hypervisor.InstantHost: a transient
-// bridge with no forward mode and no IP address (so no DHCP or DNS).
+// bridge with no forward mode and no IP address (so no DHCP or DNS). The
+// bridge is named after the network: left to pick the next free virbrN
+// itself, libvirt gave two networks created at once the same one (CI:
+// "error creating bridge interface virbr4: File exists").
 func (c *Connector) CreateIsolatedNetwork(ctx context.Context, name string) error {
 	if !strings.HasPrefix(name, Prefix) || strings.ContainsAny(name, "/\x00 '\"<>&") {
 		return fmt.Errorf("network name %q must start with %q", name, Prefix)
 	}
-	if _, err := c.lv.NetworkCreateXML(fmt.Sprintf("<network><name>%s</name></network>", name)); err != nil {
+	if _, err := c.lv.NetworkCreateXML(fmt.Sprintf("<network><name>%s</name><bridge name='%s' stp='off'/></network>", name, bridgeName(name))); err != nil {
 		return mapErr("create isolated network "+name, err)
 	}
 	return nil
+}
+
+// bridgeName is the bridge of isolated network name: "kura" and 10 hex
+// digits of its hash (an interface name holds at most 15 bytes).
+func bridgeName(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return "kura" + hex.EncodeToString(sum[:5])
 }
 
 // RemoveNetwork implements hypervisor.InstantHost.
