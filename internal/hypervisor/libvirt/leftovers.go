@@ -267,13 +267,7 @@ func (c *Connector) RemoveLeftover(ctx context.Context, l hypervisor.Leftover) e
 		if err != nil {
 			return err
 		}
-		if err := c.abortJob(d); err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, closeTimeout)
-		defer cancel()
-		c.waitJobEnd(wctx, d)
-		return nil
+		return c.endJob(ctx, d)
 	case KindCheckpoint:
 		d, err := c.lookup(l.VM)
 		if err != nil {

@@ -90,12 +90,9 @@ func (c *Connector) settleDir(ctx context.Context, d golibvirt.Domain, vm hyperv
 			return nil, err
 		}
 		if st.job != "" && !st.jobLive && filepath.Dir(st.job) == dir {
-			if err := c.abortJob(d); err != nil {
+			if err := c.endJob(ctx, d); err != nil {
 				return nil, err
 			}
-			wctx, cancel := context.WithTimeout(ctx, closeTimeout)
-			c.waitJobEnd(wctx, d)
-			cancel()
 			notes = append(notes, "aborted the backup job libvirt started for it after it died")
 			break
 		}
@@ -115,8 +112,9 @@ func (c *Connector) settleDir(ctx context.Context, d golibvirt.Domain, vm hyperv
 		case <-t.C:
 		}
 	}
-	if waited := time.Since(start); logged {
-		notes = append(notes, fmt.Sprintf("waited %s for its last libvirt call (%s) to settle", waited.Round(100*time.Millisecond), p.Call))
+	if logged {
+		notes = append(notes, fmt.Sprintf("waited %s for its last libvirt call (%s) to settle",
+			time.Since(start).Round(100*time.Millisecond), p.Call))
 	}
 	if p.Pause {
 		if state, _, err := c.lv.DomainGetState(d, 0); err == nil && golibvirt.DomainState(state) == golibvirt.DomainPaused {

@@ -63,10 +63,8 @@ func (s *session) end(ctx context.Context, success bool) error {
 		_ = cl.Close()
 	}
 	if s.online {
-		if err := s.c.abortJob(s.dom); err != nil {
+		if err := s.c.endJob(ctx, s.dom); err != nil {
 			errs = append(errs, err)
-		} else {
-			s.c.waitJobEnd(ctx, s.dom)
 		}
 	}
 	for _, p := range s.nbdProcs {
@@ -94,6 +92,18 @@ func (s *session) end(ctx context.Context, success bool) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close backup session of %s: %w", s.dom.Name, err)
 	}
+	return nil
+}
+
+// endJob aborts the domain's backup job and waits, up to closeTimeout,
+// until libvirt has no job on it.
+func (c *Connector) endJob(ctx context.Context, d golibvirt.Domain) error {
+	if err := c.abortJob(d); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, closeTimeout)
+	defer cancel()
+	c.waitJobEnd(wctx, d)
 	return nil
 }
 
