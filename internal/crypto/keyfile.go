@@ -112,7 +112,6 @@ func prefault(n int) {
 		b[i] = 1
 	}
 	runtime.KeepAlive(b)
-	b = nil
 	runtime.GC()
 }
 
